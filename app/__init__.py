@@ -1,0 +1,1 @@
+"""tunefit web service and command line."""

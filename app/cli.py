@@ -1,0 +1,170 @@
+"""``tunefit``: the command line (estimate, models, gpus, serve)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from estimator import (
+    EstimateError,
+    EstimateRequest,
+    LoraSpec,
+    QuantSpec,
+    estimate,
+    gpus,
+    models,
+    to_document,
+)
+from estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, METHODS, OPTIMIZERS, SHARDING
+from estimator.units import GIB
+
+
+def _add_estimate_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="catalog id (see `tunefit models`)")
+    src.add_argument("--config", help="path to a Hugging Face config.json")
+    p.add_argument("--method", choices=METHODS, default="lora")
+    p.add_argument("--dtype", default="bf16", help="fp32 | fp16 | bf16 (weights / compute dtype)")
+    p.add_argument("--r", type=int, default=16, help="LoRA rank")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·r)")
+    p.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names or all-linear")
+    p.add_argument("--variant", default="lora", help="lora | rslora | lora+ | dora | vera")
+    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument("--quant", default=None, help="nf4 | fp4 | int8 | none (qlora defaults to nf4)")
+    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--blocksize", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa")
+    p.add_argument("--device", choices=DEVICES, default="cuda")
+    p.add_argument("--gpu", default=None, help="catalog GPU id to check the fit against")
+    p.add_argument("--num-gpus", type=int, default=1)
+    p.add_argument("--sharding", choices=SHARDING, default="none")
+    p.add_argument("--json", action="store_true", help="print the JSON document the REST API returns")
+
+
+def request_from_args(args: argparse.Namespace) -> EstimateRequest:
+    """Build an :class:`EstimateRequest` from parsed CLI arguments."""
+    model = args.model
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                model = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EstimateError("config", f"cannot read {args.config}: {exc}") from exc
+    targets = args.targets if args.targets.lower() == "all-linear" else tuple(
+        t.strip() for t in args.targets.split(",") if t.strip())
+    lora = LoraSpec(r=args.r, alpha=args.alpha if args.alpha is not None else 2.0 * args.r,
+                    target_modules=targets, variant=args.variant, dropout=args.lora_dropout)
+    quant = None
+    if args.quant is not None or args.method == "qlora":
+        qtype = args.quant or "nf4"
+        quant = QuantSpec(type=qtype, double_quant=args.double_quant, blocksize=args.blocksize)
+    return EstimateRequest(
+        model=model, method=args.method, dtype=args.dtype, lora=lora, quant=quant,
+        batch_size=args.batch_size, seq_len=args.seq_len, gradient_checkpointing=args.gradient_checkpointing,
+        optimizer=args.optimizer, attn_implementation=args.attn, device=args.device, gpu=args.gpu,
+        num_gpus=args.num_gpus, sharding=args.sharding,
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:10.3f} GiB"
+
+
+def render_table(doc: dict) -> str:
+    """A readable table of the JSON document (numbers only come from the document)."""
+    req = doc["request"]
+    lines = [
+        f"model {req['model'] if isinstance(req['model'], str) else 'config.json'}  method {req['method']}  "
+        f"dtype {req['dtype']}  batch {req['batch_size']}  seq {req['seq_len']}  device {req['device']}",
+        f"params: total {doc['params']['total']:,}  trainable {doc['params']['trainable']:,} "
+        f"({doc['params']['trainable_percent']:.4f} %)",
+        "",
+        f"breakdown at the peak ({doc['peak_phase']}):",
+    ]
+    lines += [f"  {key.removesuffix('_bytes'):28s}{_gib(value)}" for key, value in doc["breakdown"].items() if value]
+    lines += [
+        f"  {'peak allocated':28s}{_gib(doc['peak_allocated_bytes'])}",
+        f"  {'peak on device':28s}{_gib(doc['peak_bytes'])}",
+        "",
+        "phases (allocated):",
+    ]
+    lines += [f"  {p['phase']:28s}{_gib(p['allocated_bytes'])}" for p in doc["phases"]]
+    lines += ["", f"paper: {doc['paper']['formula']} = {_gib(doc['paper']['bytes'])}"]
+    if doc["paper"]["lora_ratio"] is not None:
+        lines.append(f"LoRA ratio r/d + r/k (first target): {doc['paper']['lora_ratio']:.6f}")
+    fits = [f for f in doc["fits"]]
+    if fits:
+        lines += ["", "fits:"]
+        lines += [f"  {f['gpu']:20s}{'yes' if f['fits'] else 'no ':4s} headroom {_gib(f['headroom_bytes'])}" for f in fits]
+    lines += ["", "assumptions:"] + [f"  - {a}" for a in doc["assumptions"]]
+    return "\n".join(lines)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    doc = to_document(estimate(request_from_args(args)))
+    print(json.dumps(doc, indent=2) if args.json else render_table(doc))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = [(m.id, m.arch.model_type, m.arch.total_params, m.name) for m in models().values()]
+    if args.json:
+        print(json.dumps([{"id": i, "model_type": t, "params": p, "name": n} for i, t, p, n in rows], indent=2))
+        return 0
+    for model_id, model_type, params, name in rows:
+        print(f"{model_id:20s}{model_type:10s}{params:>18,}  {name}")
+    return 0
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    table = list(gpus().values())
+    if args.json:
+        print(json.dumps([{"id": g.id, "name": g.name, "memory_bytes": g.memory_bytes,
+                           "usable_bytes": g.usable_bytes} for g in table], indent=2))
+        return 0
+    for g in table:
+        print(f"{g.id:18s}{g.usable_bytes / GIB:8.2f} GiB usable  {g.name}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunefit", description="GPU-memory planner for LLM fine-tuning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("estimate", help="estimate the memory of one setting")
+    _add_estimate_args(p)
+    p.set_defaults(func=cmd_estimate)
+    for name, func in (("models", cmd_models), ("gpus", cmd_gpus)):
+        q = sub.add_parser(name, help=f"list the {name} catalog")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=func)
+    s = sub.add_parser("serve", help="run the web service")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EstimateError as exc:
+        print(f"tunefit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The model and GPU catalogs: data files under ``estimator/data``, each entry with its source."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from .arch import ArchSpec, arch_from_config
+from .errors import EstimateError
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """A catalog model: its config.json facts and where they come from."""
+
+    id: str
+    name: str
+    family: str
+    hf_repo: str
+    source: str
+    arch: ArchSpec
+    published_params: int | None = None
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """A GPU with its memory in bytes; ``usable_bytes`` is what the driver reports when known."""
+
+    id: str
+    name: str
+    vendor: str
+    memory_bytes: int
+    memory_label: str
+    source: str
+    reported_total_bytes: int | None = None
+    reported_source: str | None = None
+    bf16: bool = True
+
+    @property
+    def usable_bytes(self) -> int:
+        return self.reported_total_bytes or self.memory_bytes
+
+
+def _data_dir():
+    return resources.files("estimator") / "data"
+
+
+@lru_cache(maxsize=1)
+def models() -> dict[str, CatalogModel]:
+    """All catalog models keyed by id, sorted by id."""
+    out: dict[str, CatalogModel] = {}
+    for path in sorted((_data_dir() / "models").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".json"):
+            continue
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        out[raw["id"]] = CatalogModel(
+            id=raw["id"], name=raw["name"], family=raw["family"], hf_repo=raw["hf_repo"],
+            source=raw["source"], arch=arch_from_config(raw["config"]),
+            published_params=raw.get("published_params"), config=raw["config"],
+        )
+    return out
+
+
+@lru_cache(maxsize=1)
+def gpus() -> dict[str, Gpu]:
+    """All catalog GPUs keyed by id, in catalog order (consumer to datacenter)."""
+    raw = json.loads((_data_dir() / "gpus.json").read_text(encoding="utf-8"))
+    fields = Gpu.__dataclass_fields__
+    return {g["id"]: Gpu(**{k: v for k, v in g.items() if k in fields}) for g in raw}
+
+
+def _lookup(kind: str, key: str, table: dict):
+    item = table.get(key) or table.get(str(key).lower())
+    if item is None:
+        close = difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; see `tunefit {kind}s`"
+        raise EstimateError(kind, f"unknown {kind} id {key!r}{hint}")
+    return item
+
+
+def get_model(model_id: str) -> CatalogModel:
+    """The catalog model ``model_id``; unknown ids raise with the closest matches."""
+    return _lookup("model", model_id, models())
+
+
+def get_gpu(gpu_id: str) -> Gpu:
+    """The catalog GPU ``gpu_id``; unknown ids raise with the closest matches."""
+    return _lookup("gpu", gpu_id, gpus())
+
+
+def suggestions(kind: str, key: str) -> list[str]:
+    """Close matches for an unknown id (for 404 answers)."""
+    table = models() if kind == "model" else gpus()
+    return difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5)

@@ -1,0 +1,283 @@
+"""``estimate(request) -> Estimate``: phases of a step, the peak, and the breakdown at the peak.
+
+A training run is modelled in its steady state (step two onwards, what a run of N steps peaks
+at): optimizer state exists through forward and backward, gradients are freed by
+``zero_grad(set_to_none=True)`` before the next forward. The peak is the max over phases,
+never a blind sum of terms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import activations as act
+from .adapters import adapter_params, resolve_targets
+from .arch import ArchSpec
+from .memory import (
+    ADAPTER_BITS,
+    OptimizerBytes,
+    WeightBytes,
+    gradient_bytes,
+    optimizer_bytes,
+    trainable_params,
+    trainable_tensors,
+    weight_bytes,
+)
+from .paper import PaperFigure, lora_ratio, nf4_constant_bits, paper_figure
+from .request import EstimateRequest, normalize
+from .sharding import shard_phase
+from .units import DTYPE_BITS, MIB
+
+ESTIMATOR_VERSION = "0.1.0"
+# CUDA context (driver state, kernels, cuBLAS/cuDNN handles) sits outside PyTorch's allocator.
+# Placeholder of the commonly observed order (300-600 MiB with lazy module loading) until the
+# GPU validation matrix measures NVML minus reserved; named so it can be replaced, never fitted.
+CUDA_CONTEXT_BYTES = 512 * MIB
+# Caching-allocator slack (reserved - allocated) as a fraction of the allocated peak; placeholder
+# pending GPU measurements (torch.cuda.max_memory_reserved vs max_memory_allocated).
+ALLOCATOR_SLACK_FRACTION = 0.05
+
+TERMS = (
+    "weights_bytes",
+    "quantized_weights_bytes",
+    "quant_constants_bytes",
+    "adapter_bytes",
+    "gradients_bytes",
+    "optimizer_bytes",
+    "optimizer_step_temp_bytes",
+    "activations_bytes",
+    "logits_bytes",
+    "kv_cache_bytes",
+    "working_bytes",
+)
+RUNTIME_TERMS = ("cuda_context_bytes", "allocator_slack_bytes")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Bytes allocated at one moment of the step, term by term."""
+
+    name: str
+    terms: dict[str, int]
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(self.terms.values())
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The answer: parameter counts, the paper figure, the phases and the peak."""
+
+    request: EstimateRequest
+    arch: ArchSpec
+    total_params: int
+    trainable_params: int
+    adapter_params: int
+    paper: PaperFigure
+    lora_ratio: float | None
+    nf4_constant_bits: float | None
+    phases: tuple[Phase, ...]  # the worst moment of each phase, in order
+    moments: tuple[Phase, ...]  # every candidate moment (each exactly polynomial in b and s)
+    peak_phase: str
+    breakdown: dict[str, int]
+    peak_allocated_bytes: int
+    peak_bytes: int
+    paged_optimizer_bytes: int
+    assumptions: tuple[str, ...] = field(default=())
+    estimator_version: str = ESTIMATOR_VERSION
+
+    @property
+    def trainable_percent(self) -> float:
+        """peft's ``print_trainable_parameters`` percentage (adapters included in the total)."""
+        return 100.0 * self.trainable_params / (self.total_params + self.adapter_params)
+
+
+def _terms(**values: float) -> dict[str, int]:
+    terms = dict.fromkeys(TERMS, 0)
+    for key, value in values.items():
+        terms[key] = int(math.ceil(value))
+    return terms
+
+
+def _weight_terms(w: WeightBytes) -> dict[str, float]:
+    return {
+        "weights_bytes": w.plain_bytes,
+        "quantized_weights_bytes": w.quantized_bytes,
+        "quant_constants_bytes": w.constant_bytes,
+        "adapter_bytes": w.adapter_bytes,
+    }
+
+
+def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSetting:
+    """The activation-relevant facts of a normalized request."""
+    qlora_fp32 = req.method == "qlora" and req.prepare_kbit
+    stream_bits = 32 if qlora_fp32 else DTYPE_BITS[req.dtype]
+    targets: tuple[str, ...] = ()
+    if req.method in ("lora", "qlora"):
+        targets = tuple(dict.fromkeys(m.name for m, _ in resolve_targets(arch, req.lora.target_modules)))
+    return act.ActivationSetting(
+        batch=req.batch_size,
+        seq=req.seq_len,
+        stream_bytes=stream_bits / 8,
+        logits_bytes=stream_bits / 8,
+        full=req.method == "full",
+        lora_targets=targets,
+        lora_r=req.lora.r,
+        lora_dropout=req.lora.dropout,
+        attn=req.attn_implementation,
+        device=req.device,
+        gradient_checkpointing=req.gradient_checkpointing,
+    )
+
+
+def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: int,
+                    opt: OptimizerBytes) -> tuple[Phase, ...]:
+    """Candidate moments of a step, steady state: load, forward end, three backward moments
+    (start at the loss, after the top layer, at the bottom layer), optimizer step."""
+    weights = _weight_terms(w)
+    state = 0 if opt.paged else opt.state_bytes
+    layers = act.layers_saved(arch, st)
+    head = act.head_saved(arch, st)
+    one_layer = act.layer_saved(arch, st)
+    working = act.backward_working(arch, st)
+    recompute = one_layer if st.gradient_checkpointing else 0.0
+    load = Phase("load", _terms(**weights))
+    forward = Phase("forward", _terms(
+        **weights, optimizer_bytes=state, activations_bytes=layers + head,
+        logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st)))
+    backward_start = _terms(**weights, optimizer_bytes=state, activations_bytes=layers + head,
+                            logits_bytes=act.logits_backward_peak(arch, st))
+    backward_top = _terms(**weights, optimizer_bytes=state, gradients_bytes=grads - layer_grads * (arch.num_hidden_layers - 1),
+                          activations_bytes=layers + head + recompute, working_bytes=working)
+    last_layer = one_layer if not st.gradient_checkpointing else one_layer + act.checkpoint_saved(arch, st)
+    backward_end = _terms(**weights, optimizer_bytes=state, gradients_bytes=grads,
+                          activations_bytes=last_layer, working_bytes=working)
+    backward = tuple(Phase("backward", t) for t in (backward_start, backward_top, backward_end))
+    step = Phase("optimizer_step", _terms(**weights, gradients_bytes=grads, optimizer_bytes=state,
+                                          optimizer_step_temp_bytes=opt.step_temp_bytes))
+    return (load, forward, *backward, step)
+
+
+def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int) -> tuple[Phase, ...]:
+    """load, then a prefill of ``b x s`` tokens filling the KV cache (logits of the last token)."""
+    weights = _weight_terms(w)
+    kv = arch.num_hidden_layers * 2 * st.tokens * arch.kv_dim * kv_bits / 8
+    logits = st.batch * arch.vocab_size * (st.logits_bytes + act.F)  # last-token logits + fp32 copy
+    prefill = _terms(**weights, kv_cache_bytes=kv, working_bytes=act.inference_working(arch, st),
+                     logits_bytes=logits)
+    return Phase("load", _terms(**weights)), Phase("prefill", prefill)
+
+
+def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:
+    notes = [
+        f"plain training loop without autocast: weights in {req.dtype}, loss on all {req.seq_len} positions",
+        "steady state (step 2 onwards): optimizer state lives through forward and backward",
+        "batch_size is the micro-batch per device; use_cache=False in training",
+    ]
+    if req.method in ("lora", "qlora"):
+        notes.append("peft keeps adapters, their gradients and optimizer state in fp32")
+    if req.method == "qlora":
+        notes.append("bitsandbytes quantizes only modules whose type is exactly nn.Linear/Conv1D; lm_head stays unquantized")
+        if req.prepare_kbit:
+            notes.append("prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32, "
+                         "so the residual stream and logits are fp32")
+    if arch.num_local_experts:
+        notes.append("transformers 5 fuses MoE experts into 3-D parameters: not nn.Linear, so not quantized or LoRA-targeted")
+    if opt is not None and opt.paged:
+        notes.append("paged optimizer states live in CUDA unified memory and may be evicted to host RAM: "
+                     "reported as paged_optimizer_bytes, not counted in the peak")
+    if req.device == "cuda":
+        notes.append(f"CUDA context {CUDA_CONTEXT_BYTES // MIB} MiB and allocator slack "
+                     f"{ALLOCATOR_SLACK_FRACTION:.0%} of allocated are placeholders until GPU-measured")
+    else:
+        notes.append("device cpu: no CUDA context or allocator slack; peak equals exact tensor bytes")
+    if req.sharding != "none":
+        notes.append(f"{req.sharding} over {req.num_gpus} GPUs: per-GPU bytes")
+    return tuple(notes)
+
+
+def estimate(request: EstimateRequest) -> Estimate:
+    """Estimate the peak memory of ``request``; raises :class:`EstimateError` on bad input."""
+    req, arch = normalize(request)
+    lora = req.lora if req.method in ("lora", "qlora") else None
+    w = weight_bytes(arch, req.method, req.dtype, req.quant, lora, req.prepare_kbit)
+    st = activation_setting(req, arch)
+    tensors = trainable_tensors(arch, req.method, lora)
+    n_adapter = adapter_params(arch, lora) if lora else 0
+    opt = None
+    if req.method == "inference":
+        phases = inference_phases(arch, st, w, DTYPE_BITS[req.dtype])
+    else:
+        bits = DTYPE_BITS[req.dtype] if req.method == "full" else ADAPTER_BITS
+        grads = gradient_bytes(tensors, bits)
+        layer_grads = _layer_grad_bytes(arch, req.method, bits, grads)
+        opt = optimizer_bytes(tensors, bits, req.optimizer, req.device)
+        phases = training_phases(arch, st, w, grads, layer_grads, opt)
+    moments = _shard(phases, req, arch, w)
+    phases = _worst_per_phase(moments)
+    peak = max(phases, key=lambda p: p.allocated_bytes)
+    breakdown = dict(peak.terms)
+    runtime = _runtime_terms(req, peak.allocated_bytes)
+    breakdown.update(runtime)
+    return Estimate(
+        request=req,
+        arch=arch,
+        total_params=arch.total_params,
+        trainable_params=trainable_params(tensors),
+        adapter_params=n_adapter,
+        paper=paper_figure(req.method, arch.total_params, n_adapter, DTYPE_BITS[req.dtype]),
+        lora_ratio=_lora_ratio(arch, lora),
+        nf4_constant_bits=nf4_constant_bits(req.quant.double_quant) if req.quant.is_4bit else None,
+        phases=phases,
+        moments=moments,
+        peak_phase=peak.name,
+        breakdown=breakdown,
+        peak_allocated_bytes=peak.allocated_bytes,
+        peak_bytes=peak.allocated_bytes + sum(runtime.values()),
+        paged_optimizer_bytes=opt.state_bytes if opt is not None and opt.paged else 0,
+        assumptions=_assumptions(req, arch, opt),
+    )
+
+
+def _worst_per_phase(moments: tuple[Phase, ...]) -> tuple[Phase, ...]:
+    worst: dict[str, Phase] = {}
+    for m in moments:
+        if m.name not in worst or m.allocated_bytes > worst[m.name].allocated_bytes:
+            worst[m.name] = m
+    return tuple(worst.values())
+
+
+def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> int:
+    """Gradient bytes that one decoder layer's backward adds."""
+    if method == "full":
+        return math.ceil(arch.layer_params * bits / 8)
+    return grads // max(arch.num_hidden_layers, 1)
+
+
+def _lora_ratio(arch: ArchSpec, lora) -> float | None:
+    """``r/d + r/k`` of the first targeted matrix (seed 000 Eq. 9)."""
+    if lora is None:
+        return None
+    m, _ = resolve_targets(arch, lora.target_modules)[0]
+    return lora_ratio(m.out_features, m.in_features, lora.r)
+
+
+def _runtime_terms(req: EstimateRequest, allocated: int) -> dict[str, int]:
+    if req.device != "cuda":
+        return dict.fromkeys(RUNTIME_TERMS, 0)
+    return {
+        "cuda_context_bytes": CUDA_CONTEXT_BYTES,
+        "allocator_slack_bytes": int(math.ceil(allocated * ALLOCATOR_SLACK_FRACTION)),
+    }
+
+
+def _shard(phases: tuple[Phase, ...], req: EstimateRequest, arch: ArchSpec, w: WeightBytes) -> tuple[Phase, ...]:
+    """Per-GPU bytes under data parallelism / ZeRO (Rajbhandari et al., arXiv:1910.02054, Fig. 1)."""
+    if req.sharding == "none":
+        return phases
+    base = w.plain_bytes + w.quantized_bytes + w.constant_bytes
+    per_layer = base * arch.layer_params / arch.total_params
+    gathered = math.ceil(2 * per_layer)  # current layer + one prefetched
+    return tuple(shard_phase(p, req.sharding, req.num_gpus, gathered) for p in phases)

@@ -1,0 +1,1 @@
+"""tunefit profiler: measures real peak memory (built in the 'Profiler worker' issue)."""
