@@ -1,0 +1,65 @@
+"""The CLI prints the estimator's document; bad input exits non-zero naming the field."""
+
+import json
+
+import pytest
+
+from app.cli import main
+from estimator import EstimateRequest, LoraSpec, QuantSpec, estimate, to_document
+
+
+def test_json_output_equals_the_document(capsys):
+    rc = main(["estimate", "--model", "llama-2-7b", "--method", "qlora", "--r", "16", "--targets", "all-linear",
+               "--batch-size", "1", "--seq-len", "512", "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    req = EstimateRequest("llama-2-7b", method="qlora", lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear"),
+                          quant=QuantSpec("nf4", True, 64), batch_size=1, seq_len=512)
+    assert doc == json.loads(json.dumps(to_document(estimate(req))))
+    for key in ("params", "paper", "breakdown", "peak_allocated_bytes", "peak_bytes", "peak_phase", "fits",
+                "assumptions"):
+        assert key in doc
+    assert all(k.endswith("_bytes") and isinstance(v, int) for k, v in doc["breakdown"].items())
+
+
+def test_table_output_labels_units(capsys):
+    assert main(["estimate", "--model", "mistral-7b", "--method", "lora", "--targets", "q_proj,v_proj",
+                 "--gpu", "rtx-4090"]) == 0
+    out = capsys.readouterr().out
+    assert "GiB" in out and "rtx-4090" in out and "peak on device" in out
+    assert " GB" not in out
+
+
+def test_config_file_instead_of_model(tmp_path, capsys):
+    from tests.estimator.tiny_configs import TINY_CONFIGS
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY_CONFIGS["qwen2"]))
+    assert main(["estimate", "--config", str(path), "--method", "full", "--device", "cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["peak_bytes"] == doc["peak_allocated_bytes"]
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--r", "0"], "lora.r"),
+    (["--r", "5000"], "lora.r"),
+    (["--targets", "foo_proj"], "lora.target_modules"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--seq-len", "-5"], "seq_len"),
+    (["--dtype", "fp8"], "dtype"),
+], ids=["r-zero", "r-too-big", "unknown-module", "batch-zero", "seq-negative", "bad-dtype"])
+def test_bad_input_exits_2_naming_the_field(argv, field, capsys):
+    rc = main(["estimate", "--model", "llama-2-7b", "--method", "lora", *argv])
+    assert rc == 2
+    assert field in capsys.readouterr().err
+
+
+def test_unknown_model_suggests_close_ids(capsys):
+    assert main(["estimate", "--model", "llama-2-7x"]) == 2
+    assert "llama-2-7b" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command,needle", [("models", "llama-2-7b"), ("gpus", "rtx-4090")])
+def test_catalog_listings(command, needle, capsys):
+    assert main([command]) == 0
+    assert needle in capsys.readouterr().out

@@ -1,0 +1,59 @@
+"""Hardware fit: max batch / sequence are the largest that fit, GPUs needed under ZeRO-3."""
+
+import pytest
+
+from estimator import EstimateRequest, capacity, estimate, fit_table, get_gpu, gpus_needed, max_batch_size, max_seq_len
+from dataclasses import replace
+
+CASES = [
+    ("llama-2-7b", "qlora", "rtx-4090"),
+    ("llama-3-8b", "lora", "a100-80gb"),
+    ("mistral-7b", "qlora", "l4"),
+    ("qwen2.5-0.5b", "full", "rtx-3060-12gb"),
+]
+
+
+@pytest.mark.parametrize("model,method,gpu", CASES, ids=[f"{m}-{x}-{g}" for m, x, g in CASES])
+def test_max_batch_is_the_largest_that_fits(model, method, gpu):
+    req = EstimateRequest(model, method=method, seq_len=1024)
+    usable = get_gpu(gpu).usable_bytes
+    mb = max_batch_size(req, gpu)
+    assert mb >= 1
+    assert estimate(replace(req, batch_size=mb)).peak_bytes <= usable
+    assert estimate(replace(req, batch_size=mb + 1)).peak_bytes > usable
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_max_seq_is_the_longest_that_fits(attn):
+    req = EstimateRequest("llama-2-7b", method="lora", attn_implementation=attn)
+    ms = max_seq_len(req, "rtx-4090", limit=1_000_000)
+    usable = get_gpu("rtx-4090").usable_bytes
+    assert estimate(replace(req, seq_len=ms)).peak_bytes <= usable < estimate(replace(req, seq_len=ms + 1)).peak_bytes
+
+
+def test_too_big_model_fits_no_batch():
+    req = EstimateRequest("llama-2-70b", method="full")
+    assert max_batch_size(req, "rtx-4090") == 0
+
+
+def test_gpus_needed_under_zero3():
+    req = EstimateRequest("llama-2-70b", method="full", seq_len=1024)
+    n = gpus_needed(req, "a100-80gb")
+    usable = get_gpu("a100-80gb").usable_bytes
+    assert n is not None and n > 1
+    assert estimate(replace(req, sharding="zero3", num_gpus=n)).peak_bytes <= usable
+    assert estimate(replace(req, sharding="zero3", num_gpus=n - 1)).peak_bytes > usable
+
+
+def test_fit_table_headroom_sign_matches_fits():
+    rows = fit_table(20 * 2**30)
+    assert rows and all(r.fits == (r.headroom_bytes >= 0) for r in rows)
+    assert {r.gpu for r in rows if r.fits} >= {"a100-80gb", "h100-sxm-80gb"}
+    assert "rtx-3060-12gb" not in {r.gpu for r in rows if r.fits}
+
+
+def test_capacity_rows_cover_the_catalog():
+    rows = capacity(EstimateRequest("llama-2-7b", method="qlora"))
+    assert len(rows) >= 20
+    for r in rows:
+        assert r.fits == (r.max_batch_size >= 1)
