@@ -1,6 +1,6 @@
 """Units: bytes inside, GiB at the edges.
 
-Dtype widths live in bits; bytes = bits / 8 (never ``//``: 4 // 8 == 0).
+Dtype widths live in bits; bytes = bits / 8, true division (integer division would turn 4 bits into 0 bytes).
 """
 
 from __future__ import annotations
