@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .arch import ArchSpec, LinearSpec
+from .arch import ArchSpec, LinearSpec, ParamTarget
 
 F = 4  # bytes of fp32
 LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
@@ -131,11 +131,38 @@ def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Fused MoE experts (3-D parameters) keep their inputs only when they train."""
-    if not (arch.num_local_experts and st.full):
-        return 0.0
+    """Inputs the MoE router and fused experts keep once their weight has a gradient: full
+    fine-tuning, or LoRA on them through peft's ParamWrapper. Each expert matmul sees ``k``
+    routed copies of every token; the router sees each token once."""
     t, a = st.tokens, st.stream_bytes
-    return t * arch.num_experts_per_tok * (arch.hidden_size + arch.intermediate_size) * a
+    total = 0.0
+    for p in arch.layer_param_targets:
+        if st.full or p.name in st.lora_targets:
+            copies = arch.num_experts_per_tok if p.experts > 1 else 1
+            total += t * copies * p.in_features * a
+    return total
+
+
+def _wrapped(arch: ArchSpec, st: ActivationSetting) -> list[ParamTarget]:
+    return [p for p in arch.layer_param_targets if p.name in st.lora_targets]
+
+
+def param_wrapper_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What peft's ParamWrapper adds per layer: the adapted weight ``W' = W + s·B·A``.
+
+    ``W'`` is a parametrization computed on every forward (``baddbmm`` for stacked experts,
+    ``W + delta`` for the router), in the weight's dtype; the matmul that reads it keeps it
+    for the input gradient, so a full-size copy of every wrapped parameter lives until
+    backward. The expert factors are cast to that dtype first (kept by ``baddbmm``).
+    """
+    a = st.stream_bytes
+    total = 0.0
+    for p in _wrapped(arch, st):
+        total += p.weight_params * a
+        if p.experts > 1 and a != LORA_BYTES:
+            stacked_rank = st.lora_r * p.rank_factor * p.experts
+            total += stacked_rank * (p.in_features + p.out_features) * a
+    return total
 
 
 def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -147,6 +174,7 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         + attention_saved(arch, st)
         + mlp_saved(arch, st)
         + expert_inputs_saved(arch, st)
+        + param_wrapper_saved(arch, st)
     )
 
 
@@ -191,16 +219,26 @@ def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """Transient gradients inside one layer's backward: the MLP intermediate grads dominate."""
     t, i, a = st.tokens, arch.intermediate_size, st.stream_bytes
     routed = max(arch.num_experts_per_tok, 1)
-    return t * (2 * routed * i + 2 * arch.hidden_size) * a
+    wrapped_grad = max((p.weight_params * a for p in _wrapped(arch, st)), default=0.0)  # dL/dW' of one
+    return t * (2 * routed * i + 2 * arch.hidden_size) * a + wrapped_grad
 
 
-def inference_working(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Largest transient of a no-grad prefill: the MLP intermediates or eager attention scores."""
-    b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
+def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """No-grad prefill transient inside the MLP: gate, up and activation outputs (``t·i`` each)."""
+    t, a = st.tokens, st.stream_bytes
     routed = max(arch.num_experts_per_tok, 1)
     mlp = t * routed * (3 if arch.gated_mlp else 2) * arch.intermediate_size * a
-    attn = 0.0
-    if st.attn == "eager":
-        attn = b * arch.num_attention_heads * s * s * (2 * a + F)
-    residual = 2 * t * arch.hidden_size * a
-    return max(mlp, attn) + residual
+    return mlp + _prefill_residual(arch, st)
+
+
+def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """No-grad prefill transient inside eager attention: the scores, their fp32 softmax and cast
+    (``b·n·s²``); sdpa / flash kernels never materialize them."""
+    b, s, a = st.batch, st.seq, st.stream_bytes
+    attn = b * arch.num_attention_heads * s * s * (2 * a + F) if st.attn == "eager" else 0.0
+    return attn + _prefill_residual(arch, st)
+
+
+def _prefill_residual(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The residual stream and the normalized hidden states alive next to either transient."""
+    return 2 * st.tokens * arch.hidden_size * st.stream_bytes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .errors import EstimateError
@@ -50,6 +51,33 @@ class LinearSpec:
     @property
     def params(self) -> int:
         return self.weight_params + self.bias_params
+
+
+@dataclass(frozen=True)
+class ParamTarget:
+    """A bare ``nn.Parameter`` of ``experts`` stacked ``out x in`` matrices (transformers 5 MoE).
+
+    Not an ``nn.Linear``: bitsandbytes leaves it unquantized. peft 0.21 still adapts it when a
+    config names the transformers-4 Linear it replaced (``legacy_names``; ``"all-linear"`` names
+    them all): ``convert_peft_config_for_transformers`` moves it to ``target_parameters`` and
+    ``lora.ParamWrapper`` wraps it with ``lora_A (r'·E, in)``, ``lora_B (out, r'·E)``, where
+    ``r' = r · len(legacy_names)`` because fused matrices get ``rank_pattern`` ``r·2``.
+    """
+
+    name: str  # parameter name in transformers 5, e.g. "gate_up_proj" or the router's "gate.weight"
+    legacy_names: tuple[str, ...]  # transformers 4 module names peft maps onto it, e.g. ("w1", "w3")
+    experts: int  # stacked matrices (1: the router's 2-D weight)
+    in_features: int
+    out_features: int  # per stacked matrix
+    role: str  # router | expert_in | expert_out
+
+    @property
+    def rank_factor(self) -> int:
+        return len(self.legacy_names)
+
+    @property
+    def weight_params(self) -> int:
+        return self.experts * self.in_features * self.out_features
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,8 @@ class ArchSpec:
     # Non-Linear parameters per layer: fused MoE expert tensors and the router.
     layer_expert_params: int = 0
     layer_router_params: int = 0
+    # Those non-Linear parameters that peft can still adapt (ParamWrapper), per layer.
+    layer_param_targets: tuple[ParamTarget, ...] = ()
     parallel_residual: bool = False
     lm_head_bias: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -128,7 +158,7 @@ class ArchSpec:
     def layer_norm_params(self) -> int:
         return sum(n.params for n in self.layer_norms)
 
-    @property
+    @cached_property  # frozen: computed once, read by every estimate
     def layer_params(self) -> int:
         return (
             self.layer_linear_params
@@ -137,7 +167,7 @@ class ArchSpec:
             + self.layer_router_params
         )
 
-    @property
+    @cached_property  # frozen: computed once, read by every estimate
     def total_params(self) -> int:
         """``sum(p.numel() for p in model.parameters())`` of the CausalLM model (tied counted once)."""
         return (
@@ -150,9 +180,25 @@ class ArchSpec:
 
     @property
     def linear_names(self) -> tuple[str, ...]:
-        """Module names peft can target in this architecture (``lm_head`` excluded)."""
+        """Module names peft can target in this architecture (``lm_head`` excluded), including the
+        transformers-4 names peft maps onto stacked parameters."""
         names = [m.name for m in self.layer_linears] + [m.name for m in self.model_linears]
+        names += [n for p in self.layer_param_targets for n in p.legacy_names]
         return tuple(dict.fromkeys(names))
+
+    def param_targets_named(self, names: tuple[str, ...]) -> list[tuple[ParamTarget, int]]:
+        """(stacked parameter, how many in the model) for every one whose legacy names are all in
+        ``names``; naming only some of a fused group is an error in peft, and here."""
+        chosen = []
+        for p in self.layer_param_targets:
+            named = [n for n in p.legacy_names if n in names]
+            if named and len(named) < len(p.legacy_names):
+                missing = sorted(set(p.legacy_names) - set(named))
+                raise EstimateError("lora.target_modules",
+                                    f"{named} are fused into {p.name}: also target {missing}")
+            if named:
+                chosen.append((p, self.num_hidden_layers))
+        return chosen
 
     def linears_named(self, names: tuple[str, ...]) -> list[tuple[LinearSpec, int]]:
         """(module, how many in the model) for every Linear whose name is in ``names``."""
@@ -240,6 +286,7 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
     experts = 0
     router = 0
     n_experts = 0
+    param_targets: tuple[ParamTarget, ...] = ()
     if model_type == "mixtral":
         # transformers 5 fuses the experts into two 3-D parameters (not nn.Linear): gate_up_proj
         # (E, 2I, H) and down_proj (E, H, I); the router is a bare weight (E, H).
@@ -247,6 +294,11 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         experts = n_experts * 3 * h * inter
         router = n_experts * h
         mlp: tuple[LinearSpec, ...] = ()
+        param_targets = (
+            ParamTarget("gate.weight", ("gate",), 1, h, n_experts, "router"),
+            ParamTarget("gate_up_proj", ("w1", "w3"), n_experts, h, 2 * inter, "expert_in"),
+            ParamTarget("down_proj", ("w2",), n_experts, inter, h, "expert_out"),
+        )
     else:
         mlp = (
             LinearSpec("gate_proj", h, inter, mlp_bias, role="mlp_in"),
@@ -275,6 +327,7 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         num_experts_per_tok=c.int("num_experts_per_tok", 2) if n_experts else 0,
         layer_expert_params=experts,
         layer_router_params=router,
+        layer_param_targets=param_targets,
     )
 
 

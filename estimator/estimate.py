@@ -116,7 +116,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
     stream_bits = 32 if qlora_fp32 else DTYPE_BITS[req.dtype]
     targets: tuple[str, ...] = ()
     if req.method in ("lora", "qlora"):
-        targets = tuple(dict.fromkeys(m.name for m, _ in resolve_targets(arch, req.lora.target_modules)))
+        targets = tuple(dict.fromkeys(m.name for m, _ in resolve_targets(arch, req.lora)))
     return act.ActivationSetting(
         batch=req.batch_size,
         seq=req.seq_len,
@@ -161,13 +161,19 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
 
 
 def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int) -> tuple[Phase, ...]:
-    """load, then a prefill of ``b x s`` tokens filling the KV cache (logits of the last token)."""
+    """load, then a prefill of ``b x s`` tokens filling the KV cache (logits of the last token).
+
+    The prefill has two candidate moments, inside the MLP and inside attention; keeping them
+    apart (rather than one max) leaves every moment a polynomial in ``b`` and ``s``.
+    """
     weights = _weight_terms(w)
     kv = arch.num_hidden_layers * 2 * st.tokens * arch.kv_dim * kv_bits / 8
     logits = st.batch * arch.vocab_size * (st.logits_bytes + act.F)  # last-token logits + fp32 copy
-    prefill = _terms(**weights, kv_cache_bytes=kv, working_bytes=act.inference_working(arch, st),
-                     logits_bytes=logits)
-    return Phase("load", _terms(**weights)), Phase("prefill", prefill)
+    prefill = tuple(
+        Phase("prefill", _terms(**weights, kv_cache_bytes=kv, working_bytes=working, logits_bytes=logits))
+        for working in (act.inference_mlp_working(arch, st), act.inference_attention_working(arch, st))
+    )
+    return (Phase("load", _terms(**weights)), *prefill)
 
 
 def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:
@@ -184,7 +190,8 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
             notes.append("prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32, "
                          "so the residual stream and logits are fp32")
     if arch.num_local_experts:
-        notes.append("transformers 5 fuses MoE experts into 3-D parameters: not nn.Linear, so not quantized or LoRA-targeted")
+        notes.append("transformers 5 fuses MoE experts into 3-D parameters: not nn.Linear, so never quantized; "
+                     "peft reaches them (and the router) only through ParamWrapper, which keeps a full adapted copy")
     if opt is not None and opt.paged:
         notes.append("paged optimizer states live in CUDA unified memory and may be evicted to host RAM: "
                      "reported as paged_optimizer_bytes, not counted in the peak")
@@ -260,7 +267,7 @@ def _lora_ratio(arch: ArchSpec, lora) -> float | None:
     """``r/d + r/k`` of the first targeted matrix (seed 000 Eq. 9)."""
     if lora is None:
         return None
-    m, _ = resolve_targets(arch, lora.target_modules)[0]
+    m, _ = resolve_targets(arch, lora)[0]
     return lora_ratio(m.out_features, m.in_features, lora.r)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .catalog import Gpu, get_gpu, gpus
 from .errors import EstimateError
-from .estimate import Estimate, estimate
+from .estimate import ALLOCATOR_SLACK_FRACTION, CUDA_CONTEXT_BYTES, RUNTIME_TERMS, TERMS, Estimate, estimate
 from .request import MAX_BATCH, EstimateRequest
 
 MAX_SEARCH_GPUS = 1024
@@ -35,19 +36,102 @@ def _fits(request: EstimateRequest, gpu: Gpu, **changes) -> bool:
         return False
 
 
-def _phase_polynomials(request: EstimateRequest, field_name: str) -> list[tuple[float, float, float]]:
-    """Per moment of the step, ``allocated(x) = c0 + c1·x + c2·x²`` in the batch size or the sequence length.
+# Every term is rounded up to whole bytes on its own, and the allocator slack once more, so an
+# exact estimate may differ from its curve by this many bytes (plus float error, relative).
+ROUNDING_BYTES = len(TERMS) + len(RUNTIME_TERMS) + 8
+FLOAT_RELATIVE_ERROR = 1e-12
+# Where a fitted curve is checked against one more exact estimate: inside the usual range, so
+# float64 still holds the byte counts exactly.
+CHECK_BATCH = 64
+CHECK_SEQ = 4096
+CHECK_GPUS = 8
 
-    Every term is a sum of products of ``b``, ``s`` and ``s²`` (the eager attention matrix), so
-    each phase is exactly quadratic in either; three estimates recover its coefficients.
+
+@dataclass(frozen=True)
+class _Curve:
+    """Allocated bytes of every moment of a step as a function of one integer knob ``x``.
+
+    ``basis(x)`` lists the functions every moment is an exact combination of; ``coefficients``
+    holds one row per moment. ``checked`` says whether the curve matched an exact estimate at
+    a point it was not fitted on; an unchecked curve is only a starting guess.
     """
-    rows = [[p.allocated_bytes for p in estimate(replace(request, **{field_name: x})).moments] for x in (1, 2, 3)]
-    polys = []
-    for y1, y2, y3 in zip(*rows):
-        c2 = (y3 - 2 * y2 + y1) / 2
-        c1 = (y2 - y1) - 3 * c2
-        polys.append((y1 - c1 - c2, c1, c2))
-    return polys
+
+    basis: Callable[[float], tuple[float, ...]]
+    coefficients: tuple[tuple[float, ...], ...]
+    checked: bool
+
+    def allocated(self, x: float) -> float:
+        """The largest moment's allocated bytes at ``x``."""
+        f = self.basis(x)
+        return max(sum(c * v for c, v in zip(row, f)) for row in self.coefficients)
+
+
+def _tolerance(value: float) -> float:
+    return ROUNDING_BYTES + abs(value) * FLOAT_RELATIVE_ERROR
+
+
+def _solve(basis: Callable, points: tuple[int, ...], check_at: int, request: EstimateRequest,
+           changes: Callable[[int], dict]) -> _Curve:
+    """Fit ``allocated = sum(c_j · basis_j(x))`` per moment through exact estimates at ``points``
+    (one per basis function), then check it against an exact estimate at ``check_at``."""
+    def moments(x: int) -> list[int]:
+        return [m.allocated_bytes for m in estimate(replace(request, **changes(x))).moments]
+
+    columns = list(zip(*(moments(x) for x in points)))
+    matrix = [basis(x) for x in points]
+    curve = _Curve(basis, tuple(_linear_solve(matrix, list(ys)) for ys in columns), checked=False)
+    if check_at in points:
+        return curve
+    try:
+        exact = moments(check_at)
+    except EstimateError:
+        return curve
+    f = basis(check_at)
+    fitted = [sum(c * v for c, v in zip(row, f)) for row in curve.coefficients]
+    return replace(curve, checked=all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact)))
+
+
+def _linear_solve(matrix: list[tuple[float, ...]], ys: list[float]) -> tuple[float, ...]:
+    """Gauss-Jordan elimination with partial pivoting, for the 2x2 and 3x3 systems of :func:`_solve`."""
+    n = len(ys)
+    a = [list(row) + [y] for row, y in zip(matrix, ys)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(n):
+            if r != col:
+                factor = a[r][col] / a[col][col]
+                a[r] = [x - factor * y for x, y in zip(a[r], a[col])]
+    return tuple(a[r][n] / a[r][r] for r in range(n))
+
+
+def _quadratic(request: EstimateRequest, field_name: str, check_at: int) -> _Curve:
+    """Moments in the batch size or the sequence length: every term is a sum of products of
+    ``b``, ``s`` and ``s²`` (the eager attention matrix), so each is quadratic in either."""
+    return _solve(lambda x: (1.0, x, x * x), (1, 2, 3), check_at, request, lambda x: {field_name: x})
+
+
+def _inverse(request: EstimateRequest, sharding: str) -> _Curve:
+    """Moments in the GPU count ``N`` under sharding: ``a + c/N`` (ZeRO, arXiv:1910.02054 Fig. 1:
+    partitioned states divide by ``N_d``; activations and gathered layers do not)."""
+    return _solve(lambda n: (1.0, 1.0 / n), (2, 4), CHECK_GPUS, request,
+                  lambda n: {"sharding": sharding, "num_gpus": n})
+
+
+def _allocator_budget(request: EstimateRequest, gpu: Gpu) -> float:
+    """Allocated bytes that leave room for the CUDA context and allocator slack on ``gpu``."""
+    if request.device != "cuda":
+        return float(gpu.usable_bytes)
+    return (gpu.usable_bytes - CUDA_CONTEXT_BYTES) / (1 + ALLOCATOR_SLACK_FRACTION)
+
+
+def _fits_on_curve(curve: _Curve, x: int, budget: float, request: EstimateRequest, gpu: Gpu, changes: dict) -> bool:
+    """Whether ``x`` fits: read off a checked curve when clear of the rounding, else estimated exactly."""
+    if curve.checked:
+        allocated = curve.allocated(x)
+        if abs(budget - allocated) > _tolerance(allocated):
+            return allocated < budget
+    return _fits(request, gpu, **changes)
 
 
 def _largest_root(c0: float, c1: float, c2: float, budget: float) -> float:
@@ -59,37 +143,39 @@ def _largest_root(c0: float, c1: float, c2: float, budget: float) -> float:
     return (-c1 + math.sqrt(c1 * c1 + 4 * c2 * (budget - c0))) / (2 * c2)
 
 
-def _allocator_budget(request: EstimateRequest, gpu: Gpu) -> float:
-    """Allocated bytes that leave room for the CUDA context and allocator slack on ``gpu``."""
-    from .estimate import ALLOCATOR_SLACK_FRACTION, CUDA_CONTEXT_BYTES
-
-    if request.device != "cuda":
-        return float(gpu.usable_bytes)
-    return (gpu.usable_bytes - CUDA_CONTEXT_BYTES) / (1 + ALLOCATOR_SLACK_FRACTION)
-
-
-def _largest(request: EstimateRequest, gpu: Gpu, field_name: str, upper: int,
-             polys: list[tuple[float, float, float]] | None = None) -> int:
+def _largest(request: EstimateRequest, gpu: Gpu, field_name: str, upper: int, curve: _Curve) -> int:
     """Largest value of ``field_name`` in [1, upper] that fits (0 if even 1 does not).
 
-    Solves the per-phase quadratics for the allocator budget, then confirms with exact
-    estimates (rounding may move the answer by one).
+    Solves each moment's quadratic for the allocator budget, then walks to the exact answer.
     """
-    polys = polys or _phase_polynomials(request, field_name)
     budget = _allocator_budget(request, gpu)
-    if max(sum(p) for p in polys) > budget and not _fits(request, gpu, **{field_name: 1}):
-        return 0
-    guess = int(max(1, min(min(_largest_root(*p, budget) for p in polys), upper)))
-    while guess > 1 and not _fits(request, gpu, **{field_name: guess}):
-        guess -= 1
-    while guess < upper and _fits(request, gpu, **{field_name: guess + 1}):
-        guess += 1
-    return guess
+
+    def fits(x: int) -> bool:
+        return _fits_on_curve(curve, x, budget, request, gpu, {field_name: x})
+
+    if not curve.checked:
+        return _bisect_largest(fits, upper)
+    root = min(_largest_root(*row, budget) for row in curve.coefficients)
+    x = int(max(1, min(root, upper)))
+    while x >= 1 and not fits(x):
+        x -= 1
+    while 1 <= x < upper and fits(x + 1):
+        x += 1
+    return x
+
+
+def _bisect_largest(fits: Callable[[int], bool], upper: int) -> int:
+    """Largest ``x`` in [1, upper] with ``fits(x)`` (0 if none), assuming fit is monotone."""
+    lo, hi = 0, upper + 1  # fits(lo) holds (vacuously at 0); fits(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def max_batch_size(request: EstimateRequest, gpu_id: str) -> int:
     """The largest micro-batch that fits ``gpu_id`` at the request's sequence length."""
-    return _largest(request, get_gpu(gpu_id), "batch_size", MAX_BATCH)
+    return _largest(request, get_gpu(gpu_id), "batch_size", MAX_BATCH, _quadratic(request, "batch_size", CHECK_BATCH))
 
 
 def max_seq_len(request: EstimateRequest, gpu_id: str, limit: int | None = None) -> int:
@@ -97,29 +183,57 @@ def max_seq_len(request: EstimateRequest, gpu_id: str, limit: int | None = None)
 
     Bounded by ``limit`` (default: the model's ``max_position_embeddings``).
     """
-    est = estimate(request)
-    upper = limit or est.arch.max_position_embeddings
-    return _largest(request, get_gpu(gpu_id), "seq_len", upper)
+    upper = limit or estimate(request).arch.max_position_embeddings
+    return _largest(request, get_gpu(gpu_id), "seq_len", upper, _quadratic(request, "seq_len", CHECK_SEQ))
 
 
-def gpus_needed(request: EstimateRequest, gpu_id: str, sharding: str = "zero3") -> int | None:
-    """Fewest GPUs of ``gpu_id`` that hold the request under ``sharding`` (None above 1024)."""
+def gpus_needed(request: EstimateRequest, gpu_id: str, sharding: str = "zero3", curve: _Curve | None = None,
+                single_fits: bool | None = None) -> int | None:
+    """Fewest GPUs of ``gpu_id`` that hold the request: 1 if it fits unsharded, else the
+    smallest ``N >= 2`` under ``sharding``; None when even 1024 do not.
+
+    Per GPU every moment is ``a + c/N``, so ``N = ceil(max c / (budget - a))``, confirmed
+    exactly near the boundary. The part that does not shard (activations, DDP's full copies)
+    bounds it: if ``a`` alone exceeds the budget no count helps.
+    """
     gpu = get_gpu(gpu_id)
-    if _fits(replace(request, sharding="none", num_gpus=1), gpu):
+    if single_fits is None:
+        single_fits = _fits(replace(request, sharding="none", num_gpus=1), gpu)
+    if single_fits:
         return 1
-    n = 2
-    while n <= MAX_SEARCH_GPUS:
-        if _fits(request, gpu, sharding=sharding, num_gpus=n):
-            lo, hi = n // 2, n
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if mid > 1 and _fits(request, gpu, sharding=sharding, num_gpus=mid):
-                    hi = mid
-                else:
-                    lo = mid
-            return hi
-        n *= 2
-    return None
+    curve = curve or _inverse(request, sharding)
+    budget = _allocator_budget(request, gpu)
+
+    def fits(n: int) -> bool:
+        return _fits_on_curve(curve, n, budget, request, gpu, {"sharding": sharding, "num_gpus": n})
+
+    if not curve.checked:
+        return _doubling_search(fits)
+    needed = 2.0
+    for a, c in curve.coefficients:
+        if a >= budget - _tolerance(a):
+            return None if not fits(MAX_SEARCH_GPUS) else _doubling_search(fits)
+        needed = max(needed, c / (budget - a))
+    n = int(min(math.ceil(needed), MAX_SEARCH_GPUS + 1))
+    while n > 2 and fits(n - 1):
+        n -= 1
+    while n <= MAX_SEARCH_GPUS and not fits(n):
+        n += 1
+    return n if n <= MAX_SEARCH_GPUS else None
+
+
+def _doubling_search(fits: Callable[[int], bool]) -> int | None:
+    """Smallest ``N`` in [2, 1024] with ``fits(N)``, assuming fit is monotone in ``N``."""
+    hi = 2
+    while not fits(hi):
+        if hi >= MAX_SEARCH_GPUS:
+            return None
+        hi = min(hi * 2, MAX_SEARCH_GPUS)
+    lo = max(hi // 2, 1)  # lo == 1 stands for "fits at 1" being decided already (it does not)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
 
 
 @dataclass(frozen=True)
@@ -137,19 +251,26 @@ class Capacity:
 
 
 def capacity(request: EstimateRequest, gpu_ids: list[str] | None = None, sharding: str = "zero3") -> list[Capacity]:
-    """For every catalog GPU (or ``gpu_ids``): fit, max batch, max sequence, GPUs needed."""
+    """For every catalog GPU (or ``gpu_ids``): fit, max batch, max sequence, GPUs needed.
+
+    The curves in ``b``, ``s`` and ``N`` are solved once per request (a handful of exact
+    estimates), then each GPU costs arithmetic plus exact checks only near its boundaries.
+    """
     est: Estimate = estimate(request)
     seq_limit = est.arch.max_position_embeddings
-    batch_polys = _phase_polynomials(request, "batch_size")
-    seq_polys = _phase_polynomials(request, "seq_len")
+    batch_curve = _quadratic(request, "batch_size", CHECK_BATCH)
+    seq_curve = _quadratic(request, "seq_len", CHECK_SEQ)
+    training = request.method != "inference"
+    gpu_curve = _inverse(request, sharding) if training else None
     rows = []
     for fit in fit_table(est.peak_bytes, gpu_ids):
         gpu = get_gpu(fit.gpu)
+        needed = gpus_needed(request, gpu.id, sharding, gpu_curve, single_fits=fit.fits) if training else None
         rows.append(Capacity(
             gpu=gpu.id, name=gpu.name, usable_bytes=gpu.usable_bytes, fits=fit.fits,
             headroom_bytes=fit.headroom_bytes,
-            max_batch_size=_largest(request, gpu, "batch_size", MAX_BATCH, batch_polys),
-            max_seq_len=_largest(request, gpu, "seq_len", seq_limit, seq_polys),
-            gpus_needed=gpus_needed(request, gpu.id, sharding) if request.method != "inference" else None,
+            max_batch_size=_largest(request, gpu, "batch_size", MAX_BATCH, batch_curve),
+            max_seq_len=_largest(request, gpu, "seq_len", seq_limit, seq_curve),
+            gpus_needed=needed,
         ))
     return rows

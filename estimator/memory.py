@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .adapters import LoraSpec, adapter_params, resolve_targets, vera_shared_params
-from .arch import ArchSpec
+from .arch import ArchSpec, ParamTarget
 from .quant import QuantizedBytes, QuantSpec, quantized_matrix_bytes
 from .units import DTYPE_BITS
 
@@ -112,8 +112,12 @@ def adapter_tensors(arch: ArchSpec, lora: LoraSpec) -> list[tuple[int, int]]:
     """(numel, count) of peft's trainable adapter tensors."""
     r = lora.r
     tensors: tuple[tuple[int, int], ...] = []
-    for m, count in resolve_targets(arch, lora.target_modules):
+    for m, count in resolve_targets(arch, lora):
         d, k = m.out_features, m.in_features
+        if isinstance(m, ParamTarget):
+            stacked_rank = r * m.rank_factor * m.experts
+            tensors += [(stacked_rank * k, count), (d * stacked_rank, count)]  # ParamWrapper lora_A, lora_B
+            continue
         if lora.variant == "vera":
             tensors += [(d, count), (r, count)]  # lambda_b, lambda_d
             continue

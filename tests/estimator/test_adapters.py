@@ -23,6 +23,8 @@ transformers.utils.logging.set_verbosity_error()
 pytestmark = [
     pytest.mark.filterwarnings("ignore:fan_in_fan_out is set to False:UserWarning"),
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+    # peft matches the doubled rank of mixtral's fused w1/w3 on the parameter, then warns that no *module* matched
+    pytest.mark.filterwarnings("ignore:The following (rank|alpha)_pattern keys did not match:RuntimeWarning"),
 ]
 
 
@@ -54,11 +56,9 @@ def _ours(name: str, variant: str, r: int, targets) -> int:
 
 # ---- 1. all-linear on every tiny family ------------------------------------------------------------
 
-# Left out: "mixtral". With transformers 5 the experts are fused 3-D parameters, and peft 0.21.2 maps
-# "all-linear" for mixtral onto the router weight and the fused experts too (target_parameters via
-# transformers' MoE conversion mapping), so peft counts 35,872 where the estimator counts 3,584
-# (attention projections only). Reported; not asserted here.
-ALL_LINEAR_IDS = sorted(set(TINY_CONFIGS) - {"mixtral"})
+# mixtral included: with transformers 5 its experts are fused 3-D parameters and the router a bare
+# weight, and peft 0.21 maps "all-linear" onto them through target_parameters (ParamWrapper).
+ALL_LINEAR_IDS = sorted(TINY_CONFIGS)
 
 
 @pytest.mark.parametrize("name", ALL_LINEAR_IDS, ids=ALL_LINEAR_IDS)
@@ -104,6 +104,21 @@ def test_rank_at_the_limit_matches_peft(name, targets, r):
     assert _ours(name, "lora", r, targets) == _peft_trainable(name, "lora", r, targets)
 
 
+# mixtral (transformers 5): peft maps the transformers-4 names of the router ("gate") and experts
+# ("w1", "w3" fused into gate_up_proj at rank 2r; "w2" = down_proj) onto ParamWrapper. VeRA's config is
+# not converted, so its "all-linear" reaches the attention projections only.
+MOE_CASES = [
+    pytest.param(variant, targets, id=f"mixtral-{'+'.join(targets) if isinstance(targets, tuple) else targets}-{variant}")
+    for targets in [("w2",), ("gate", "q_proj"), ("q_proj", "w1", "w3"), ("w1", "w2", "w3", "gate")]
+    for variant in ["lora", "rslora", "lora+"]
+] + [pytest.param("vera", "all-linear", id="mixtral-all-linear-vera")]
+
+
+@pytest.mark.parametrize("variant,targets", MOE_CASES)
+def test_moe_parameter_targets_match_peft(variant, targets):
+    assert _ours("mixtral", variant, 4, targets) == _peft_trainable("mixtral", variant, 4, targets)
+
+
 # ---- 3. invalid input names the field --------------------------------------------------------------
 
 @pytest.mark.parametrize("name,lora,field", [
@@ -118,10 +133,18 @@ def test_rank_at_the_limit_matches_peft(name, targets, r):
     ("llama-gqa", LoraSpec(r=33, target_modules="all-linear"), "lora.r"),
     ("gpt2", LoraSpec(r=65, target_modules=("c_attn",)), "lora.r"),  # c_attn is 64 -> 192
     ("falcon-mqa", LoraSpec(r=65, target_modules=("query_key_value",)), "lora.r"),  # 64 -> 96
+    # peft: "Cannot convert PEFT target(s) w1 without also targeting w3 because they are fused"
+    ("mixtral", LoraSpec(r=4, target_modules=("w1",)), "lora.target_modules"),
+    # peft: "lora.ParamWrapper does not work with use_dora=True" / "with lora_dropout != 0"
+    ("mixtral", LoraSpec(r=4, target_modules="all-linear", variant="dora"), "lora.variant"),
+    ("mixtral", LoraSpec(r=4, target_modules=("w2",), dropout=0.1), "lora.dropout"),
+    # "down_proj" is a parameter in transformers 5, not a module peft's target_modules can match
+    ("mixtral", LoraSpec(r=4, target_modules=("down_proj",)), "lora.target_modules"),
 ], ids=[
     "llama-unknown-c_attn", "gpt2-unknown-q_proj", "llama-unknown-in-string", "llama-empty-targets",
     "r-zero", "r-negative", "vera-r-zero", "llama-r-over-k_proj", "llama-r-over-all-linear",
-    "gpt2-r-over-c_attn", "falcon-r-over-qkv",
+    "gpt2-r-over-c_attn", "falcon-r-over-qkv", "mixtral-w1-without-w3", "mixtral-dora-on-experts",
+    "mixtral-dropout-on-experts", "mixtral-down_proj-is-a-parameter",
 ])
 def test_invalid_lora_raises_naming_the_field(name, lora, field):
     with pytest.raises(EstimateError) as info:

@@ -57,3 +57,57 @@ def test_capacity_rows_cover_the_catalog():
     assert len(rows) >= 20
     for r in rows:
         assert r.fits == (r.max_batch_size >= 1)
+
+
+def _exact_largest(req, gpu, field, upper):
+    """Reference: bisection on exact estimates only (no fitted curve)."""
+    usable = get_gpu(gpu).usable_bytes
+
+    def fits(x):
+        return estimate(replace(req, **{field: x})).peak_bytes <= usable
+
+    lo, hi = 0, upper + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _exact_gpus_needed(req, gpu, sharding):
+    usable = get_gpu(gpu).usable_bytes
+    if estimate(req).peak_bytes <= usable:
+        return 1
+    def fits(n):
+        return estimate(replace(req, sharding=sharding, num_gpus=n)).peak_bytes <= usable
+
+    if not fits(1024):
+        return None
+    lo, hi = 1, 1024  # per-GPU bytes fall as N grows: bisect for the first N that fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
+SWEEP_CASES = {
+    "qlora-7b-sdpa-cuda": EstimateRequest("llama-2-7b", method="qlora", seq_len=2048),
+    "lora-8b-eager-cuda": EstimateRequest("llama-3-8b", method="lora", attn_implementation="eager", seq_len=1024),
+    "full-0.5b-cpu-fp32": EstimateRequest("qwen2.5-0.5b", method="full", dtype="fp32", device="cpu", seq_len=512),
+    "full-13b-gc": EstimateRequest("llama-2-13b", method="full", gradient_checkpointing=True, seq_len=4096),
+    "inference-mixtral-eager": EstimateRequest("mixtral-8x7b", method="inference", attn_implementation="eager"),
+    "full-70b-adam8bit": EstimateRequest("llama-2-70b", method="full", optimizer="adamw_8bit", batch_size=2),
+}
+
+
+@pytest.mark.parametrize("req", SWEEP_CASES.values(), ids=SWEEP_CASES.keys())
+@pytest.mark.parametrize("sharding", ["zero3", "zero2"])
+def test_capacity_sweep_equals_exact_search(req, sharding):
+    """The curve-solved sweep must give what bisection on exact estimates gives, GPU by GPU."""
+    seq_limit = estimate(req).arch.max_position_embeddings
+    for row in capacity(req, sharding=sharding):
+        assert row.max_batch_size == _exact_largest(req, row.gpu, "batch_size", 2**20), row.gpu
+        assert row.max_seq_len == _exact_largest(req, row.gpu, "seq_len", seq_limit), row.gpu
+        if req.method == "inference":
+            assert row.gpus_needed is None
+        else:
+            assert row.gpus_needed == _exact_gpus_needed(req, row.gpu, sharding), row.gpu

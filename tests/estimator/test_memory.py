@@ -1,5 +1,7 @@
 """Breakdown terms on hand-worked cases (each number derived in the comment beside it)."""
 
+from dataclasses import replace
+
 import pytest
 
 from estimator import EstimateRequest, LoraSpec, QuantSpec, arch_from_config, estimate, get_model
@@ -79,6 +81,20 @@ def test_layer_saved_tiny_llama_lora_by_hand():
     attention = t * (64 + 2 * 32) * 2 + t * 64 * 2 + 2 * 4 * 8 * 4  # q,k,v + output + fp32 LSE
     mlp = t * 3 * 160 * 2  # silu input, silu output, up output
     assert act.layer_saved(arch, _setting()) == norms + lora + attention + mlp == 39_296
+
+
+def test_param_wrapper_keeps_the_adapted_expert_weights_by_hand():
+    """LoRA on mixtral's router and fused experts (peft ParamWrapper) versus attention only."""
+    arch = arch_from_config(TINY_CONFIGS["mixtral"])  # h=64, i=160, E=4 experts, top-2
+    base = _setting(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    wrapped = replace(base, lora_targets=base.lora_targets + ("gate.weight", "gate_up_proj", "down_proj"))
+    t, a, r = 16, 2, base.lora_r
+    adapted = (4 * 64 + 4 * 320 * 64 + 4 * 64 * 160) * a  # W' of router (E x h), gate_up (E x 2i x h), down (E x h x i)
+    factors = (r * 2 * 4 * (64 + 320) + r * 4 * (160 + 64)) * a  # bf16 casts of the stacked lora_A/lora_B
+    inputs = t * 64 * a + t * 2 * 64 * a + t * 2 * 160 * a  # router input; expert inputs, k = 2 routed copies
+    assert act.layer_saved(arch, wrapped) - act.layer_saved(arch, base) == adapted + factors + inputs
+    # backward: the gradient of the largest adapted weight (gate_up_proj) is one more full copy
+    assert act.backward_working(arch, wrapped) - act.backward_working(arch, base) == 4 * 320 * 64 * a
 
 
 def test_eager_attention_keeps_the_s_by_s_matrices():
