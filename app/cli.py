@@ -136,7 +136,12 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.main:app", host=args.host, port=args.port)
+    from .core.config import get_settings
+    from .main import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+                workers=1)
     return 0
 
 
@@ -151,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=func)
     s = sub.add_parser("serve", help="run the web service")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default=None, help="default: TUNEFIT_HOST or 127.0.0.1")
+    s.add_argument("--port", type=int, default=None, help="default: TUNEFIT_PORT or 8000")
     s.set_defaults(func=cmd_serve)
     return parser
 

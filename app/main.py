@@ -1,15 +1,68 @@
-"""The FastAPI application (the web service grows here; see issue 'Web service')."""
+"""The FastAPI application: REST API under /api/v1, the planning form at /, docs at /docs."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.templating import Jinja2Templates
 
-from estimator import ESTIMATOR_VERSION
+from estimator import ESTIMATOR_VERSION, EstimateError
+from estimator.errors import UnknownIdError
 
-app = FastAPI(title="tunefit", version=ESTIMATOR_VERSION)
+from .api.v1 import router as api_v1
+from .core.answers import AnswerCache
+from .core.config import Settings, get_settings
+from .core.limits import BodySizeLimit
+from .db import Database
+from .web import router as web
 
 
-@app.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness probe."""
-    return {"status": "ok", "estimator_version": ESTIMATOR_VERSION}
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for ``settings`` (default: the environment's)."""
+    settings = settings or get_settings()
+    app = FastAPI(title="tunefit", version=ESTIMATOR_VERSION,
+                  description="GPU-memory planner for full fine-tuning, LoRA and QLoRA of transformer LLMs. "
+                              "Bytes in every field ending in _bytes; GiB = 2^30 bytes.")
+    app.state.settings = settings
+    app.state.db = Database(settings.sqlalchemy_url)
+    app.state.templates = Jinja2Templates(directory=str(settings.templates_dir))
+    app.state.answers = AnswerCache(settings.answer_cache_size)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(UnknownIdError, _unknown_id)
+    app.add_exception_handler(EstimateError, _invalid_input)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.include_router(api_v1)
+    app.include_router(web)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness probe."""
+        return {"status": "ok", "estimator_version": ESTIMATOR_VERSION}
+
+    return app
+
+
+async def _unknown_id(_request: Request, exc: UnknownIdError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc), "suggestions": exc.suggestions}, status_code=404)
+
+
+async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """pydantic's located errors without echoing the input back: it may be large, and may hold
+    values (NaN, Infinity) that JSON cannot carry."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _invalid_input(_request: Request, exc: EstimateError) -> JSONResponse:
+    """Estimator errors in the shape of pydantic's: located by field, 422."""
+    loc = ["body", *exc.field.split(".")]
+    return JSONResponse({"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]}, status_code=422)
+
+
+def __getattr__(name: str):
+    # ``uvicorn app.main:app`` builds the app on first access, so importing this module has no
+    # side effects (no data directory created) for tests that build their own.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -68,21 +68,23 @@ def norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return t * h * F + t * F + weight_grad
 
 
-def _input_width(arch: ArchSpec, group: str) -> int:
+def _input_widths(arch: ArchSpec) -> dict[str, int]:
+    """Width of the input each group of Linears reads."""
     return {"attn_in": arch.hidden_size, "attn_out": arch.q_dim, "mlp_in": arch.hidden_size,
-            "mlp_act": arch.intermediate_size}[group]
+            "mlp_act": arch.intermediate_size}
 
 
 def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[LinearSpec, ...]) -> float:
     """Bytes the Linears of one layer keep of their inputs (base weight and LoRA adapters)."""
     t, a = st.tokens, st.stream_bytes
+    widths = _input_widths(arch)
     total = 0.0
     shared_saved: set[str] = set()
     for m in modules:
         group = INPUT_GROUPS.get(m.role)
         if group is None:
             continue
-        width = _input_width(arch, group)
+        width = widths[group]
         if st.full:
             shared_saved.add(group)
             continue
@@ -96,7 +98,7 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
             total += t * width * LORA_BYTES  # this module's own fp32 cast of its input
         else:
             shared_saved.add(group)
-    total += sum(t * _input_width(arch, g) * a for g in shared_saved)
+    total += sum(t * widths[g] * a for g in shared_saved)
     return total
 
 
@@ -183,10 +185,12 @@ def checkpoint_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return st.tokens * arch.hidden_size * st.stream_bytes
 
 
-def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Bytes all decoder layers keep at the end of the forward pass."""
-    per_layer = checkpoint_saved(arch, st) if st.gradient_checkpointing else layer_saved(arch, st)
-    return arch.num_hidden_layers * per_layer
+def layers_saved(arch: ArchSpec, st: ActivationSetting, one_layer: float | None = None) -> float:
+    """Bytes all decoder layers keep at the end of the forward pass (``one_layer``: the
+    :func:`layer_saved` figure, when the caller has it already)."""
+    if st.gradient_checkpointing:
+        return arch.num_hidden_layers * checkpoint_saved(arch, st)
+    return arch.num_hidden_layers * (layer_saved(arch, st) if one_layer is None else one_layer)
 
 
 def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:

@@ -10,7 +10,7 @@ would quantize it), the norms, embeddings and any non-Linear parameters (MoE exp
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -128,6 +128,14 @@ class ArchSpec:
     parallel_residual: bool = False
     lm_head_bias: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __hash__(self) -> int:
+        # Every estimate looks itself up in caches keyed by the architecture: hash it once.
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
 
     # ---- derived counts -------------------------------------------------------------
     @property

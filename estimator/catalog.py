@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from .arch import ArchSpec, arch_from_config
-from .errors import EstimateError
+from .errors import UnknownIdError
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,10 @@ class Gpu:
     reported_total_bytes: int | None = None
     reported_source: str | None = None
     bf16: bool = True
+    usable_bytes: int = field(init=False)  # what the driver reports when known, else the rated size
 
-    @property
-    def usable_bytes(self) -> int:
-        return self.reported_total_bytes or self.memory_bytes
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usable_bytes", self.reported_total_bytes or self.memory_bytes)
 
 
 def _data_dir():
@@ -70,16 +71,14 @@ def models() -> dict[str, CatalogModel]:
 def gpus() -> dict[str, Gpu]:
     """All catalog GPUs keyed by id, in catalog order (consumer to datacenter)."""
     raw = json.loads((_data_dir() / "gpus.json").read_text(encoding="utf-8"))
-    fields = Gpu.__dataclass_fields__
+    fields = {f.name for f in dataclass_fields(Gpu) if f.init}
     return {g["id"]: Gpu(**{k: v for k, v in g.items() if k in fields}) for g in raw}
 
 
 def _lookup(kind: str, key: str, table: dict):
     item = table.get(key) or table.get(str(key).lower())
     if item is None:
-        close = difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; see `tunefit {kind}s`"
-        raise EstimateError(kind, f"unknown {kind} id {key!r}{hint}")
+        raise UnknownIdError(kind, key, difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5))
     return item
 
 
@@ -91,9 +90,3 @@ def get_model(model_id: str) -> CatalogModel:
 def get_gpu(gpu_id: str) -> Gpu:
     """The catalog GPU ``gpu_id``; unknown ids raise with the closest matches."""
     return _lookup("gpu", gpu_id, gpus())
-
-
-def suggestions(kind: str, key: str) -> list[str]:
-    """Close matches for an unknown id (for 404 answers)."""
-    table = models() if kind == "model" else gpus()
-    return difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5)

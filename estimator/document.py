@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
+from .adapters import LoraSpec
+from .catalog import get_gpu, gpus
 from .estimate import Estimate
-from .hardware import fit_table
+from .quant import QuantSpec
 from .units import GIB
 
 
@@ -17,9 +18,8 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "model": model,
         "method": req.method,
         "dtype": req.dtype,
-        "lora": {**asdict(req.lora), "target_modules": _targets(req.lora.target_modules)}
-        if req.method in ("lora", "qlora") else None,
-        "quant": asdict(req.quant) if req.quant and req.quant.enabled else None,
+        "lora": _lora(req.lora) if req.method in ("lora", "qlora") else None,
+        "quant": _quant(req.quant) if req.quant and req.quant.enabled else None,
         "batch_size": req.batch_size,
         "seq_len": req.seq_len,
         "gradient_checkpointing": req.gradient_checkpointing,
@@ -32,8 +32,21 @@ def request_document(est: Estimate) -> dict[str, Any]:
     }
 
 
-def _targets(targets):
-    return targets if isinstance(targets, str) else list(targets)
+def _lora(lora: LoraSpec) -> dict[str, Any]:
+    targets = lora.target_modules
+    return {"r": lora.r, "alpha": lora.alpha, "target_modules": targets if isinstance(targets, str) else list(targets),
+            "variant": lora.variant, "dropout": lora.dropout, "loraplus_lr_ratio": lora.loraplus_lr_ratio}
+
+
+def _quant(quant: QuantSpec) -> dict[str, Any]:
+    return {"type": quant.type, "double_quant": quant.double_quant, "blocksize": quant.blocksize}
+
+
+def fits_document(peak_bytes: int, gpu_ids: list[str] | None) -> list[dict[str, Any]]:
+    """``{gpu, fits, headroom_bytes}`` per GPU (built directly: this runs on every API call)."""
+    table = [get_gpu(g) for g in gpu_ids] if gpu_ids else gpus().values()
+    return [{"gpu": g.id, "fits": headroom >= 0, "headroom_bytes": headroom}
+            for g in table for headroom in (g.usable_bytes - peak_bytes,)]
 
 
 def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, Any]:
@@ -60,6 +73,6 @@ def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, An
         "peak_gib": round(est.peak_bytes / GIB, 3),
         "peak_phase": est.peak_phase,
         "paged_optimizer_bytes": est.paged_optimizer_bytes,
-        "fits": [asdict(f) for f in fit_table(est.peak_bytes, ids)],
+        "fits": fits_document(est.peak_bytes, ids),
         "assumptions": list(est.assumptions),
     }

@@ -60,10 +60,10 @@ class Phase:
 
     name: str
     terms: dict[str, int]
+    allocated_bytes: int = field(init=False, compare=False)
 
-    @property
-    def allocated_bytes(self) -> int:
-        return sum(self.terms.values())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allocated_bytes", sum(self.terms.values()))
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,18 @@ class Estimate:
         return 100.0 * self.trainable_params / (self.total_params + self.adapter_params)
 
 
-def _terms(**values: float) -> dict[str, int]:
-    terms = dict.fromkeys(TERMS, 0)
+_NO_TERMS = dict.fromkeys(TERMS, 0)
+
+
+def _terms(weights: dict[str, int], **values: float) -> dict[str, int]:
+    """Every term in order: the weights, then ``values`` rounded up to whole bytes, else 0."""
+    terms = {**_NO_TERMS, **weights}
     for key, value in values.items():
-        terms[key] = int(math.ceil(value))
+        terms[key] = math.ceil(value)
     return terms
 
 
-def _weight_terms(w: WeightBytes) -> dict[str, float]:
+def _weight_terms(w: WeightBytes) -> dict[str, int]:
     return {
         "weights_bytes": w.plain_bytes,
         "quantized_weights_bytes": w.quantized_bytes,
@@ -138,24 +142,24 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     (start at the loss, after the top layer, at the bottom layer), optimizer step."""
     weights = _weight_terms(w)
     state = 0 if opt.paged else opt.state_bytes
-    layers = act.layers_saved(arch, st)
-    head = act.head_saved(arch, st)
     one_layer = act.layer_saved(arch, st)
+    layers = act.layers_saved(arch, st, one_layer)
+    head = act.head_saved(arch, st)
     working = act.backward_working(arch, st)
     recompute = one_layer if st.gradient_checkpointing else 0.0
-    load = Phase("load", _terms(**weights))
+    load = Phase("load", _terms(weights))
     forward = Phase("forward", _terms(
-        **weights, optimizer_bytes=state, activations_bytes=layers + head,
+        weights, optimizer_bytes=state, activations_bytes=layers + head,
         logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st)))
-    backward_start = _terms(**weights, optimizer_bytes=state, activations_bytes=layers + head,
+    backward_start = _terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                             logits_bytes=act.logits_backward_peak(arch, st))
-    backward_top = _terms(**weights, optimizer_bytes=state, gradients_bytes=grads - layer_grads * (arch.num_hidden_layers - 1),
+    backward_top = _terms(weights, optimizer_bytes=state, gradients_bytes=grads - layer_grads * (arch.num_hidden_layers - 1),
                           activations_bytes=layers + head + recompute, working_bytes=working)
     last_layer = one_layer if not st.gradient_checkpointing else one_layer + act.checkpoint_saved(arch, st)
-    backward_end = _terms(**weights, optimizer_bytes=state, gradients_bytes=grads,
+    backward_end = _terms(weights, optimizer_bytes=state, gradients_bytes=grads,
                           activations_bytes=last_layer, working_bytes=working)
     backward = tuple(Phase("backward", t) for t in (backward_start, backward_top, backward_end))
-    step = Phase("optimizer_step", _terms(**weights, gradients_bytes=grads, optimizer_bytes=state,
+    step = Phase("optimizer_step", _terms(weights, gradients_bytes=grads, optimizer_bytes=state,
                                           optimizer_step_temp_bytes=opt.step_temp_bytes))
     return (load, forward, *backward, step)
 
@@ -170,10 +174,10 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
     kv = arch.num_hidden_layers * 2 * st.tokens * arch.kv_dim * kv_bits / 8
     logits = st.batch * arch.vocab_size * (st.logits_bytes + act.F)  # last-token logits + fp32 copy
     prefill = tuple(
-        Phase("prefill", _terms(**weights, kv_cache_bytes=kv, working_bytes=working, logits_bytes=logits))
+        Phase("prefill", _terms(weights, kv_cache_bytes=kv, working_bytes=working, logits_bytes=logits))
         for working in (act.inference_mlp_working(arch, st), act.inference_attention_working(arch, st))
     )
-    return (Phase("load", _terms(**weights)), *prefill)
+    return (Phase("load", _terms(weights)), *prefill)
 
 
 def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:

@@ -110,8 +110,9 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
-    normalized = replace(request, dtype=dtype, quant=quant)
-    return normalized, arch
+    if dtype != request.dtype or quant is not request.quant:
+        request = replace(request, dtype=dtype, quant=quant)
+    return request, arch
 
 
 def _validate_lora(lora: LoraSpec) -> None:

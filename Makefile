@@ -1,0 +1,21 @@
+# `make test` is the README's test command (and what .ci/run runs) on a fresh Debian machine:
+# Debian's chromium + chromium-driver for the browser test, a venv, the package with its test
+# extras, then every test.
+VENV ?= .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test browser-deps serve bench
+
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+test: browser-deps
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[profiler,test]' && $(VENV)/bin/python -m pytest
+
+serve:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e . && $(VENV)/bin/tunefit serve
+
+bench:
+	$(VENV)/bin/python bench/estimator_bench.py && $(VENV)/bin/python bench/api_bench.py

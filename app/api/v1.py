@@ -1,0 +1,71 @@
+"""``/api/v1``: catalogs, estimate, capacity, compare. Routes parse, call a service, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .. import services
+from .deps import answers
+from ..schemas import (
+    CapacityIn,
+    CapacityOut,
+    CompareIn,
+    CompareOut,
+    ErrorOut,
+    EstimateIn,
+    EstimateOut,
+    GpuOut,
+    ModelOut,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["v1"])
+ERRORS = {404: {"model": ErrorOut, "description": "unknown model or GPU id (close matches suggested)"},
+          413: {"model": ErrorOut, "description": "request body too large"},
+          422: {"description": "invalid input, located by field"}}
+
+
+class JSONResponse(Response):
+    """The estimator's documents are plain JSON types already: written by orjson as they are (no
+    second validation); the response models document them in OpenAPI."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else orjson.dumps(content)
+
+
+@router.get("/models", response_model=list[ModelOut])
+async def list_models() -> JSONResponse:
+    return JSONResponse(services.model_list())
+
+
+@router.get("/models/{model_id}", response_model=ModelOut, responses=ERRORS)
+async def get_model(model_id: str) -> JSONResponse:
+    return JSONResponse(services.model_summary(model_id, with_config=True))
+
+
+@router.get("/gpus", response_model=list[GpuOut])
+async def list_gpus() -> JSONResponse:
+    return JSONResponse(services.gpu_list())
+
+
+@router.post("/estimate", response_model=EstimateOut, responses=ERRORS)
+async def estimate(body: EstimateIn, request: Request) -> JSONResponse:
+    """Peak memory of one setting, term by term, with the paper's figure beside it."""
+    return JSONResponse(answers(request).answer("estimate", body, services.estimate_document))
+
+
+@router.post("/capacity", response_model=CapacityOut, responses=ERRORS)
+async def capacity(body: CapacityIn, request: Request) -> JSONResponse:
+    """For every catalog GPU (or those named): fits, max batch, max sequence, GPUs needed."""
+    return JSONResponse(answers(request).answer("capacity", body, services.capacity_document))
+
+
+@router.post("/compare", response_model=CompareOut, responses=ERRORS)
+async def compare(body: CompareIn, request: Request) -> JSONResponse:
+    """The same model under several methods or ranks (default: full vs LoRA vs QLoRA)."""
+    return JSONResponse(answers(request).answer("compare", body, services.compare_document))

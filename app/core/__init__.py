@@ -1,0 +1,1 @@
+"""Settings and shared plumbing of the web service."""

@@ -1,0 +1,43 @@
+"""One ``Settings`` object for the service, read from ``TUNEFIT_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def _default_templates_dir() -> Path:
+    """The repository's ``templates/`` (editable install), else ``./templates`` (the Docker image)."""
+    return _REPO_TEMPLATES if _REPO_TEMPLATES.is_dir() else Path.cwd() / "templates"
+
+
+class Settings(BaseSettings):
+    """Embedded defaults: a SQLite file under ``data_dir``, the worker in-process."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNEFIT_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = None  # default: sqlite file tunefit.db in data_dir
+    templates_dir: Path = Field(default_factory=_default_templates_dir)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)  # a config.json is a few KiB
+    max_compare_variants: int = Field(8, ge=1)
+    recent_plans: int = Field(10, ge=0)
+    answer_cache_size: int = Field(4096, ge=0)  # API answers kept (pure functions of the request); 0: off
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tunefit.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

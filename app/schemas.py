@@ -1,0 +1,233 @@
+"""Pydantic schemas of the REST API, one per purpose: what a client sends, what it gets back."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from estimator.adapters import ALL_LINEAR, VARIANTS
+from estimator.quant import BLOCKSIZES, QUANT_TYPES
+from estimator.request import (
+    ATTN_IMPLEMENTATIONS,
+    DEVICES,
+    MAX_BATCH,
+    MAX_GPUS,
+    MAX_SEQ,
+    METHODS,
+    OPTIMIZERS,
+    SHARDING,
+)
+
+Method = Literal[METHODS]
+Dtype = Literal["fp32", "fp16", "bf16", "float32", "float16", "bfloat16"]
+MAX_GPU_IDS = 64
+MAX_TARGETS = 64
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+ModuleList = Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_TARGETS)]
+Targets = ModuleList | Literal[ALL_LINEAR]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+
+class ConfigModel(_Strict):
+    """A Hugging Face ``config.json`` object instead of a catalog id."""
+
+    config: dict[str, Any]
+
+    @field_validator("config")
+    @classmethod
+    def _finite(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Python's JSON reader accepts NaN, Infinity and integers of any size; no config value
+        is any of them, and the answer, which echoes the config, must stay portable JSON."""
+        stack: list[Any] = [config]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("numbers must be finite (no NaN or Infinity)")
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                raise ValueError("integers must fit in 64 bits")
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+        return config
+
+
+class LoraIn(_Strict):
+    """peft ``LoraConfig`` / ``VeraConfig`` settings (ignored for methods full and inference)."""
+
+    r: int = Field(16, ge=1, le=65536, description="rank")
+    alpha: float | None = Field(None, gt=0, le=1e6, description="lora_alpha (default 2·r)")
+    target_modules: Targets = Field(["q_proj", "v_proj"], description="module names, or 'all-linear'")
+    variant: Literal[VARIANTS] = "lora"
+    dropout: float = Field(0.0, ge=0, lt=1, description="lora_dropout")
+
+
+class QuantIn(_Strict):
+    """bitsandbytes quantization of the base (QLoRA defaults to NF4 with double quantization)."""
+
+    type: Literal[QUANT_TYPES] = "nf4"
+    double_quant: bool = True
+    blocksize: Literal[BLOCKSIZES] = 64
+
+
+class SettingIn(_Strict):
+    """One fine-tuning (or inference) setting: the fields every endpoint shares."""
+
+    model: str | ConfigModel = Field(..., description="catalog id, or {'config': {...config.json...}}")
+    method: Method = "lora"
+    dtype: Dtype = "bf16"
+    lora: LoraIn = Field(default_factory=LoraIn)
+    quant: QuantIn | None = None
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batch per device")
+    seq_len: int = Field(512, ge=1, le=MAX_SEQ, description="tokens per sequence")
+    gradient_checkpointing: bool = False
+    optimizer: Literal[OPTIMIZERS] = "adamw"
+    attn_implementation: Literal[ATTN_IMPLEMENTATIONS] = "sdpa"
+    device: Literal[DEVICES] = "cuda"
+    num_gpus: int = Field(1, ge=1, le=MAX_GPUS)
+    sharding: Literal[SHARDING] = "none"
+
+
+class EstimateIn(SettingIn):
+    """``POST /api/v1/estimate``."""
+
+    gpu: str | None = Field(None, max_length=100, description="catalog GPU id to check the fit against")
+
+
+class CapacityIn(SettingIn):
+    """``POST /api/v1/capacity``: every catalog GPU, or the ones named."""
+
+    gpus: Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_GPU_IDS)] | None = None
+    multi_gpu: Literal["zero3", "fsdp"] = Field("zero3", description="sharding used for gpus_needed")
+
+
+class VariantIn(_Strict):
+    """One column of a comparison: what differs from the shared setting."""
+
+    label: str | None = Field(None, max_length=100)
+    method: Method | None = None
+    r: int | None = Field(None, ge=1, le=65536)
+    target_modules: Targets | None = None
+    variant: Literal[VARIANTS] | None = None
+    quant: QuantIn | None = None
+
+
+def _default_variants() -> list[VariantIn]:
+    return [VariantIn(method="full"), VariantIn(method="lora"), VariantIn(method="qlora")]
+
+
+class CompareIn(SettingIn):
+    """``POST /api/v1/compare``: the same model under several methods or ranks."""
+
+    variants: list[VariantIn] = Field(default_factory=_default_variants, min_length=1, max_length=16)
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+
+
+class ParamsOut(BaseModel):
+    total: int
+    trainable: int
+    trainable_percent: float
+
+
+class PaperOut(BaseModel):
+    formula: str
+    bytes: int
+    lora_ratio: float | None
+    nf4_constant_bits_per_param: float | None
+
+
+class PhaseOut(BaseModel):
+    phase: str
+    allocated_bytes: int
+    terms: dict[str, int]
+
+
+class FitOut(BaseModel):
+    gpu: str
+    fits: bool
+    headroom_bytes: int
+
+
+class EstimateOut(BaseModel):
+    """The estimate document: the same keys as ``tunefit estimate --json``."""
+
+    estimator_version: str
+    request: dict[str, Any]
+    params: ParamsOut
+    paper: PaperOut
+    breakdown: dict[str, int]
+    phases: list[PhaseOut]
+    peak_allocated_bytes: int
+    peak_bytes: int
+    peak_gib: float
+    peak_phase: str
+    paged_optimizer_bytes: int
+    fits: list[FitOut]
+    assumptions: list[str]
+
+
+class CapacityRowOut(BaseModel):
+    gpu: str
+    name: str
+    usable_bytes: int
+    fits: bool
+    headroom_bytes: int
+    max_batch_size: int
+    max_seq_len: int
+    gpus_needed: int | None
+
+
+class CapacityOut(BaseModel):
+    estimator_version: str
+    request: dict[str, Any]
+    peak_bytes: int
+    multi_gpu: str
+    rows: list[CapacityRowOut]
+
+
+class CompareItemOut(BaseModel):
+    label: str
+    document: EstimateOut | None
+    error: str | None
+
+
+class CompareOut(BaseModel):
+    results: list[CompareItemOut]
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    family: str
+    model_type: str
+    hf_repo: str
+    source: str
+    params: int
+    linear_modules: list[str]
+    config: dict[str, Any] | None = None
+
+
+class GpuOut(BaseModel):
+    id: str
+    name: str
+    vendor: str
+    memory_bytes: int
+    memory_label: str
+    usable_bytes: int
+    usable_gib: float
+    source: str
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+    suggestions: list[str] | None = None

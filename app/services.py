@@ -1,0 +1,162 @@
+"""Service functions: turn validated schemas into estimator calls and JSON documents.
+
+Routes parse and render; everything in between happens here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator import (
+    Capacity,
+    EstimateError,
+    EstimateRequest,
+    LoraSpec,
+    QuantSpec,
+    capacity,
+    estimate,
+    get_model,
+    gpus,
+    models,
+    to_document,
+)
+from estimator.document import request_document
+from estimator.units import GIB
+
+from .schemas import CapacityIn, CompareIn, EstimateIn, QuantIn, SettingIn, VariantIn
+
+# Methods whose base can be quantized: the others train an unquantized base.
+QUANTIZED_METHODS = ("qlora", "inference")
+
+
+class ConfigReadError(EstimateError):
+    """A pasted ``config.json`` that the estimator cannot read."""
+
+
+def _model_arg(body: SettingIn) -> Any:
+    return body.model if isinstance(body.model, str) else dict(body.model.config)
+
+
+def _lora_spec(r: int, alpha: float | None, targets, variant: str, dropout: float) -> LoraSpec:
+    target_modules = targets if isinstance(targets, str) else tuple(targets)
+    return LoraSpec(r=r, alpha=alpha if alpha is not None else 2.0 * r, target_modules=target_modules,
+                    variant=variant, dropout=dropout)
+
+
+def _quant_spec(quant: QuantIn | None, method: str) -> QuantSpec | None:
+    if quant is None or method not in QUANTIZED_METHODS:
+        return None
+    return QuantSpec(type=quant.type, double_quant=quant.double_quant, blocksize=quant.blocksize)
+
+
+def to_request(body: SettingIn, gpu: str | None = None, variant: VariantIn | None = None) -> EstimateRequest:
+    """The estimator request for ``body`` (with a comparison column's changes applied)."""
+    v = variant or VariantIn()
+    method = v.method or body.method
+    lora = body.lora
+    quant = v.quant if v.quant is not None else body.quant
+    return EstimateRequest(
+        model=_model_arg(body),
+        method=method,
+        dtype=body.dtype,
+        lora=_lora_spec(v.r or lora.r, lora.alpha if v.r is None else None,
+                        v.target_modules or lora.target_modules, v.variant or lora.variant, lora.dropout),
+        quant=_quant_spec(quant, method),
+        batch_size=body.batch_size,
+        seq_len=body.seq_len,
+        gradient_checkpointing=body.gradient_checkpointing,
+        optimizer=body.optimizer,
+        attn_implementation=body.attn_implementation,
+        device=body.device,
+        gpu=gpu,
+        num_gpus=body.num_gpus,
+        sharding=body.sharding,
+    )
+
+
+def run_estimate(request: EstimateRequest):
+    """``estimate(request)``; a pasted config that breaks the reader becomes a field error, never a crash."""
+    try:
+        return estimate(request)
+    except EstimateError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, ZeroDivisionError) as exc:
+        if isinstance(request.model, str):
+            raise
+        raise ConfigReadError("model.config", f"cannot be read as a transformer config: {exc}") from exc
+
+
+def estimate_document(body: EstimateIn) -> dict[str, Any]:
+    """``POST /api/v1/estimate``: the estimator's JSON document."""
+    return to_document(run_estimate(to_request(body, gpu=body.gpu)))
+
+
+def capacity_document(body: CapacityIn) -> dict[str, Any]:
+    """``POST /api/v1/capacity``: fit, max batch, max sequence and GPUs needed per GPU."""
+    request = to_request(body)
+    est = run_estimate(request)
+    rows = capacity(request, body.gpus, sharding=body.multi_gpu)
+    return {
+        "estimator_version": est.estimator_version,
+        "request": request_document(est),
+        "peak_bytes": est.peak_bytes,
+        "multi_gpu": body.multi_gpu,
+        "rows": [capacity_row(r) for r in rows],
+    }
+
+
+def capacity_row(row: Capacity) -> dict[str, Any]:
+    return {"gpu": row.gpu, "name": row.name, "usable_bytes": row.usable_bytes, "fits": row.fits,
+            "headroom_bytes": row.headroom_bytes, "max_batch_size": row.max_batch_size,
+            "max_seq_len": row.max_seq_len, "gpus_needed": row.gpus_needed}
+
+
+def variant_label(body: SettingIn, v: VariantIn) -> str:
+    if v.label:
+        return v.label
+    method = v.method or body.method
+    if method not in ("lora", "qlora"):
+        return method
+    variant = v.variant or body.lora.variant
+    name = method if variant == "lora" else f"{method} ({variant})"
+    return f"{name} r={v.r or body.lora.r}"
+
+
+def compare_document(body: CompareIn) -> dict[str, Any]:
+    """``POST /api/v1/compare``: one document per column, or the reason it cannot be estimated."""
+    results = []
+    for v in body.variants:
+        label = variant_label(body, v)
+        try:
+            results.append({"label": label, "document": to_document(run_estimate(to_request(body, variant=v))),
+                            "error": None})
+        except EstimateError as exc:
+            results.append({"label": label, "document": None, "error": str(exc)})
+    return {"results": results}
+
+
+# ---- catalogs ----------------------------------------------------------------------------------
+
+
+def model_summary(model_id: str, with_config: bool = False) -> dict[str, Any]:
+    m = get_model(model_id)
+    out = {
+        "id": m.id, "name": m.name, "family": m.family, "model_type": m.arch.model_type, "hf_repo": m.hf_repo,
+        "source": m.source, "params": m.arch.total_params, "linear_modules": list(m.arch.linear_names),
+    }
+    if with_config:
+        out["config"] = dict(m.config)
+    return out
+
+
+def model_list() -> list[dict[str, Any]]:
+    return [model_summary(model_id) for model_id in models()]
+
+
+def gpu_list() -> list[dict[str, Any]]:
+    return [
+        {"id": g.id, "name": g.name, "vendor": g.vendor, "memory_bytes": g.memory_bytes,
+         "memory_label": g.memory_label, "usable_bytes": g.usable_bytes,
+         "usable_gib": round(g.usable_bytes / GIB, 3), "source": g.source}
+        for g in gpus().values()
+    ]

@@ -1,0 +1,229 @@
+"""The planning form and its result page: parse the query string, build what the template shows.
+
+All formatting (GiB figures, percentages, chart geometry) happens here; templates only place it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import QueryParams
+
+from estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
+from estimator.adapters import ALL_LINEAR, VARIANTS
+from estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_SEQ, METHODS, OPTIMIZERS
+from estimator.units import GIB
+
+from . import services
+from .charts import gib_text, stacked_chart
+from .schemas import CapacityIn, CompareIn, ConfigModel, Dtype, EstimateIn, LoraIn, Method, QuantIn, VariantIn
+
+BOOLEANS = ("all_linear", "double_quant", "gradient_checkpointing")
+DEFAULT_TARGETS = ["q_proj", "v_proj"]
+MAX_CONFIG_CHARS = 100_000
+BREAKDOWN_LABELS = {
+    "weights_bytes": "Base weights (unquantized)",
+    "quantized_weights_bytes": "Quantized weights (packed)",
+    "quant_constants_bytes": "Quantization constants",
+    "adapter_bytes": "Adapters (fp32)",
+    "gradients_bytes": "Gradients",
+    "optimizer_bytes": "Optimizer states",
+    "optimizer_step_temp_bytes": "Optimizer step temporaries",
+    "activations_bytes": "Saved activations",
+    "logits_bytes": "Logits and loss",
+    "kv_cache_bytes": "KV cache",
+    "working_bytes": "Working buffers",
+    "cuda_context_bytes": "CUDA context",
+    "allocator_slack_bytes": "Allocator slack",
+}
+
+
+class PlanForm(BaseModel):
+    """The planning form, as its query string carries it (so a result is a bookmarkable URL)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field("llama-2-7b", max_length=100)
+    config: str = Field("", max_length=MAX_CONFIG_CHARS)
+    method: Method = "qlora"
+    dtype: Dtype = "bf16"
+    r: int = Field(16, ge=1, le=65536)
+    alpha: float | None = Field(None, gt=0)
+    targets: list[str] = Field(default_factory=list, max_length=64)
+    all_linear: bool = False
+    variant: Literal[VARIANTS] = "lora"
+    quant: Literal["nf4", "fp4", "int8"] = "nf4"
+    double_quant: bool = True
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH)
+    seq_len: int = Field(512, ge=1, le=MAX_SEQ)
+    gradient_checkpointing: bool = False
+    optimizer: Literal[OPTIMIZERS] = "adamw"
+    attn: Literal[ATTN_IMPLEMENTATIONS] = "sdpa"
+    device: Literal[DEVICES] = "cuda"
+    gpu: str = Field("", max_length=100)
+    submitted: bool = False
+
+
+def parse_form(query: QueryParams) -> tuple[PlanForm, list[str]]:
+    """The form from a query string, and the errors found (the defaults stand in for bad fields)."""
+    data: dict[str, Any] = {k: v for k, v in query.items() if v != "" or k in ("config", "gpu")}
+    data["targets"] = [t for t in query.getlist("targets") if t]
+    submitted = "submitted" in query
+    if submitted:  # an unchecked checkbox sends nothing
+        for name in BOOLEANS:
+            data[name] = name in query
+    try:
+        return PlanForm.model_validate(data), []
+    except ValidationError as exc:
+        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        bad = {e["loc"][0] for e in exc.errors()}
+        form = PlanForm.model_validate({k: v for k, v in data.items() if k not in bad})
+        return form, errors
+
+
+def setting_from_form(form: PlanForm) -> dict[str, Any]:
+    """The shared API fields the form describes (validated by the API schemas' rules)."""
+    if form.config.strip():
+        try:
+            model: Any = ConfigModel(config=json.loads(form.config))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise EstimateError("config", f"is not a JSON object: {exc}") from exc
+    else:
+        model = form.model
+    targets: Any = ALL_LINEAR if form.all_linear else (form.targets or DEFAULT_TARGETS)
+    return dict(
+        model=model, method=form.method, dtype=form.dtype,
+        lora=LoraIn(r=form.r, alpha=form.alpha, target_modules=targets, variant=form.variant),
+        quant=QuantIn(type=form.quant, double_quant=form.double_quant) if form.method == "qlora" else None,
+        batch_size=form.batch_size, seq_len=form.seq_len, gradient_checkpointing=form.gradient_checkpointing,
+        optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
+    )
+
+
+def module_names(form: PlanForm) -> list[str]:
+    """The LoRA-targetable module names of the chosen architecture (for the checkboxes)."""
+    try:
+        if form.config.strip():
+            from estimator import arch_from_config
+
+            return list(arch_from_config(json.loads(form.config)).linear_names)
+        return list(get_model(form.model).arch.linear_names)
+    except (EstimateError, ValueError, TypeError, AttributeError):
+        return DEFAULT_TARGETS
+
+
+def form_context(form: PlanForm) -> dict[str, Any]:
+    """Everything the form needs: choices, catalogs, the current values."""
+    return {
+        "form": form,
+        "modules": module_names(form),
+        "models": [{"id": m.id, "name": m.name, "params_b": f"{m.arch.total_params / 1e9:.2f}"}
+                   for m in models().values()],
+        "gpus": [{"id": g.id, "name": g.name, "gib": gib_text(g.usable_bytes)} for g in gpus().values()],
+        "choices": {
+            "method": METHODS, "dtype": ("bf16", "fp16", "fp32"), "variant": VARIANTS,
+            "quant": ("nf4", "fp4", "int8"), "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
+            "device": DEVICES,
+        },
+    }
+
+
+def plan_label(form: PlanForm) -> str:
+    model = "config.json" if form.config.strip() else form.model
+    lora = f" r={form.r}" if form.method in ("lora", "qlora") else ""
+    return f"{model} {form.method}{lora} batch {form.batch_size} seq {form.seq_len}"
+
+
+def result_context(form: PlanForm) -> dict[str, Any]:
+    """The result page: headline, breakdown, charts, GPU table, comparison, assumptions."""
+    shared = setting_from_form(form)
+    doc = services.estimate_document(EstimateIn(**shared, gpu=form.gpu or None))
+    cap = services.capacity_document(CapacityIn(**shared))
+    compare = services.compare_document(CompareIn(**shared, variants=[
+        VariantIn(method="full"), VariantIn(method="lora"), VariantIn(method="qlora")]))
+    return {
+        "doc": doc,
+        "headline": _headline(doc),
+        "breakdown": [{"label": BREAKDOWN_LABELS.get(k, k), "gib": gib_text(v), "bytes": f"{v:,}"}
+                      for k, v in doc["breakdown"].items() if v],
+        "charts": _charts(doc, compare),
+        "gpu_rows": _gpu_rows(cap, form.gpu),
+        "compare_rows": _compare_rows(compare),
+        "assumptions": doc["assumptions"],
+    }
+
+
+def _headline(doc: dict[str, Any]) -> dict[str, Any]:
+    paper = doc["paper"]
+    ours = doc["peak_bytes"]
+    diff = ours - paper["bytes"]
+    return {
+        "peak_gib": gib_text(ours),
+        "peak_allocated_gib": gib_text(doc["peak_allocated_bytes"]),
+        "peak_phase": doc["peak_phase"],
+        "total_params": f"{doc['params']['total']:,}",
+        "trainable_params": f"{doc['params']['trainable']:,}",
+        "trainable_percent": f"{doc['params']['trainable_percent']:.4f}",
+        "lora_ratio": f"{paper['lora_ratio']:.6f}" if paper["lora_ratio"] is not None else None,
+        "nf4_bits": f"{paper['nf4_constant_bits_per_param']:.3f}" if paper["nf4_constant_bits_per_param"] else None,
+        "paper_formula": paper["formula"],
+        "paper_gib": gib_text(paper["bytes"]),
+        "diff_gib": ("+" if diff >= 0 else "−") + gib_text(abs(diff)),
+        "diff_percent": f"{100 * diff / paper['bytes']:+.1f}" if paper["bytes"] else None,
+        "paged_gib": gib_text(doc["paged_optimizer_bytes"]) if doc["paged_optimizer_bytes"] else None,
+    }
+
+
+def _charts(doc: dict[str, Any], compare: dict[str, Any]) -> list:
+    peak = stacked_chart("Breakdown at the peak (GiB)", [("peak", doc["breakdown"])])
+    phases = stacked_chart("Allocated memory by phase of the step (GiB)",
+                           [(p["phase"], p["terms"]) for p in doc["phases"]], highlight=doc["peak_phase"])
+    rows = [(r["label"], r["document"]["breakdown"]) for r in compare["results"] if r["document"]]
+    charts = [peak, phases]
+    if rows:
+        charts.append(stacked_chart("Full fine-tuning vs LoRA vs QLoRA, peak on device (GiB)", rows))
+    return charts
+
+
+def _gpu_rows(cap: dict[str, Any], chosen: str) -> list[dict[str, Any]]:
+    return [
+        {"id": r["gpu"], "name": r["name"], "usable_gib": gib_text(r["usable_bytes"]), "fits": r["fits"],
+         "headroom_gib": ("+" if r["headroom_bytes"] >= 0 else "−") + gib_text(abs(r["headroom_bytes"])),
+         "max_batch": r["max_batch_size"], "max_seq": f"{r['max_seq_len']:,}",
+         "gpus_needed": r["gpus_needed"] if r["gpus_needed"] is not None else "—", "chosen": r["gpu"] == chosen}
+        for r in cap["rows"]
+    ]
+
+
+def _compare_rows(compare: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for r in compare["results"]:
+        d = r["document"]
+        rows.append({"label": r["label"], "error": r["error"],
+                     "peak_gib": gib_text(d["peak_bytes"]) if d else None,
+                     "paper_gib": gib_text(d["paper"]["bytes"]) if d else None,
+                     "trainable": f"{d['params']['trainable']:,}" if d else None,
+                     "peak_phase": d["peak_phase"] if d else None})
+    return rows
+
+
+def page_context(query: QueryParams) -> dict[str, Any]:
+    """The whole page for a query string: the form, and the result once submitted."""
+    form, errors = parse_form(query)
+    context = form_context(form)
+    context.update(errors=errors, result=None, gib_bytes=f"{GIB:,}", estimator_version=ESTIMATOR_VERSION)
+    if form.submitted and not errors:
+        try:
+            context["result"] = result_context(form)
+        except EstimateError as exc:
+            context["errors"] = [str(exc)]
+        except ValidationError as exc:
+            context["errors"] = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return context
+
+
+def recent_rows(plans) -> list[dict[str, str]]:
+    """Recent plans as links: their query string, label and peak in GiB."""
+    return [{"query": p.query, "label": p.label, "peak_gib": gib_text(p.peak_bytes)} for p in plans]

@@ -1,0 +1,110 @@
+"""A real browser: headless Chromium (Debian's package, installed by .ci/run) fills and submits the form.
+
+The screenshot is kept as a test artifact in ``test-artifacts/`` (or ``$TUNEFIT_ARTIFACTS``).
+"""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from app.core.config import Settings
+from app.main import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("TUNEFIT_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    port = _free_port()
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("browser-data")))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        assert shutil.which(binary), f"{binary} missing: install Debian's chromium and chromium-driver (bash .ci/run does)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # The machine has no network: keep Chromium from calling home at start.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,2400", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_fill_the_form_for_llama_2_7b_qlora(live_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(live_server + "/")
+    model = browser.find_element(By.ID, "model")
+    model.clear()
+    model.send_keys("llama-2-7b")
+    Select(browser.find_element(By.ID, "method")).select_by_value("qlora")
+    rank = browser.find_element(By.ID, "r")
+    rank.clear()
+    rank.send_keys("16")
+    browser.find_element(By.ID, "all_linear").click()
+    for field, value in (("batch_size", "1"), ("seq_len", "512")):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    Select(browser.find_element(By.ID, "gpu")).select_by_value("rtx-4090")
+    browser.find_element(By.ID, "submit").click()
+
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.ID, "result"))
+    assert "method=qlora" in browser.current_url and "all_linear=on" in browser.current_url  # shareable
+    peak = browser.find_element(By.ID, "peak").text
+    assert peak.endswith("GiB") and float(peak.split()[0].replace(",", "")) > 0
+    rows = browser.find_elements(By.CSS_SELECTOR, "#gpu-table tbody tr")
+    assert len(rows) >= 20
+    assert browser.find_elements(By.CSS_SELECTOR, "#gpu-table tr.chosen")  # the chosen GPU is marked
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.segment")) >= 5
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == 3
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "plan-llama-2-7b-qlora.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_picking_another_model_refreshes_the_module_boxes(live_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server + "/")
+    model = browser.find_element(By.ID, "model")
+    model.clear()
+    model.send_keys("phi-3-mini-4k")
+    browser.find_element(By.ID, "r").click()  # leaving the field fires "change"
+    WebDriverWait(browser, 15).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#module-boxes input[value="qkv_proj"]'))

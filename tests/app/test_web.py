@@ -1,0 +1,79 @@
+"""The planning form, server-rendered (what a browser with JavaScript off gets)."""
+
+import re
+from html import escape
+import sqlite3
+from urllib.parse import urlencode
+
+import pytest
+
+from estimator import EstimateRequest, LoraSpec, QuantSpec, estimate
+from estimator.units import GIB
+
+QLORA_7B = {"submitted": "1", "model": "llama-2-7b", "method": "qlora", "r": "16", "all_linear": "on",
+            "double_quant": "on", "batch_size": "1", "seq_len": "512", "gpu": "rtx-4090"}
+
+
+def test_form_without_submission_shows_no_result(client):
+    html = client.get("/").text
+    assert 'id="plan-form"' in html and 'id="result"' not in html
+    assert 'value="llama-2-7b"' in html  # the catalog datalist
+    assert 'name="targets" value="gate_proj"' in html  # checkboxes per module of the architecture
+
+
+def test_submitted_form_renders_the_result(client):
+    html = client.get("/?" + urlencode(QLORA_7B)).text
+    expected = estimate(EstimateRequest("llama-2-7b", method="qlora", quant=QuantSpec("nf4", True, 64),
+                                        lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear")))
+    assert f"{expected.peak_bytes / GIB:,.2f} GiB" in html  # the same number as the estimator
+    for table in ("breakdown", "gpu-table", "compare-table"):
+        assert f'id="{table}"' in html
+    assert html.count("<svg") == 3 and 'class="segment"' in html
+    assert escape(expected.paper.formula) in html  # the paper's formula and figure beside ours
+    assert f"{expected.paper.bytes / GIB:,.2f} GiB" in html
+    assert re.search(r'<tr class="chosen"><td>NVIDIA GeForce RTX 4090', html)
+    assert " GB" not in html
+
+
+def test_the_url_is_the_plan(client):
+    url = "/?" + urlencode(QLORA_7B)
+    first, second = client.get(url).text, client.get(url).text
+    peak = re.search(r'id="peak">([^<]+)<', first).group(1)
+    assert re.search(r'id="peak">([^<]+)<', second).group(1) == peak
+    assert 'name="all_linear" checked' in first or 'id="all_linear" name="all_linear" checked' in first
+
+
+def test_plans_are_kept_in_the_sqlite_file(client, settings):
+    client.get("/?" + urlencode({**QLORA_7B, "seq_len": "777"}))
+    rows = sqlite3.connect(settings.data_dir / "tunefit.db").execute("select query, label from plans").fetchall()
+    assert any("seq_len=777" in q and "llama-2-7b qlora r=16" in label for q, label in rows)
+    assert "seq 777" in client.get("/").text  # listed under recent plans
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"r": "5000"}, "lora.r"),
+    ({"model": "llama-2-7bb"}, "did you mean llama-2-7b"),
+    ({"batch_size": "zero"}, "batch_size"),
+    ({"config": "{not json"}, "config"),
+    ({"all_linear": "", "targets": "c_attn"}, "lora.target_modules"),
+], ids=["rank-too-big", "unknown-model", "batch-not-a-number", "config-not-json", "unknown-module"])
+def test_bad_input_is_shown_on_the_page(client, changes, message):
+    query = {**QLORA_7B, **changes}
+    if changes.get("all_linear") == "":
+        del query["all_linear"]
+    r = client.get("/?" + urlencode(query))
+    assert r.status_code == 200
+    assert 'id="errors"' in r.text and message in r.text
+    assert 'id="result"' not in r.text
+
+
+def test_pasted_config_replaces_the_catalog_model(client):
+    import json
+
+    from tests.estimator.tiny_configs import TINY_CONFIGS
+
+    query = {**QLORA_7B, "config": json.dumps(TINY_CONFIGS["phi3"]), "method": "lora", "device": "cpu"}
+    query.pop("gpu")
+    html = client.get("/?" + urlencode(query)).text
+    assert 'id="result"' in html
+    assert 'value="qkv_proj"' in html  # the pasted architecture's modules
