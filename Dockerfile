@@ -8,7 +8,10 @@ COPY estimator ./estimator
 COPY profiler ./profiler
 COPY app ./app
 COPY templates ./templates
-RUN pip install --no-cache-dir '.[profiler]' && useradd --create-home tunefit
+RUN pip install --no-cache-dir '.[profiler]' && useradd --create-home tunefit \
+    && mkdir -p /srv/tunefit/data && chown tunefit /srv/tunefit/data
+ENV TUNEFIT_DATA_DIR=/srv/tunefit/data
+VOLUME /srv/tunefit/data
 USER tunefit
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"

@@ -108,3 +108,20 @@ def test_picking_another_model_refreshes_the_module_boxes(live_server, browser):
     browser.find_element(By.ID, "r").click()  # leaving the field fires "change"
     WebDriverWait(browser, 15).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, '#module-boxes input[value="qkv_proj"]'))
+
+
+def test_result_page_fits_a_phone_screen(live_server, browser):
+    """At 390 px (a phone) nothing but the wide tables (which scroll in their own box) overflows."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(live_server + "/?submitted=1&model=llama-2-7b&method=qlora&r=16&double_quant=on")
+        assert browser.find_elements(By.ID, "result")
+        page_width = browser.execute_script("return document.documentElement.scrollWidth")
+        viewport = browser.execute_script("return window.innerWidth")
+        assert page_width <= viewport, (page_width, viewport)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "plan-phone-width.png"))
+    finally:
+        browser.set_window_size(1280, 2400)
