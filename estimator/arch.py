@@ -21,6 +21,7 @@ MAX_DIM = 2**24
 MAX_LAYERS = 4096
 # A model above this many parameters (1e14) is not a real model; refuse it.
 MAX_TOTAL_PARAMS = 10**14
+FP32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,14 @@ class ArchSpec:
     layer_param_targets: tuple[ParamTarget, ...] = ()
     parallel_residual: bool = False
     lm_head_bias: bool = False
+    # Buffers (not parameters): the rotary embedding keeps ``inv_freq`` and ``original_inv_freq``
+    # in fp32, ``ceil(rotary_dim / 2)`` entries each; Gemma keeps ``embed_scale``, a scalar in the
+    # model dtype.
+    rotary_dim: int = 0
+    embed_scale_buffer: bool = False
+    # Whether transformers offers torch's scaled_dot_product_attention for this family (Gemma 2's
+    # logit soft-capping needs eager or flash attention in transformers 5).
+    supports_sdpa: bool = True
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -138,6 +147,11 @@ class ArchSpec:
         return hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
 
     # ---- derived counts -------------------------------------------------------------
+    def buffer_bytes(self, dtype_bits: int) -> float:
+        """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
+        inv_freq = 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
+        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0)
+
     @property
     def q_dim(self) -> int:
         return self.num_attention_heads * self.head_dim
@@ -251,9 +265,28 @@ class _Config:
             raise EstimateError(f"config.{key}", f"must be true or false, got {value!r}")
         return value
 
+    def fraction(self, key: str) -> float | None:
+        """A number in (0, 1] (e.g. ``partial_rotary_factor``), or None when absent."""
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise EstimateError(f"config.{key}", f"must be a number in (0, 1], got {value!r}")
+        return float(value)
+
     def str(self, key: str, default: str) -> str:
         value = self.raw.get(key)
         return default if value is None else str(value)
+
+
+def _rotary_dim(c: _Config, head_dim: int, default_factor: float = 1.0) -> int:
+    """Dimensions of each head that RoPE rotates: ``head_dim · partial_rotary_factor``
+    (``rotary_pct`` in GPT-NeoX configs; transformers 5 may nest it in ``rope_parameters``)."""
+    nested = c.raw.get("rope_parameters")
+    factor = _Config(nested).fraction("partial_rotary_factor") if isinstance(nested, Mapping) else None
+    for key in ("partial_rotary_factor", "rotary_pct"):
+        factor = factor or c.fraction(key)
+    return int(head_dim * (factor or default_factor))
 
 
 def _head_dim(c: _Config, hidden: int, heads: int) -> int:
@@ -336,6 +369,9 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         layer_expert_params=experts,
         layer_router_params=router,
         layer_param_targets=param_targets,
+        rotary_dim=_rotary_dim(c, d),
+        embed_scale_buffer=model_type in ("gemma", "gemma2"),
+        supports_sdpa=model_type != "gemma2",
     )
 
 
@@ -367,6 +403,7 @@ def _phi3(c: _Config, model_type: str) -> ArchSpec:
         ),
         layer_norms=(NormSpec("rmsnorm", h),) * 2,
         final_norm=NormSpec("rmsnorm", h),
+        rotary_dim=_rotary_dim(c, d),
     )
 
 
@@ -496,6 +533,7 @@ def _gpt_neox(c: _Config, model_type: str) -> ArchSpec:
         layer_norms=(NormSpec("layernorm", h, bias=True),) * 2,
         final_norm=NormSpec("layernorm", h, bias=True),
         parallel_residual=c.bool("use_parallel_residual", True),
+        rotary_dim=_rotary_dim(c, _head_dim(_Config({}), h, heads), default_factor=0.25),
     )
 
 
@@ -540,6 +578,7 @@ def _falcon(c: _Config, model_type: str) -> ArchSpec:
         layer_norms=(NormSpec("layernorm", h, bias=True),) * norms,
         final_norm=NormSpec("layernorm", h, bias=True),
         parallel_residual=parallel,
+        rotary_dim=0 if c.bool("alibi", False) else d,
     )
 
 

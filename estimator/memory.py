@@ -27,7 +27,7 @@ STEP_SCALAR_BYTES = 4  # torch.optim keeps `step` as a 0-dim fp32 tensor per par
 class WeightBytes:
     """Weights after loading (and after peft / prepare_model_for_kbit_training)."""
 
-    plain_bytes: int  # unquantized base parameters
+    plain_bytes: int  # unquantized base parameters and the model's buffers
     quantized_bytes: int  # packed 4-bit / int8 Linear weights
     constant_bytes: int  # their quantization constants
     adapter_bytes: int  # trainable adapter parameters (fp32) and VeRA's shared buffers
@@ -64,7 +64,7 @@ def weight_bytes(arch: ArchSpec, method: str, dtype: str, quant: QuantSpec, lora
     """Bytes of every parameter (and adapter buffer) once the model is ready to train."""
     plain_bits = base_plain_bits(method, dtype, quant, prepare_kbit)
     q_params, q_bytes = quantized_linears(arch, quant) if quant.enabled else (0, QuantizedBytes(0, 0))
-    plain = math.ceil((arch.total_params - q_params) * plain_bits / 8)
+    plain = math.ceil((arch.total_params - q_params) * plain_bits / 8 + arch.buffer_bytes(DTYPE_BITS[dtype]))
     adapters = 0
     if method in ("lora", "qlora") and lora is not None:
         adapters = math.ceil((adapter_params(arch, lora) + vera_shared_params(arch, lora)) * ADAPTER_BITS / 8)

@@ -110,6 +110,9 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
+    if request.attn_implementation == "sdpa" and not arch.supports_sdpa:
+        raise EstimateError("attn_implementation",
+                            f"transformers has no sdpa attention for {arch.model_type}; use 'eager' or 'flash_attention_2'")
     if dtype != request.dtype or quant is not request.quant:
         request = replace(request, dtype=dtype, quant=quant)
     return request, arch

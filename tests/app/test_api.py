@@ -85,11 +85,13 @@ def test_api_and_cli_give_identical_documents(client, capsys, body, argv):
 
 def test_config_object_instead_of_catalog_id(client, tmp_path, capsys):
     config = TINY_CONFIGS["gemma2"]
-    r = client.post("/api/v1/estimate", json={"model": {"config": config}, "method": "full", "device": "cpu"})
+    r = client.post("/api/v1/estimate", json={"model": {"config": config}, "method": "full", "device": "cpu",
+                                              "attn_implementation": "eager"})
     assert r.status_code == 200, r.text
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
-    assert cli_main(["estimate", "--config", str(path), "--method", "full", "--device", "cpu", "--json"]) == 0
+    assert cli_main(["estimate", "--config", str(path), "--method", "full", "--device", "cpu", "--attn", "eager",
+                     "--json"]) == 0
     assert r.json() == json.loads(capsys.readouterr().out)
     assert r.json()["request"]["model"] == {"config": config}
 
@@ -153,6 +155,7 @@ BAD_BODIES = {
     "quant-on-full": ({"model": "llama-2-7b", "method": "qlora", "quant": {"type": "none"}}, ["body", "quant", "type"]),
     "flash-on-cpu": ({"model": "llama-2-7b", "attn_implementation": "flash_attention_2", "device": "cpu"},
                      ["body", "attn_implementation"]),
+    "sdpa-on-gemma2": ({"model": "gemma-2-9b", "attn_implementation": "sdpa"}, ["body", "attn_implementation"]),
     "config-not-object": ({"model": {"config": [1, 2]}}, ["body", "model"]),
     "config-missing-hidden": ({"model": {"config": {"model_type": "llama", "num_hidden_layers": 2}}}, None),
     "config-unknown-family": ({"model": {"config": {"model_type": "t5"}}}, None),

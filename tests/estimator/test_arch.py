@@ -24,6 +24,18 @@ def test_tiny_config_param_count_matches_transformers(name):
     assert arch_from_config(config).total_params == _real_params(config)
 
 
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS), ids=sorted(TINY_CONFIGS))
+def test_tiny_config_buffer_bytes_match_transformers(name):
+    """Rotary ``inv_freq`` / ``original_inv_freq`` (fp32) and Gemma's ``embed_scale`` (bf16 here)."""
+    config = TINY_CONFIGS[name]
+    rest = {k: v for k, v in config.items() if k != "model_type"}
+    cfg = transformers.AutoConfig.for_model(config["model_type"], **rest)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    real = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert arch_from_config(config).buffer_bytes(16) == real
+
+
 CATALOG_IDS = sorted(models())
 
 

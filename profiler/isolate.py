@@ -1,0 +1,111 @@
+"""Run a measurement in a child process, with a time limit and a memory guard.
+
+An out-of-memory, a crash or a hang of the child becomes a failed outcome with a readable reason;
+the caller (the worker, the service) keeps running. The child is started with ``spawn`` (a fresh
+interpreter: no forked torch threads or CUDA state) and reports progress over a pipe. The memory
+guard reads the child's resident set size from ``/proc`` and stops it above the limit, before the
+kernel's OOM killer would pick a victim.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from estimator import EstimateRequest
+
+POLL_S = 0.1
+HEARTBEAT_S = 1.0
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``done`` with the measurement, or ``failed`` with why."""
+
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _child(conn, request: EstimateRequest, steps: int, allow_hub: bool) -> None:
+    from .run import measure
+
+    try:
+        result = measure(request, steps, progress=lambda phase, step, total: conn.send(
+            ("progress", {"phase": phase, "step": step, "steps": total})), allow_hub=allow_hub)
+        conn.send(("done", result))
+    except BaseException as exc:  # everything, MemoryError and torch's OutOfMemoryError included
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        conn.send(("failed", detail))
+    finally:
+        conn.close()
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The resident set size of ``pid`` (Linux ``/proc``), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_limit_bytes: int | None = None,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 heartbeat: Callable[[], None] | None = None, allow_hub: bool = False) -> Outcome:
+    """Measure ``request`` in a child process; never raises for what happens in the child."""
+    ctx = mp.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(child_conn, request, steps, allow_hub), daemon=True)
+    child.start()
+    child_conn.close()
+    deadline = time.monotonic() + timeout_s
+    next_beat = 0.0
+    try:
+        while True:
+            if parent_conn.poll(POLL_S):
+                try:
+                    kind, payload = parent_conn.recv()
+                except EOFError:
+                    return _exit_reason(child)
+                if kind == "progress":
+                    if on_progress:
+                        on_progress(payload)
+                    continue
+                child.join(timeout=30)
+                return Outcome("done", result=payload) if kind == "done" else Outcome("failed", error=payload)
+            if not child.is_alive():
+                return _exit_reason(child)
+            if time.monotonic() > deadline:
+                return Outcome("failed", error=f"timed out after {timeout_s:g} s (time limit)")
+            rss = resident_bytes(child.pid)
+            if memory_limit_bytes is not None and rss is not None and rss > memory_limit_bytes:
+                return Outcome("failed", error=(f"memory guard: the measurement used {rss / MIB:,.0f} MiB of host "
+                                                f"memory, over the {memory_limit_bytes / MIB:,.0f} MiB limit"))
+            if heartbeat and time.monotonic() >= next_beat:
+                heartbeat()
+                next_beat = time.monotonic() + HEARTBEAT_S
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=10)
+        parent_conn.close()
+
+
+def _exit_reason(child) -> Outcome:
+    child.join(timeout=10)
+    code = child.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return Outcome("failed", error=f"the measurement process was killed by {name}{hint}")
+    return Outcome("failed", error=f"the measurement process exited with status {code} without a result")

@@ -1,0 +1,234 @@
+"""One measurement: build the model as the request says, run its steps, record peak memory.
+
+Training runs ``steps`` steps (default 3) on synthetic tokens; step one allocates the optimizer
+state inside its window, steps two onwards are the steady state the estimator models. Every
+phase (forward, backward, optimizer step; prefill for inference) gets its peak and the bytes
+alive at its end. Hygiene as torchtune's ``training/memory.py``: gc (and ``empty_cache`` on CUDA)
+before each reading, peak statistics reset at each phase start, the model in train mode.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from estimator import EstimateRequest, estimate, to_document
+from estimator.request import normalize
+
+from .accounting import CudaCounters, LiveTensorBytes, collect, model_tensors
+from .build import BuildError, load_model, make_optimizer, prepare_for_training
+
+Progress = Callable[[str, int, int], None]
+DEFAULT_STEPS = 3
+CPU_COUNTER = "live tensor storage bytes (TorchDispatchMode, exact on CPU)"
+CUDA_COUNTER = "torch.cuda.max_memory_allocated (reserved and NVML used recorded beside it)"
+
+
+class Counter:
+    """One interface over the CPU and CUDA counters: reset at a phase start, read at its end."""
+
+    def __init__(self, device: torch.device, model: torch.nn.Module):
+        self.device = device
+        if device.type == "cuda":
+            self.cuda = CudaCounters(device)
+            self.live = None
+        else:
+            self.cuda = None
+            self.live = LiveTensorBytes()
+            self.live.track_all(model_tensors(model))
+
+    def __enter__(self) -> Counter:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def begin(self) -> None:
+        collect()
+        if self.live is not None:
+            self.live.reset_peak()
+        else:
+            self.cuda.reset_peak()
+
+    def end(self, phase: str, step: int) -> dict[str, Any]:
+        if self.live is not None:
+            peak = self.live.peak_bytes  # before gc: the peak already happened
+            collect()
+            return {"phase": phase, "step": step, "peak_allocated_bytes": peak,
+                    "allocated_bytes": self.live.current_bytes}
+        reading = self.cuda.reading()
+        collect()
+        return {"phase": phase, "step": step, **reading}
+
+    @property
+    def name(self) -> str:
+        return CUDA_COUNTER if self.cuda is not None else CPU_COUNTER
+
+
+def _device(request: EstimateRequest) -> torch.device:
+    if request.device == "cuda":
+        if not torch.cuda.is_available():
+            raise BuildError("device 'cuda' requested but this machine has no CUDA device")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Progress | None = None,
+            allow_hub: bool = False) -> dict[str, Any]:
+    """Measure ``request`` for real; the result sits next to the estimator's prediction."""
+    report = progress or (lambda phase, step, total: None)
+    req, _ = normalize(request)
+    prediction = to_document(estimate(req))
+    device = _device(req)
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    report("load", 0, steps)
+    model = load_model(req, device, allow_hub)
+    training = req.method != "inference"
+    model = prepare_for_training(model, req) if training else model.eval()
+    optimizer = make_optimizer(model, req) if training else None
+    vocab = model.config.get_text_config().vocab_size
+    counter = Counter(device, model)
+    with counter:
+        counter.begin()
+        load = counter.end("load", 0)
+        if training:
+            readings = _train(model, optimizer, counter, req, vocab, steps, device, report)
+        else:
+            readings = _prefill(model, counter, req, vocab, device, report)
+    return {
+        "request": prediction["request"],
+        "prediction": prediction,
+        "measured": summarize(load, readings, counter.name),
+        "trainable_params": _trainable(model),
+        "steps": steps if training else 1,
+        "environment": environment(device),
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def _tokens(req: EstimateRequest, vocab: int, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, vocab, (req.batch_size, req.seq_len), device=device)
+
+
+def _train(model, optimizer, counter: Counter, req: EstimateRequest, vocab: int, steps: int,
+           device: torch.device, report: Progress) -> list[dict[str, Any]]:
+    readings = []
+    for step in range(1, steps + 1):
+        ids = _tokens(req, vocab, device)
+        report("forward", step, steps)
+        counter.begin()
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        readings.append(counter.end("forward", step))
+        report("backward", step, steps)
+        counter.begin()
+        loss.backward()
+        del loss
+        readings.append(counter.end("backward", step))
+        report("optimizer_step", step, steps)
+        counter.begin()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        readings.append(counter.end("optimizer_step", step))
+    return readings
+
+
+def _prefill(model, counter: Counter, req: EstimateRequest, vocab: int, device: torch.device,
+             report: Progress) -> list[dict[str, Any]]:
+    ids = _tokens(req, vocab, device)
+    report("prefill", 1, 1)
+    with torch.no_grad():
+        counter.begin()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)  # as generate() prefills
+        reading = counter.end("prefill", 1)
+    del out
+    return [reading]
+
+
+def summarize(load: dict[str, Any], readings: list[dict[str, Any]], counter: str) -> dict[str, Any]:
+    """Per-phase peaks of the steady state (step two onwards when there is one), the overall peak."""
+    last_step = max(r["step"] for r in readings)
+    steady = [r for r in readings if r["step"] >= 2] or readings
+    phases: dict[str, int] = {"load": load["peak_allocated_bytes"]}
+    for r in steady:
+        phases[r["phase"]] = max(phases.get(r["phase"], 0), r["peak_allocated_bytes"])
+    peak_phase = max(phases, key=phases.get)
+    first_step = [r for r in readings if r["step"] == 1]
+    return {
+        "counter": counter,
+        "load": load,
+        "timeline": readings,
+        "steady_state_steps": sorted({r["step"] for r in steady}),
+        "phase_peaks": phases,
+        "peak_allocated_bytes": phases[peak_phase],
+        "peak_phase": peak_phase,
+        "first_step_peak_allocated_bytes": max(r["peak_allocated_bytes"] for r in first_step),
+        "last_step": last_step,
+    }
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, int]:
+    """What the running model reports; peft counts a 4-bit parameter twice (it packs two per byte)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+    return {"trainable": int(trainable), "total": int(total)}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and the device, so a measurement can be reproduced and compared."""
+    import peft
+    import transformers
+
+    try:
+        import bitsandbytes
+
+        bnb_version = bitsandbytes.__version__
+    except Exception:  # bitsandbytes absent: fp16/bf16 modes still measure
+        bnb_version = None
+    env = {
+        "device": device.type,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "bitsandbytes": bnb_version,
+        "cuda": torch.version.cuda,
+        "driver": None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(device_name=props.name, device_memory_bytes=props.total_memory, driver=_driver_version())
+    else:
+        env.update(device_name=platform.processor() or platform.machine(), device_memory_bytes=_host_memory())
+    return env
+
+
+def _driver_version() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:  # no NVML: the driver version stays unknown
+        return None
+
+
+def _host_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
