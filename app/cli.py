@@ -133,6 +133,68 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def render_measurement(result: dict) -> str:
+    """Predicted vs measured, phase by phase (numbers only from the measurement's document)."""
+    pred = {p["phase"]: p["allocated_bytes"] for p in result["prediction"]["phases"]}
+    measured = result["measured"]
+    env = result["environment"]
+    lines = [
+        f"measured on {env['device']} ({env.get('device_name') or '?'}), torch {env['torch']}, "
+        f"transformers {env['transformers']}, peft {env['peft']}, bitsandbytes {env['bitsandbytes']}",
+        f"counter: {measured['counter']}; steady state = steps {measured['steady_state_steps']}",
+        f"trainable params: measured {result['trainable_params']['trainable']:,}  "
+        f"predicted {result['prediction']['params']['trainable']:,}",
+        "",
+        f"{'phase':18s}{'predicted bytes':>18s}{'measured bytes':>18s}{'error':>9s}{'measured':>16s}",
+    ]
+    rows = list(measured["phase_peaks"].items())
+    rows.append(("peak", measured["peak_allocated_bytes"]))
+    pred["peak"] = result["prediction"]["peak_allocated_bytes"]
+    for phase, value in rows:
+        expected = pred.get(phase)
+        error = f"{100 * (expected - value) / value:+8.1f}%" if expected and value else f"{'—':>9s}"
+        lines.append(f"{phase:18s}{expected or 0:18,}{value:18,}{error}{_gib(value)}")
+    lines.append(f"(peak allocated tensor bytes per phase; error = (predicted - measured) / measured; "
+                 f"{result['duration_s']:.1f} s)")
+    return "\n".join(lines)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Measure one setting in this process and print it next to the estimate."""
+    try:
+        from profiler import measure
+    except ImportError as exc:  # base install without the [profiler] extra
+        raise EstimateError("profiler", f"needs the [profiler] extra (torch): {exc}") from exc
+    request = request_from_args(args)
+    estimate(request)  # bad input fails here, before loading torch models
+
+    def progress(phase: str, step: int, total: int) -> None:
+        if not args.json:
+            print(f"  {phase} (step {step}/{total})", file=sys.stderr)
+
+    result = measure(request, steps=args.steps, progress=progress)
+    print(json.dumps(result, indent=2) if args.json else render_measurement(result))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A standalone worker: runs queued profiling jobs from the database until interrupted."""
+    import logging
+
+    from .core.config import get_settings
+    from .db import Database
+    from .jobs import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    worker = Worker(Database(settings.sqlalchemy_url), settings)
+    try:
+        worker.serve()
+    except KeyboardInterrupt:
+        worker.stop.set()
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -155,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=f"list the {name} catalog")
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=func)
+    prof = sub.add_parser("profile", help="measure one setting for real (needs the [profiler] extra)")
+    _add_estimate_args(prof)
+    prof.add_argument("--steps", type=int, default=3, help="training steps (step one allocates optimizer state)")
+    prof.set_defaults(func=cmd_profile)
+    w = sub.add_parser("worker", help="run queued profiling jobs (standalone worker)")
+    w.set_defaults(func=cmd_worker)
     s = sub.add_parser("serve", help="run the web service")
     s.add_argument("--host", default=None, help="default: TUNEFIT_HOST or 127.0.0.1")
     s.add_argument("--port", type=int, default=None, help="default: TUNEFIT_PORT or 8000")

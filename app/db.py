@@ -1,12 +1,22 @@
-"""The service's database (SQLite by default): plans made through the web form."""
+"""The service's database (SQLite by default, any SQLAlchemy URL): plans and profiling jobs."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
+from sqlalchemy import DateTime, Integer, String, Text, create_engine, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -19,10 +29,46 @@ class Plan(Base):
     __tablename__ = "plans"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: datetime.now(timezone.utc))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     query: Mapped[str] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(200))
     peak_bytes: Mapped[int] = mapped_column(Integer)
+
+
+class Job(Base):
+    """A profiling job: the validated request, its progress and its result (JSON text)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: uuid.uuid4().hex)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    request_json: Mapped[str] = mapped_column(Text)
+    steps: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return json.loads(self.progress_json) if self.progress_json else None
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return json.loads(self.result_json) if self.result_json else None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 class Database:
@@ -30,13 +76,13 @@ class Database:
 
     def __init__(self, url: str):
         if url.startswith("sqlite:///"):
-            from pathlib import Path
-
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False} if url.startswith("sqlite") else {})
+        connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
+        self.engine: Engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    # ---- plans ----------------------------------------------------------------------------------
     def add_plan(self, query: str, label: str, peak_bytes: int) -> None:
         with self.sessions.begin() as session:
             session.add(Plan(query=query, label=label[:200], peak_bytes=peak_bytes))
@@ -44,3 +90,66 @@ class Database:
     def recent_plans(self, limit: int) -> list[Plan]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Plan).order_by(Plan.id.desc()).limit(limit)))
+
+    # ---- jobs -----------------------------------------------------------------------------------
+    def create_job(self, request_json: str, label: str, steps: int) -> Job:
+        job = Job(request_json=request_json, label=label[:200], steps=steps, status="queued")
+        with self.sessions.begin() as session:
+            session.add(job)
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        with Session(self.engine) as session:
+            return session.get(Job, job_id)
+
+    def list_jobs(self, limit: int) -> list[Job]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+
+    def claim_next(self, worker: str) -> Job | None:
+        """Move the oldest queued job to running for ``worker``; None when there is none.
+
+        The conditional update makes the claim atomic: two workers never run one job.
+        """
+        with self.sessions.begin() as session:
+            candidates = session.scalars(select(Job.id).where(Job.status == "queued")
+                                         .order_by(Job.created_at).limit(5)).all()
+            for job_id in candidates:
+                moment = now()
+                claimed = session.execute(
+                    update(Job).where(Job.id == job_id, Job.status == "queued").values(
+                        status="running", worker=worker, started_at=moment, heartbeat_at=moment,
+                        attempts=Job.attempts + 1)).rowcount
+                if claimed:
+                    return session.get(Job, job_id)
+        return None
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._update(job_id, progress_json=json.dumps(progress), heartbeat_at=now())
+
+    def heartbeat(self, job_id: str) -> None:
+        self._update(job_id, heartbeat_at=now())
+
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        self._update(job_id, status=status, finished_at=now(), heartbeat_at=now(),
+                     result_json=json.dumps(result) if result is not None else None, error=error)
+
+    def requeue(self, job_id: str) -> None:
+        self._update(job_id, status="queued", worker=None, started_at=None, progress_json=None)
+
+    def fail_stale(self, silent_for_s: float) -> int:
+        """Mark failed the running jobs whose worker has been silent for ``silent_for_s``: it died
+        while running them (they are not retried: a job that killed its worker may do it again)."""
+        limit = now() - timedelta(seconds=silent_for_s)
+        reason = (f"the worker stopped while this job was running (no heartbeat for {silent_for_s:g} s); "
+                  "not retried")
+        with self.sessions.begin() as session:
+            stale = [j for j in session.scalars(select(Job).where(Job.status == "running"))
+                     if (_aware(j.heartbeat_at) or _aware(j.started_at) or limit) <= limit]
+            for job in stale:
+                job.status, job.error, job.finished_at = "failed", reason, now()
+            return len(stale)
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(**values))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.templating import Jinja2Templates
 
+import profiler
 from estimator import ESTIMATOR_VERSION, EstimateError
 from estimator.errors import UnknownIdError
 
@@ -15,13 +19,33 @@ from .core.answers import AnswerCache
 from .core.config import Settings, get_settings
 from .core.limits import BodySizeLimit
 from .db import Database
+from .jobs import Worker
 from .web import router as web
+
+log = logging.getLogger("tunefit")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Start the in-process worker (when settings ask for it and torch is installed); stop it on
+    shutdown, putting its running job back in the queue."""
+    settings: Settings = app.state.settings
+    worker = None
+    if settings.run_worker and profiler.available():
+        worker = Worker(app.state.db, settings)
+        thread = worker.start()
+    elif settings.run_worker:
+        log.warning("torch is not installed: profiling jobs stay queued for a `tunefit worker` elsewhere")
+    yield
+    if worker is not None:
+        worker.stop.set()
+        thread.join(timeout=60)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application for ``settings`` (default: the environment's)."""
     settings = settings or get_settings()
-    app = FastAPI(title="tunefit", version=ESTIMATOR_VERSION,
+    app = FastAPI(title="tunefit", version=ESTIMATOR_VERSION, lifespan=lifespan,
                   description="GPU-memory planner for full fine-tuning, LoRA and QLoRA of transformer LLMs. "
                               "Bytes in every field ending in _bytes; GiB = 2^30 bytes.")
     app.state.settings = settings

@@ -130,6 +130,12 @@ class CompareIn(SettingIn):
     variants: list[VariantIn] = Field(default_factory=_default_variants, min_length=1, max_length=16)
 
 
+class ProfileIn(SettingIn):
+    """``POST /api/v1/profile``: measure a setting for real (validated like an estimate)."""
+
+    steps: int = Field(3, ge=1, le=20, description="training steps; step one allocates the optimizer state")
+
+
 # ---- outputs -----------------------------------------------------------------------------------
 
 
@@ -231,3 +237,26 @@ class GpuOut(BaseModel):
 class ErrorOut(BaseModel):
     detail: Any
     suggestions: list[str] | None = None
+
+
+class JobProgress(BaseModel):
+    phase: str
+    step: int
+    steps: int
+
+
+class JobOut(BaseModel):
+    """A profiling job: ``queued``, ``running``, ``done`` (with the measurement) or ``failed`` (with why)."""
+
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    label: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    progress: JobProgress | None
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    url: str

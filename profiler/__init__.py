@@ -1,11 +1,30 @@
 """tunefit profiler: builds the model for real and measures its peak memory.
 
-Imports torch and friends; the estimator stays free of them. ``measure(request)`` runs one
-measurement in this process; ``isolate.run_isolated`` runs it in a child process with a time
-limit and a memory guard.
+``measure(request)`` runs one measurement in this process (it imports torch, transformers, peft,
+bitsandbytes); ``isolate.run_isolated`` runs it in a child process with a time limit and a memory
+guard, and imports none of them itself, so a service can hand out work without loading torch.
 """
 
-from .build import BuildError
-from .run import DEFAULT_STEPS, measure
+from __future__ import annotations
 
-__all__ = ["BuildError", "DEFAULT_STEPS", "measure"]
+__all__ = ["BuildError", "DEFAULT_STEPS", "measure", "available"]
+
+
+def available() -> bool:
+    """Whether torch is installed here (the ``[profiler]`` extra)."""
+    from importlib.util import find_spec
+
+    return find_spec("torch") is not None
+
+
+def __getattr__(name: str):
+    # Lazy: importing the package (or profiler.isolate) must not import torch.
+    if name in ("measure", "DEFAULT_STEPS"):
+        from . import run
+
+        return getattr(run, name)
+    if name == "BuildError":
+        from .build import BuildError
+
+        return BuildError
+    raise AttributeError(name)

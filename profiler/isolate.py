@@ -26,7 +26,7 @@ MIB = 2**20
 
 @dataclass(frozen=True)
 class Outcome:
-    """``done`` with the measurement, or ``failed`` with why."""
+    """``done`` with the measurement, ``failed`` with why, or ``cancelled`` by the caller."""
 
     status: str
     result: dict[str, Any] | None = None
@@ -61,8 +61,13 @@ def resident_bytes(pid: int) -> int | None:
 
 def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_limit_bytes: int | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
-                 heartbeat: Callable[[], None] | None = None, allow_hub: bool = False) -> Outcome:
-    """Measure ``request`` in a child process; never raises for what happens in the child."""
+                 heartbeat: Callable[[], None] | None = None, cancel: Callable[[], bool] | None = None,
+                 allow_hub: bool = False) -> Outcome:
+    """Measure ``request`` in a child process; never raises for what happens in the child.
+
+    ``heartbeat`` is called about once a second while the child works; when ``cancel`` returns
+    True the child is stopped and the outcome is ``cancelled``.
+    """
     ctx = mp.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_child, args=(child_conn, request, steps, allow_hub), daemon=True)
@@ -85,6 +90,8 @@ def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_
                 return Outcome("done", result=payload) if kind == "done" else Outcome("failed", error=payload)
             if not child.is_alive():
                 return _exit_reason(child)
+            if cancel and cancel():
+                return Outcome("cancelled", error="stopped before it finished")
             if time.monotonic() > deadline:
                 return Outcome("failed", error=f"timed out after {timeout_s:g} s (time limit)")
             rss = resident_bytes(child.pid)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from .. import services
+from .. import jobs, services
 from .deps import answers
 from ..schemas import (
     CapacityIn,
@@ -19,7 +19,9 @@ from ..schemas import (
     EstimateIn,
     EstimateOut,
     GpuOut,
+    JobOut,
     ModelOut,
+    ProfileIn,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
@@ -69,3 +71,24 @@ async def capacity(body: CapacityIn, request: Request) -> JSONResponse:
 async def compare(body: CompareIn, request: Request) -> JSONResponse:
     """The same model under several methods or ranks (default: full vs LoRA vs QLoRA)."""
     return JSONResponse(answers(request).answer("compare", body, services.compare_document))
+
+
+@router.post("/profile", status_code=202, response_model=JobOut, responses=ERRORS)
+def create_profile(body: ProfileIn, request: Request) -> JSONResponse:
+    """Queue a real measurement of the setting; poll its ``url`` for progress and the result."""
+    job = jobs.create_job(request.app.state.db, body)
+    return JSONResponse(jobs.job_document(job), status_code=202)
+
+
+@router.get("/profile", response_model=list[JobOut])
+def list_profiles(request: Request) -> JSONResponse:
+    """The latest profiling jobs, newest first (results left out: fetch a job for its result)."""
+    return JSONResponse([jobs.job_document(j, with_result=False) for j in request.app.state.db.list_jobs(50)])
+
+
+@router.get("/profile/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
+def get_profile(job_id: str, request: Request) -> JSONResponse:
+    job = request.app.state.db.get_job(job_id)
+    if job is None:
+        raise HTTPException(404, f"no profiling job {job_id!r}")
+    return JSONResponse(jobs.job_document(job))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -9,6 +10,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def _host_memory_fraction(fraction: float) -> int:
+    """A share of this machine's physical memory (the default memory guard of a profiling job)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * fraction)
+    except (ValueError, OSError):
+        return 16 * 2**30
 
 
 def _default_templates_dir() -> Path:
@@ -30,6 +39,13 @@ class Settings(BaseSettings):
     max_compare_variants: int = Field(8, ge=1)
     recent_plans: int = Field(10, ge=0)
     answer_cache_size: int = Field(4096, ge=0)  # API answers kept (pure functions of the request); 0: off
+    # Profiling jobs.
+    run_worker: bool = True  # an in-process worker with `tunefit serve` (when torch is installed)
+    worker_poll_s: float = Field(1.0, gt=0)
+    job_timeout_s: float = Field(3600.0, gt=0)
+    job_memory_limit_bytes: int = Field(default_factory=lambda: _host_memory_fraction(0.8), ge=2**26)
+    job_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests
 
     @property
     def sqlalchemy_url(self) -> str:

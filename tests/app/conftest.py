@@ -9,7 +9,7 @@ from app.main import create_app
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    return Settings(data_dir=tmp_path_factory.mktemp("data"))
+    return Settings(data_dir=tmp_path_factory.mktemp("data"), run_worker=False)
 
 
 @pytest.fixture(scope="module")

@@ -63,3 +63,20 @@ def test_unknown_model_suggests_close_ids(capsys):
 def test_catalog_listings(command, needle, capsys):
     assert main([command]) == 0
     assert needle in capsys.readouterr().out
+
+
+def test_profile_prints_predicted_next_to_measured(tmp_path, capsys):
+    pytest.importorskip("torch", reason="needs the [profiler] extra")
+    from tests.estimator.tiny_configs import TINY_CONFIGS
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY_CONFIGS["llama-gqa"]))
+    argv = ["profile", "--config", str(path), "--method", "lora", "--r", "4", "--device", "cpu",
+            "--batch-size", "1", "--seq-len", "8", "--steps", "2"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["measured"]["steady_state_steps"] == [2]
+    assert result["trainable_params"]["trainable"] == result["prediction"]["params"]["trainable"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "predicted bytes" in table and "measured bytes" in table and "optimizer_step" in table

@@ -77,3 +77,33 @@ def test_pasted_config_replaces_the_catalog_model(client):
     html = client.get("/?" + urlencode(query)).text
     assert 'id="result"' in html
     assert 'value="qkv_proj"' in html  # the pasted architecture's modules
+
+
+def test_measure_it_queues_a_job_and_its_page_shows_the_result(client, settings):
+    import json
+
+    from app.jobs import Worker
+    from tests.estimator.tiny_configs import TINY_CONFIGS
+
+    plan = urlencode({"submitted": "1", "config": json.dumps(TINY_CONFIGS["qwen2"]), "method": "lora", "r": "4",
+                      "device": "cpu", "batch_size": "1", "seq_len": "8"})
+    page = client.get("/?" + plan).text
+    assert 'id="measure-form"' in page and escape(plan, quote=True) in page
+    r = client.post("/jobs", content=urlencode({"plan": plan, "steps": "2"}),
+                    headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    assert r.status_code == 303
+    job_url = r.headers["location"]
+    waiting = client.get(job_url).text
+    assert 'http-equiv="refresh"' in waiting and "waiting for a worker" in waiting
+
+    assert Worker(client.app.state.db, settings.model_copy(update={"job_timeout_s": 300})).run_once()
+    done = client.get(job_url).text
+    assert 'http-equiv="refresh"' not in done and 'id="measured-table"' in done
+    assert "optimizer_step" in done and "torch" in done
+    assert job_url.removeprefix("/jobs/") in client.get("/jobs").text
+
+
+def test_measure_it_with_a_broken_plan_is_refused(client):
+    r = client.post("/jobs", content=urlencode({"plan": "submitted=1&model=nope", "steps": "2"}),
+                    headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    assert r.status_code in (404, 422)
