@@ -103,7 +103,8 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
 
 
 def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Bytes the attention core keeps: q, k, v and either the s×s probabilities or the output + LSE."""
+    """Bytes the attention core keeps: q, k, v and either the s×s probabilities (eager, or sdpa's
+    math path) or the output + LSE (fused sdpa / flash kernels)."""
     b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
     n = arch.num_attention_heads
     qkv = t * (arch.q_dim + 2 * arch.kv_dim) * a
@@ -111,9 +112,19 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a  # repeat_kv copies under GQA
         probs = b * n * s * s * (F + (a if a != F else 0))  # fp32 softmax + its cast back
         return qkv + expanded + probs
+    if st.device == "cpu" and arch.attention_dropout > 0:
+        return _sdpa_math_saved(arch, st)
     out = t * arch.q_dim * a
     lse = b * n * s * F
     return qkv + out + lse
+
+
+def _sdpa_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """sdpa on a CPU with attention dropout in training: no fused kernel takes dropout there, so
+    PyTorch runs its math path, in fp32 for 16-bit inputs. It keeps the fp32 (scaled) q, k and v
+    and, per ``b·n·s²`` element, the fp32 softmax, the dropout mask and the dropped weights."""
+    b, s, t = st.batch, st.seq, st.tokens
+    return t * (arch.q_dim + 2 * arch.q_dim) * F + 3 * b * arch.num_attention_heads * s * s * F
 
 
 def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -214,9 +225,42 @@ def logits_upcast_transient(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
-    """At ``log_softmax`` backward: logits, saved log-probs, incoming and outgoing fp32 grads."""
+    """At ``log_softmax`` backward: the saved fp32 log-probs, the incoming gradient from
+    ``nll_loss`` and the outgoing one, ``t·V`` fp32 each. The logits themselves are gone: the
+    loop keeps only ``loss``, and neither ``.float()`` nor ``log_softmax`` saves its input."""
     t, V = st.tokens, arch.vocab_size
-    return t * V * (st.logits_bytes + 3 * F)
+    return t * V * 3 * F
+
+
+def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Transient gradients in eager attention's backward at ``softmax``'s backward, per ``b·n·s²``
+    element, beyond what the layer saved: with the saved fp32 softmax, three fp32 ``s×s`` tensors
+    are alive. Fused kernels keep no ``s×s`` gradient (0)."""
+    if st.attn != "eager":
+        return 0.0
+    a = st.stream_bytes
+    # the gradient's fp32 copy and softmax's backward output; the 16-bit cast of the probabilities
+    # (counted in the layer's saved tensors) was consumed by the matmul's backward just before
+    per_element = 2 * F - (a if a != F else 0)
+    return st.batch * arch.num_attention_heads * st.seq * st.seq * per_element
+
+
+def mlp_half_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What a layer saved for its MLP half (its norm, the MLP Linears' inputs, the MLP's own
+    tensors, experts): consumed by the time backward reaches the layer's attention."""
+    mlp_linears = tuple(m for m in arch.layer_linears if m.role in ("mlp_in", "mlp_out"))
+    norm = norm_saved(arch, st) if len(arch.layer_norms) > 1 else 0.0
+    return (norm + linear_inputs_saved(arch, st, mlp_linears) + mlp_saved(arch, st)
+            + expert_inputs_saved(arch, st) + param_wrapper_saved(arch, st))
+
+
+def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> float:
+    """A trained tied embedding gets two gradients, from ``lm_head`` (early in backward) and from
+    the embedding lookup (last); the autograd engine holds the first, receives the second and
+    adds them out of place: two ``V·h`` tensors beyond the one that becomes ``.grad``."""
+    if not (st.full and arch.tie_word_embeddings):
+        return 0.0
+    return 2 * arch.vocab_size * arch.hidden_size * st.stream_bytes
 
 
 def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -227,22 +271,57 @@ def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     return t * (2 * routed * i + 2 * arch.hidden_size) * a + wrapped_grad
 
 
+def _fused_qkv(arch: ArchSpec) -> LinearSpec | None:
+    return next((m for m in arch.layer_linears if m.role == "qkv"), None)
+
+
+def kv_cache(arch: ArchSpec, st: ActivationSetting, bits: int) -> float:
+    """The KV cache after a prefill of ``t = b·s`` tokens (GQA-aware: ``kv_dim`` per token).
+
+    transformers' DynamicCache keeps the very tensors attention made. With separate k/v
+    projections that is ``2·t·kv_dim`` per layer; with a fused qkv projection the value (and the
+    key, unless RoPE made a new one) is a view of the projection's output, whose storage stays
+    allocated whole: ``t·(q_dim + 2·kv_dim)`` plus the rotated key.
+    """
+    t, w = st.tokens, bits / 8
+    fused = _fused_qkv(arch)
+    if fused is None:
+        per_layer = 2 * t * arch.kv_dim * w
+    else:
+        per_layer = t * fused.out_features * w + (t * arch.kv_dim * w if arch.rotary_dim else 0)
+    return arch.num_hidden_layers * per_layer
+
+
 def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """No-grad prefill transient inside the MLP: gate, up and activation outputs (``t·i`` each)."""
     t, a = st.tokens, st.stream_bytes
     routed = max(arch.num_experts_per_tok, 1)
     mlp = t * routed * (3 if arch.gated_mlp else 2) * arch.intermediate_size * a
-    return mlp + _prefill_residual(arch, st)
+    return mlp + _prefill_stream(arch, st, in_mlp=True)
 
 
 def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
-    """No-grad prefill transient inside eager attention: the scores, their fp32 softmax and cast
-    (``b·n·s²``); sdpa / flash kernels never materialize them."""
-    b, s, a = st.batch, st.seq, st.stream_bytes
-    attn = b * arch.num_attention_heads * s * s * (2 * a + F) if st.attn == "eager" else 0.0
-    return attn + _prefill_residual(arch, st)
+    """No-grad prefill transient inside attention: the query, and for eager attention the
+    ``repeat_kv`` copies of k and v under GQA and, per ``b·n·s²`` element, the masked scores,
+    their fp32 copy (``softmax(dtype=float32)`` upcasts first) and the fp32 softmax, alive
+    together inside ``softmax`` (in fp32 the copy is the scores themselves). sdpa / flash kernels
+    never materialize the matrix."""
+    b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
+    # q after RoPE (a new tensor; without RoPE a fused projection's q is a view of what the KV
+    # cache keeps); this layer's k and v are in the KV cache already
+    query = t * arch.q_dim * a if arch.rotary_dim or _fused_qkv(arch) is None else 0.0
+    if st.attn != "eager":
+        return query + _prefill_stream(arch, st, in_mlp=False)
+    per_element = a + F + (F if a != F else 0)
+    scores = b * arch.num_attention_heads * s * s * per_element
+    repeated = 2 * t * arch.q_dim * a if arch.num_key_value_heads < arch.num_attention_heads else 0.0  # repeat_kv
+    return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)
 
 
-def _prefill_residual(arch: ArchSpec, st: ActivationSetting) -> float:
-    """The residual stream and the normalized hidden states alive next to either transient."""
-    return 2 * st.tokens * arch.hidden_size * st.stream_bytes
+def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> float:
+    """``t·h`` tensors alive inside a layer of a no-grad forward: the embedding output (the model
+    keeps ``inputs_embeds`` to the end), the layer's input (the model's loop variable), the
+    normalized input and, in the MLP, the residual after attention; plus RoPE's cos and sin."""
+    t, a = st.tokens, st.stream_bytes
+    stream = (4 if in_mlp else 3) * t * arch.hidden_size * a
+    return stream + 2 * t * arch.rotary_dim * a

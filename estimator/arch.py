@@ -136,6 +136,8 @@ class ArchSpec:
     # Whether transformers offers torch's scaled_dot_product_attention for this family (Gemma 2's
     # logit soft-capping needs eager or flash attention in transformers 5).
     supports_sdpa: bool = True
+    # Dropout on the attention probabilities in training (GPT-2's attn_pdrop defaults to 0.1).
+    attention_dropout: float = 0.0
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -272,6 +274,15 @@ class _Config:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise EstimateError(f"config.{key}", f"must be a number in (0, 1], got {value!r}")
+        return float(value)
+
+    def probability(self, key: str, default: float) -> float:
+        """A dropout probability in [0, 1)."""
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise EstimateError(f"config.{key}", f"must be a number in [0, 1), got {value!r}")
         return float(value)
 
     def str(self, key: str, default: str) -> str:
@@ -425,6 +436,7 @@ def _gpt2(c: _Config, model_type: str) -> ArchSpec:
         max_position_embeddings=c.int("n_positions", 1024, maximum=2**27),
         gated_mlp=False,
         hidden_act=c.str("activation_function", "gelu_new"),
+        attention_dropout=c.probability("attn_pdrop", 0.1),
         layer_linears=(
             LinearSpec("c_attn", h, 3 * h, True, role="qkv"),
             LinearSpec("c_proj", h, h, True, role="o"),

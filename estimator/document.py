@@ -8,6 +8,7 @@ from .adapters import LoraSpec
 from .catalog import get_gpu, gpus
 from .estimate import Estimate
 from .quant import QuantSpec
+from .request import EstimateRequest
 from .units import GIB
 
 
@@ -30,6 +31,32 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "num_gpus": req.num_gpus,
         "sharding": req.sharding,
     }
+
+
+def request_from_document(doc: dict[str, Any]) -> EstimateRequest:
+    """The request a document's ``request`` part describes (the inverse of :func:`request_document`),
+    so stored measurements can be estimated again by a newer estimator."""
+    lora = doc.get("lora")
+    quant = doc.get("quant")
+    targets = lora["target_modules"] if lora else None
+    return EstimateRequest(
+        model=doc["model"],
+        method=doc["method"],
+        dtype=doc["dtype"],
+        lora=LoraSpec(r=lora["r"], alpha=lora["alpha"], variant=lora["variant"], dropout=lora["dropout"],
+                      loraplus_lr_ratio=lora["loraplus_lr_ratio"],
+                      target_modules=targets if isinstance(targets, str) else tuple(targets)) if lora else LoraSpec(),
+        quant=QuantSpec(quant["type"], quant["double_quant"], quant["blocksize"]) if quant else None,
+        batch_size=doc["batch_size"],
+        seq_len=doc["seq_len"],
+        gradient_checkpointing=doc["gradient_checkpointing"],
+        optimizer=doc["optimizer"],
+        attn_implementation=doc["attn_implementation"],
+        device=doc["device"],
+        gpu=doc["gpu"],
+        num_gpus=doc["num_gpus"],
+        sharding=doc["sharding"],
+    )
 
 
 def _lora(lora: LoraSpec) -> dict[str, Any]:

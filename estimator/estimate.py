@@ -138,30 +138,43 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
 
 def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: int,
                     opt: OptimizerBytes) -> tuple[Phase, ...]:
-    """Candidate moments of a step, steady state: load, forward end, three backward moments
-    (start at the loss, after the top layer, at the bottom layer), optimizer step."""
+    """Candidate moments of a step, steady state: load; forward end (and, for checkpointed eager
+    attention, inside a layer's softmax); backward at the loss, then in the top and the bottom
+    layer during the MLP's and during attention's backward, and for a trained tied embedding the
+    sum of its two gradients; optimizer step."""
     weights = _weight_terms(w)
     state = 0 if opt.paged else opt.state_bytes
     one_layer = act.layer_saved(arch, st)
     layers = act.layers_saved(arch, st, one_layer)
     head = act.head_saved(arch, st)
-    working = act.backward_working(arch, st)
+    mlp_half = act.mlp_half_saved(arch, st)
+    # (working bytes, saved bytes already consumed): the MLP's backward, then attention's
+    workings = ((act.backward_working(arch, st), 0.0), (act.attention_backward_working(arch, st), mlp_half))
     recompute = one_layer if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
-    forward = Phase("forward", _terms(
-        weights, optimizer_bytes=state, activations_bytes=layers + head,
-        logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st)))
+    forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
+                      logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))]
+    if st.gradient_checkpointing and st.attn == "eager":
+        # inside a checkpointed layer's attention: nothing is kept, but the scores exist
+        forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
+                              working_bytes=act.inference_attention_working(arch, st)))
     backward_start = _terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                             logits_bytes=act.logits_backward_peak(arch, st))
-    backward_top = _terms(weights, optimizer_bytes=state, gradients_bytes=grads - layer_grads * (arch.num_hidden_layers - 1),
-                          activations_bytes=layers + head + recompute, working_bytes=working)
+    top_grads = grads - layer_grads * (arch.num_hidden_layers - 1)
     last_layer = one_layer if not st.gradient_checkpointing else one_layer + act.checkpoint_saved(arch, st)
-    backward_end = _terms(weights, optimizer_bytes=state, gradients_bytes=grads,
-                          activations_bytes=last_layer, working_bytes=working)
-    backward = tuple(Phase("backward", t) for t in (backward_start, backward_top, backward_end))
+    moments = [backward_start]
+    for working, consumed in workings:
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
+                              activations_bytes=layers + head + recompute - consumed, working_bytes=working))
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads,
+                              activations_bytes=last_layer - consumed, working_bytes=working))
+    tied = act.tied_embedding_grad_transient(arch, st)
+    if tied:
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads, working_bytes=tied))
+    backward = tuple(Phase("backward", t) for t in moments)
     step = Phase("optimizer_step", _terms(weights, gradients_bytes=grads, optimizer_bytes=state,
                                           optimizer_step_temp_bytes=opt.step_temp_bytes))
-    return (load, forward, *backward, step)
+    return (load, *(Phase("forward", t) for t in forward), *backward, step)
 
 
 def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int) -> tuple[Phase, ...]:
@@ -171,7 +184,7 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
     apart (rather than one max) leaves every moment a polynomial in ``b`` and ``s``.
     """
     weights = _weight_terms(w)
-    kv = arch.num_hidden_layers * 2 * st.tokens * arch.kv_dim * kv_bits / 8
+    kv = act.kv_cache(arch, st, kv_bits)
     logits = st.batch * arch.vocab_size * (st.logits_bytes + act.F)  # last-token logits + fp32 copy
     prefill = tuple(
         Phase("prefill", _terms(weights, kv_cache_bytes=kv, working_bytes=working, logits_bytes=logits))

@@ -113,7 +113,19 @@ def test_logits_are_upcast_to_fp32():
     st = _setting()
     assert act.logits_forward(arch, st) == 16 * 1000 * (2 + 4)
     assert act.logits_upcast_transient(arch, st) == 16 * 1000 * 4
-    assert act.logits_backward_peak(arch, st) == 16 * 1000 * (2 + 12)
+    # backward: saved log-probs + nll_loss's gradient + log_softmax's gradient, fp32; the bf16 logits
+    # are gone (the loop keeps only the loss)
+    assert act.logits_backward_peak(arch, st) == 16 * 1000 * 12
+
+
+def test_tied_trained_embedding_sums_two_gradients():
+    from dataclasses import replace as dc_replace
+
+    tied = arch_from_config(TINY_CONFIGS["qwen2-tied"])  # vocab 2000, hidden 96
+    assert act.tied_embedding_grad_transient(tied, _setting(full=True)) == 2 * 2000 * 96 * 2
+    assert act.tied_embedding_grad_transient(tied, _setting()) == 0  # frozen under LoRA
+    untied = dc_replace(tied, tie_word_embeddings=False)
+    assert act.tied_embedding_grad_transient(untied, _setting(full=True)) == 0
 
 
 def test_checkpointing_keeps_only_layer_inputs():
@@ -182,3 +194,18 @@ def test_zero3_divides_weights_grads_and_states():
     step8 = next(p for p in eight.phases if p.name == "optimizer_step").terms
     for key in ("weights_bytes", "gradients_bytes", "optimizer_bytes"):
         assert step8[key] == -(-step1[key] // 8)
+
+
+@pytest.mark.parametrize("req", [
+    EstimateRequest("llama-2-7b", method="qlora", quant=QuantSpec("nf4", False, 128),
+                    lora=LoraSpec(r=8, alpha=4.0, target_modules="all-linear", variant="dora"), batch_size=3),
+    EstimateRequest({"config": TINY_CONFIGS["phi3"]}, method="full", dtype="fp16", gradient_checkpointing=True,
+                    attn_implementation="eager", device="cpu", optimizer="sgd_momentum"),
+    EstimateRequest("mixtral-8x7b", method="inference", seq_len=4096, sharding="zero3", num_gpus=4),
+], ids=["qlora-dora", "config-full", "inference-sharded"])
+def test_request_document_round_trips(req):
+    from estimator.document import request_document, request_from_document
+
+    est = estimate(req)
+    again = estimate(request_from_document(request_document(est)))
+    assert again.request == est.request and again.peak_bytes == est.peak_bytes
