@@ -83,6 +83,10 @@ class StackedChart:
     ticks: tuple[Tick, ...]
     legend: tuple[tuple[str, str], ...]  # (label, colour) of the groups present
 
+    @property
+    def tick_label_y(self) -> float:
+        return self.axis_y + 16
+
 
 def _nice_step(max_gib: float) -> float:
     """A 1-2-5 tick step giving about five ticks up to ``max_gib``."""
@@ -116,3 +120,198 @@ def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight:
     legend = tuple((label, colour) for label, _, colour in GROUPS if label in present)
     return StackedChart(title, LABEL_WIDTH + WIDTH + 20, int(axis_y + AXIS_HEIGHT), LABEL_WIDTH, ROW_HEIGHT,
                         axis_y, tuple(chart_rows), ticks, legend)
+
+
+# ---- measured vs predicted ------------------------------------------------------------------------
+
+SCATTER_SIZE = 420
+SCATTER_PAD = 50
+METHOD_COLOURS = {"full": "#e15759", "lora": "#59a14f", "qlora": "#4e79a7", "inference": "#b07aa1"}
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    colour: str
+    title: str
+    href: str
+
+
+@dataclass(frozen=True)
+class Scatter:
+    size: int
+    pad: int
+    points: tuple[Point, ...]
+    ticks: tuple[tuple[float, float, str], ...]  # (x on the bottom axis, y on the left axis, label)
+    diagonal: tuple[float, float, float, float]  # the y = x line
+    legend: tuple[tuple[str, str], ...]
+    tick_label_y: float  # baseline of the bottom axis' labels
+    tick_label_x: float  # right edge of the left axis' labels
+    middle: float
+    title_y: float
+
+
+def _log_position(value: float, low: float, high: float) -> float:
+    span = math.log10(high) - math.log10(low)
+    return SCATTER_PAD + (math.log10(max(value, low)) - math.log10(low)) / span * (SCATTER_SIZE - 2 * SCATTER_PAD)
+
+
+def scatter(points: list[tuple[int, int, str, str, str]]) -> Scatter:
+    """Predicted (y) against measured (x), log-log, one colour per method; ``points`` holds
+    ``(measured_bytes, predicted_bytes, method, title, href)``."""
+    values = [v for m, p, *_ in points for v in (m, p) if v > 0] or [GIB]
+    low = 10 ** math.floor(math.log10(min(values)))
+    high = 10 ** math.ceil(math.log10(max(values)))
+    top = SCATTER_SIZE - SCATTER_PAD
+    placed = tuple(
+        Point(round(_log_position(m, low, high), 1), round(SCATTER_SIZE - _log_position(p, low, high), 1),
+              METHOD_COLOURS.get(method, "#888"), title, href)
+        for m, p, method, title, href in points)
+    ticks = []
+    decade = low
+    while decade <= high:
+        position = round(_log_position(decade, low, high), 1)
+        ticks.append((position, round(SCATTER_SIZE - position, 1), _bytes_label(decade)))
+        decade *= 10
+    present = sorted({method for _, _, method, _, _ in points})
+    return Scatter(SCATTER_SIZE, SCATTER_PAD, placed, tuple(ticks),
+                   (SCATTER_PAD, top, top, SCATTER_PAD), tuple((m, METHOD_COLOURS.get(m, "#888")) for m in present),
+                   tick_label_y=top + 16, tick_label_x=SCATTER_PAD - 4, middle=SCATTER_SIZE / 2,
+                   title_y=SCATTER_SIZE - 8)
+
+
+def _bytes_label(n: float) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n:g} B"
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    count: int
+
+    @property
+    def centre(self) -> float:
+        return round(self.x + self.width / 2, 1)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    title: str
+    width: int
+    height: int
+    colour: str
+    bars: tuple[Bar, ...]
+
+    @property
+    def label_y(self) -> int:
+        return self.height - 6
+
+
+HIST_BINS = (-20, -10, -5, -3, -1, 0, 1, 3, 5, 10, 20)  # error % bin edges; outer bins open
+
+
+def histogram(title: str, errors_percent: list[float], colour: str) -> Histogram:
+    """Counts of signed errors (%) per bin, as bars."""
+    edges = [-math.inf, *HIST_BINS, math.inf]
+    counts = [sum(1 for e in errors_percent if lo <= e < hi) for lo, hi in zip(edges, edges[1:])]
+    width, height, bar_w = 360, 120, 360 / len(counts)
+    most = max(counts) or 1
+    bars = []
+    for i, (count, lo, hi) in enumerate(zip(counts, edges, edges[1:])):
+        h = count / most * (height - 30)
+        label = f"<{hi:g}" if lo == -math.inf else (f"≥{lo:g}" if hi == math.inf else f"{lo:g}…{hi:g}")
+        bars.append(Bar(round(i * bar_w + 2, 1), round(height - 20 - h, 1), round(bar_w - 4, 1), round(h, 1), label, count))
+    return Histogram(title, width, height, colour, tuple(bars))
+
+
+@dataclass(frozen=True)
+class PairedBars:
+    """Predicted next to measured, per phase."""
+
+    width: int
+    height: int
+    groups: tuple[tuple[str, float, tuple[Bar, Bar]], ...]  # (phase, label x, (predicted, measured))
+    max_label: str
+
+    @property
+    def label_y(self) -> int:
+        return self.height - 8
+
+
+def paired_bars(pairs: list[tuple[str, int, int]]) -> PairedBars:
+    """``pairs``: (phase, predicted bytes, measured bytes)."""
+    width, height = 560, 200
+    most = max((v for _, p, m in pairs for v in (p, m)), default=1) or 1
+    slot = width / max(len(pairs), 1)
+    groups = []
+    for i, (phase, predicted, measured) in enumerate(pairs):
+        bars = []
+        for j, value in enumerate((predicted, measured)):
+            h = value / most * (height - 40)
+            bars.append(Bar(round(i * slot + 10 + j * (slot - 20) / 2, 1), round(height - 25 - h, 1),
+                            round((slot - 24) / 2, 1), round(h, 1), gib_text(value), value))
+        groups.append((phase, round(i * slot + slot / 2, 1), tuple(bars)))
+    return PairedBars(width, height, tuple(groups), gib_text(most))
+
+
+# ---- the paper's figures -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogBars:
+    """Horizontal bars on a log10 axis (trainable parameters span orders of magnitude)."""
+
+    width: int
+    height: int
+    rows: tuple[tuple[str, float, float, str, float, float], ...]  # label, bar y, bar width, value, text y, value x
+    ticks: tuple[tuple[float, str], ...]
+    plot_x: int
+    bar_height: int
+    label_x: int
+    tick_y: int
+
+
+def log_bars(items: list[tuple[str, int]]) -> LogBars:
+    plot_x, plot_w, bar_h = 170, 440, 26
+    top = max((v for _, v in items), default=10)
+    decades = max(1, math.ceil(math.log10(max(top, 10))))
+    rows = []
+    for i, (label, value) in enumerate(items):
+        width = round(plot_w * math.log10(max(value, 1)) / decades, 1)
+        y = i * (bar_h + 10)
+        rows.append((label, y, width, f"{value:,}", y + 17, plot_x + width + 6))
+    ticks = tuple((round(plot_x + plot_w * k / decades, 1), f"10^{k}") for k in range(decades + 1))
+    height = len(items) * (bar_h + 10) + 30
+    return LogBars(plot_x + plot_w + 120, height, tuple(rows), ticks, plot_x, bar_h, plot_x - 8, height - 6)
+
+
+@dataclass(frozen=True)
+class Curves:
+    width: int
+    height: int
+    lines: tuple[tuple[str, str, str], ...]  # (label, colour, svg points)
+    y_max_label: str
+    steps_label: str
+
+
+def loss_curves(series: dict[str, list[float]], colours: dict[str, str]) -> Curves:
+    """Training-loss curves on a log-scaled loss axis."""
+    width, height, pad = 560, 240, 30
+    values = [v for s in series.values() for v in s if v > 0] or [1.0]
+    low, high = math.log10(min(values)), math.log10(max(values))
+    span = (high - low) or 1.0
+    lines = []
+    for name, losses in series.items():
+        n = max(len(losses) - 1, 1)
+        pts = " ".join(f"{pad + (width - 2 * pad) * i / n:.1f},"
+                       f"{pad + (height - 2 * pad) * (high - math.log10(max(v, 1e-12))) / span:.1f}"
+                       for i, v in enumerate(losses))
+        lines.append((name, colours.get(name, "#888"), pts))
+    return Curves(width, height, tuple(lines), f"{max(values):.3g}", str(max(len(s) for s in series.values())))

@@ -195,6 +195,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run the validation matrix's missing cases (with --run), then print the accuracy table."""
+    from pathlib import Path
+
+    from .reports import REPORTS_DATA, accuracy_table, format_table, rows_from_files
+
+    data = Path(args.data) if args.data else REPORTS_DATA / "cpu-validation.jsonl"
+    if args.run:
+        from profiler.validate import run_matrix
+
+        def report(i, n, case, result, note):
+            print(f"[{i}/{n}] {case.id}: {note}", file=sys.stderr)
+
+        run_matrix(data, report=report)
+    if not data.exists():
+        raise EstimateError("data", f"{data} does not exist; run `tunefit validate --run` to measure the matrix")
+    table = accuracy_table(rows_from_files([data]))
+    print(f"{data} — {table['methods']['all']['ours'].n} measurements")
+    print(format_table(table))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -221,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimate_args(prof)
     prof.add_argument("--steps", type=int, default=3, help="training steps (step one allocates optimizer state)")
     prof.set_defaults(func=cmd_profile)
+    v = sub.add_parser("validate", help="the accuracy table of the validation matrix (CPU measurements)")
+    v.add_argument("--run", action="store_true", help="measure the cases not yet in the data file first")
+    v.add_argument("--data", default=None, help="JSONL file (default reports/data/cpu-validation.jsonl)")
+    v.set_defaults(func=cmd_validate)
     w = sub.add_parser("worker", help="run queued profiling jobs (standalone worker)")
     w.set_defaults(func=cmd_worker)
     s = sub.add_parser("serve", help="run the web service")

@@ -64,6 +64,23 @@ class Job(Base):
         return json.loads(self.result_json) if self.result_json else None
 
 
+class Measurement(Base):
+    """One profiler measurement (a validation case, a job's result, an imported CUDA run)."""
+
+    __tablename__ = "measurements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)  # source + case id (or job id)
+    source: Mapped[str] = mapped_column(String(50), index=True)
+    split: Mapped[str] = mapped_column(String(20), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    result_json: Mapped[str] = mapped_column(Text)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return json.loads(self.result_json)
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     """SQLite hands datetimes back without their zone; they were written in UTC."""
     if moment is not None and moment.tzinfo is None:
@@ -90,6 +107,24 @@ class Database:
     def recent_plans(self, limit: int) -> list[Plan]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Plan).order_by(Plan.id.desc()).limit(limit)))
+
+    # ---- measurements ---------------------------------------------------------------------------
+    def add_measurements(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> int:
+        """Insert ``(key, source, split, result)`` rows whose key is new; returns how many."""
+        with self.sessions.begin() as session:
+            known = set(session.scalars(select(Measurement.key)))
+            fresh = [Measurement(key=k, source=src, split=split, result_json=json.dumps(res))
+                     for k, src, split, res in rows if k not in known]
+            session.add_all(fresh)
+            return len(fresh)
+
+    def measurements(self) -> list[Measurement]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Measurement).order_by(Measurement.id)))
+
+    def get_measurement(self, measurement_id: int) -> Measurement | None:
+        with Session(self.engine) as session:
+            return session.get(Measurement, measurement_id)
 
     # ---- jobs -----------------------------------------------------------------------------------
     def create_job(self, request_json: str, label: str, steps: int) -> Job:

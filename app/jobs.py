@@ -90,6 +90,8 @@ class Worker:
             log.info("job %s: back in the queue (worker stopping)", job.id)
             return
         self.db.finish(job.id, outcome.status, outcome.result, outcome.error)
+        if outcome.status == "done":
+            self.db.add_measurements([(f"job:{job.id}", "job", "", {"case": job.label, **outcome.result})])
         log.info("job %s: %s%s", job.id, outcome.status, f" ({outcome.error})" if outcome.error else "")
 
     def serve(self) -> None:

@@ -20,6 +20,7 @@ from .core.config import Settings, get_settings
 from .core.limits import BodySizeLimit
 from .db import Database
 from .jobs import Worker
+from .reports import import_jsonl
 from .web import router as web
 
 log = logging.getLogger("tunefit")
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.templates = Jinja2Templates(directory=str(settings.templates_dir))
     app.state.answers = AnswerCache(settings.answer_cache_size)
+    import_jsonl(app.state.db)  # the measurements shipped in reports/data
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(UnknownIdError, _unknown_id)
     app.add_exception_handler(EstimateError, _invalid_input)

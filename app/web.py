@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import QueryParams
 
 from estimator import EstimateError
 
 from . import jobs
+from .paper_views import paper_context, parse_paper_query
+from .report_views import filters_from, measurement_context, report_csv, report_document, reports_context
+from .reports import rows as report_rows
+from .reports import to_row
 from .views import job_context, jobs_context, page_context, plan_label, profile_from_plan, recent_rows
 
 router = APIRouter(include_in_schema=False)
@@ -51,3 +55,45 @@ def job_page(job_id: str, request: Request) -> HTMLResponse:
 def job_list(request: Request) -> HTMLResponse:
     rows = [jobs.job_document(j, with_result=False) for j in request.app.state.db.list_jobs(50)]
     return request.app.state.templates.TemplateResponse(request, "jobs.html", jobs_context(rows))
+
+
+@router.get("/reports", response_class=HTMLResponse)
+def reports_page(request: Request) -> HTMLResponse:
+    """Every measurement, filterable; predicted against measured; error histograms."""
+    rows = report_rows(request.app.state.db)
+    context = reports_context(rows, filters_from(request.query_params), request.url.query)
+    return request.app.state.templates.TemplateResponse(request, "reports.html", context)
+
+
+@router.get("/reports.csv")
+def reports_csv(request: Request) -> Response:
+    body = report_csv(report_rows(request.app.state.db), filters_from(request.query_params))
+    return Response(body, media_type="text/csv", headers={"content-disposition": 'attachment; filename="reports.csv"'})
+
+
+@router.get("/reports.json")
+def reports_json(request: Request) -> JSONResponse:
+    body = report_document(report_rows(request.app.state.db), filters_from(request.query_params))
+    return JSONResponse(body, headers={"content-disposition": 'attachment; filename="reports.json"'})
+
+
+@router.get("/reports/{measurement_id}", response_class=HTMLResponse)
+def measurement_page(measurement_id: int, request: Request) -> HTMLResponse:
+    db = request.app.state.db
+    measurement = db.get_measurement(measurement_id)
+    if measurement is None:
+        raise HTTPException(404, f"no measurement {measurement_id}")
+    row = to_row(measurement.id, measurement.source, measurement.split, measurement.result)
+    context = measurement_context(measurement.id, measurement.result, row)
+    return request.app.state.templates.TemplateResponse(request, "measurement.html", context)
+
+
+@router.get("/paper", response_class=HTMLResponse)
+def paper_page(request: Request) -> HTMLResponse:
+    """The LoRA paper's figures for a catalog model and rank."""
+    try:
+        model_id, r, targets = parse_paper_query(request.query_params)
+    except EstimateError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    context = paper_context(model_id, r, targets)  # an unknown model id answers 404
+    return request.app.state.templates.TemplateResponse(request, "paper.html", context)

@@ -31,11 +31,15 @@ from .arch import ArchSpec, LinearSpec, ParamTarget
 F = 4  # bytes of fp32
 LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
 MASK_BYTES_CUDA = 1  # fused dropout keeps a bool mask
+MASK_BYTES = 1  # torch's native_dropout keeps its mask as bool
 INPUT_GROUPS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in", "o": "attn_out",
                 "mlp_in": "mlp_in", "mlp_out": "mlp_act"}
 # Activation functions that transformers builds from several pointwise ops, each keeping a
 # t·i tensor: gelu_new / gelu_pytorch_tanh in Python keep input, tanh output, 0.5·x, 1+tanh.
 COMPOSITE_ACT_SAVED = {"gelu_new": 4}
+# ... and, without autograd, how many of those partial results are alive at once next to the
+# input: 0.5·x, x³ and 0.044715·x³ for gelu_new.
+COMPOSITE_ACT_TRANSIENT = {"gelu_new": 3}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class ActivationSetting:
     attn: str  # eager | sdpa | flash_attention_2
     device: str  # cuda | cpu
     gradient_checkpointing: bool
+    # bitsandbytes 4-bit: a quantized Linear dequantizes its whole weight to the compute dtype for
+    # each matmul (forward and backward); the largest such transient, in bytes (0 unquantized).
+    dequant_bytes: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -110,13 +117,22 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     qkv = t * (arch.q_dim + 2 * arch.kv_dim) * a
     if st.attn == "eager":
         expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a  # repeat_kv copies under GQA
-        probs = b * n * s * s * (F + (a if a != F else 0))  # fp32 softmax + its cast back
-        return qkv + expanded + probs
+        return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, a)
     if st.device == "cpu" and arch.attention_dropout > 0:
         return _sdpa_math_saved(arch, st)
     out = t * arch.q_dim * a
     lse = b * n * s * F
     return qkv + out + lse
+
+
+def _eager_probs_saved(arch: ArchSpec, a: float) -> float:
+    """Bytes per ``b·n·s²`` element eager attention keeps: the softmax output (fp32 where the
+    family computes it in fp32, as Llama's ``softmax(dtype=float32)``; in the stream's dtype for
+    GPT-2) and its cast back; with attention dropout, the bool mask and the dropped weights."""
+    softmax = F if arch.softmax_fp32 else a
+    cast = a if softmax != a else 0
+    dropout = MASK_BYTES + a if arch.attention_dropout > 0 else 0
+    return softmax + cast + dropout
 
 
 def _sdpa_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -188,7 +204,16 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         + mlp_saved(arch, st)
         + expert_inputs_saved(arch, st)
         + param_wrapper_saved(arch, st)
+        + residual_dropout_saved(arch, st)
     )
+
+
+def residual_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """GPT-2 drops out the attention and the MLP outputs before each residual add: two bool
+    masks of ``t·h`` per layer."""
+    if arch.hidden_dropout <= 0:
+        return 0.0
+    return 2 * st.tokens * arch.hidden_size * MASK_BYTES
 
 
 def checkpoint_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -245,6 +270,15 @@ def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     return st.batch * arch.num_attention_heads * st.seq * st.seq * per_element
 
 
+def dequant_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Inside a 4-bit Linear's backward: its weight dequantized to the compute dtype, next to the
+    incoming gradient and the input gradient it produces (``t`` rows of the widest side)."""
+    if not st.dequant_bytes:
+        return 0.0
+    widest = max(arch.hidden_size, arch.intermediate_size)
+    return st.dequant_bytes + 2 * st.tokens * widest * st.stream_bytes
+
+
 def mlp_half_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """What a layer saved for its MLP half (its norm, the MLP Linears' inputs, the MLP's own
     tensors, experts): consumed by the time backward reaches the layer's attention."""
@@ -252,6 +286,16 @@ def mlp_half_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     norm = norm_saved(arch, st) if len(arch.layer_norms) > 1 else 0.0
     return (norm + linear_inputs_saved(arch, st, mlp_linears) + mlp_saved(arch, st)
             + expert_inputs_saved(arch, st) + param_wrapper_saved(arch, st))
+
+
+def embedding_grad_bytes(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Gradients of the input embedding tables (tokens, learned positions) when they train: the
+    last to be produced. A tied token table already holds lm_head's gradient, so it adds none."""
+    if not st.full:
+        return 0.0
+    positions = arch.position_embeddings * arch.hidden_size
+    tokens = arch.embedding_params - positions
+    return (positions + (0 if arch.tie_word_embeddings else tokens)) * st.stream_bytes
 
 
 def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -293,10 +337,16 @@ def kv_cache(arch: ArchSpec, st: ActivationSetting, bits: int) -> float:
 
 
 def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
-    """No-grad prefill transient inside the MLP: gate, up and activation outputs (``t·i`` each)."""
-    t, a = st.tokens, st.stream_bytes
-    routed = max(arch.num_experts_per_tok, 1)
-    mlp = t * routed * (3 if arch.gated_mlp else 2) * arch.intermediate_size * a
+    """No-grad prefill transient inside the MLP, in ``t·i`` tensors: gated, the activation output,
+    the up projection and their product; plain, the projection and the activation's outputs
+    (a composite activation keeps several partial results alive at once)."""
+    t, a, i = st.tokens, st.stream_bytes, arch.intermediate_size
+    if arch.num_local_experts:
+        # transformers' grouped_mm experts: the t·k routed rows gathered (h wide), the fused
+        # gate_up output (2i, alive while its halves are used), the activation and the product
+        return t * arch.num_experts_per_tok * (arch.hidden_size + 4 * i) * a + _prefill_stream(arch, st, in_mlp=True)
+    tensors = 3 if arch.gated_mlp else 1 + COMPOSITE_ACT_TRANSIENT.get(arch.hidden_act, 1)
+    mlp = t * tensors * i * a
     return mlp + _prefill_stream(arch, st, in_mlp=True)
 
 
@@ -312,10 +362,17 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     query = t * arch.q_dim * a if arch.rotary_dim or _fused_qkv(arch) is None else 0.0
     if st.attn != "eager":
         return query + _prefill_stream(arch, st, in_mlp=False)
-    per_element = a + F + (F if a != F else 0)
+    # masked scores + softmax output, plus the fp32 copy a float32 softmax makes of 16-bit scores
+    per_element = a + F + (F if a != F else 0) if arch.softmax_fp32 else 2 * a
     scores = b * arch.num_attention_heads * s * s * per_element
     repeated = 2 * t * arch.q_dim * a if arch.num_key_value_heads < arch.num_attention_heads else 0.0  # repeat_kv
     return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)
+
+
+def inference_head_stream(arch: ArchSpec, st: ActivationSetting) -> float:
+    """``t·h`` tensors alive when ``lm_head`` runs: the embedding output, the last layer's output
+    and its final norm."""
+    return 3 * st.tokens * arch.hidden_size * st.stream_bytes
 
 
 def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> float:

@@ -138,6 +138,11 @@ class ArchSpec:
     supports_sdpa: bool = True
     # Dropout on the attention probabilities in training (GPT-2's attn_pdrop defaults to 0.1).
     attention_dropout: float = 0.0
+    # Whether eager attention computes its softmax in fp32 (Llama and most since) or in the
+    # stream's dtype (GPT-2).
+    softmax_fp32: bool = True
+    # Dropout on the attention and MLP outputs (GPT-2's resid_pdrop defaults to 0.1).
+    hidden_dropout: float = 0.0
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -437,6 +442,8 @@ def _gpt2(c: _Config, model_type: str) -> ArchSpec:
         gated_mlp=False,
         hidden_act=c.str("activation_function", "gelu_new"),
         attention_dropout=c.probability("attn_pdrop", 0.1),
+        softmax_fp32=False,
+        hidden_dropout=c.probability("resid_pdrop", 0.1),
         layer_linears=(
             LinearSpec("c_attn", h, 3 * h, True, role="qkv"),
             LinearSpec("c_proj", h, h, True, role="o"),

@@ -133,7 +133,16 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         attn=req.attn_implementation,
         device=req.device,
         gradient_checkpointing=req.gradient_checkpointing,
+        dequant_bytes=_dequant_bytes(arch, req),
     )
+
+
+def _dequant_bytes(arch: ArchSpec, req: EstimateRequest) -> float:
+    """The largest weight a 4-bit Linear dequantizes (to the compute dtype) for one matmul."""
+    if not (req.quant and req.quant.is_4bit):
+        return 0.0
+    largest = max((m.weight_params for m in arch.layer_linears + arch.model_linears if m.quantizable), default=0)
+    return largest * DTYPE_BITS[req.dtype] / 8
 
 
 def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: int,
@@ -148,8 +157,10 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     layers = act.layers_saved(arch, st, one_layer)
     head = act.head_saved(arch, st)
     mlp_half = act.mlp_half_saved(arch, st)
-    # (working bytes, saved bytes already consumed): the MLP's backward, then attention's
-    workings = ((act.backward_working(arch, st), 0.0), (act.attention_backward_working(arch, st), mlp_half))
+    # (working bytes, saved bytes already consumed): the MLP's backward, attention's, and a 4-bit
+    # Linear's dequantized weight (the largest is an MLP input: the MLP's own tensors are used up)
+    workings = ((act.backward_working(arch, st), 0.0), (act.attention_backward_working(arch, st), mlp_half),
+                (act.dequant_working(arch, st), act.mlp_saved(arch, st)))
     recompute = one_layer if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
     forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
@@ -160,13 +171,17 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
                               working_bytes=act.inference_attention_working(arch, st)))
     backward_start = _terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                             logits_bytes=act.logits_backward_peak(arch, st))
-    top_grads = grads - layer_grads * (arch.num_hidden_layers - 1)
+    # the input embeddings' gradients arrive last, after the bottom layer's backward (a tied
+    # table's lm_head half is there from the start)
+    late = act.embedding_grad_bytes(arch, st)
+    top_grads = grads - layer_grads * (arch.num_hidden_layers - 1) - late
     last_layer = one_layer if not st.gradient_checkpointing else one_layer + act.checkpoint_saved(arch, st)
     moments = [backward_start]
     for working, consumed in workings:
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
                               activations_bytes=layers + head + recompute - consumed, working_bytes=working))
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads,
+        # the bottom layer's own gradients come out of this very backward
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - layer_grads,
                               activations_bytes=last_layer - consumed, working_bytes=working))
     tied = act.tied_embedding_grad_transient(arch, st)
     if tied:
@@ -178,27 +193,34 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
 
 
 def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int) -> tuple[Phase, ...]:
-    """load, then a prefill of ``b x s`` tokens filling the KV cache (logits of the last token).
+    """load, then a prefill of ``b x s`` tokens filling the KV cache, as ``generate()`` runs it
+    (``use_cache=True``, ``logits_to_keep=1``: logits of the last token only).
 
-    The prefill has two candidate moments, inside the MLP and inside attention; keeping them
-    apart (rather than one max) leaves every moment a polynomial in ``b`` and ``s``.
+    The prefill's candidate moments: inside the last layer's MLP, inside its attention, and at the
+    head once the layers are done; kept apart (rather than one max) so that every moment stays a
+    polynomial in ``b`` and ``s``.
     """
     weights = _weight_terms(w)
     kv = act.kv_cache(arch, st, kv_bits)
-    logits = st.batch * arch.vocab_size * (st.logits_bytes + act.F)  # last-token logits + fp32 copy
-    prefill = tuple(
-        Phase("prefill", _terms(weights, kv_cache_bytes=kv, working_bytes=working, logits_bytes=logits))
-        for working in (act.inference_mlp_working(arch, st), act.inference_attention_working(arch, st))
-    )
-    return (Phase("load", _terms(weights)), *prefill)
+    layers = (act.inference_mlp_working(arch, st), act.inference_attention_working(arch, st))
+    prefill = [_terms(weights, kv_cache_bytes=kv, working_bytes=working) for working in layers]
+    prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.inference_head_stream(arch, st),
+                          logits_bytes=st.batch * arch.vocab_size * st.logits_bytes))
+    return (Phase("load", _terms(weights)), *(Phase("prefill", t) for t in prefill))
 
 
 def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:
-    notes = [
-        f"plain training loop without autocast: weights in {req.dtype}, loss on all {req.seq_len} positions",
-        "steady state (step 2 onwards): optimizer state lives through forward and backward",
-        "batch_size is the micro-batch per device; use_cache=False in training",
-    ]
+    if req.method == "inference":
+        notes = [f"prefill of {req.batch_size}x{req.seq_len} tokens in one no-grad forward with use_cache=True and "
+                 "logits_to_keep=1, as generate() runs it; the fp32 copy its sampling makes of the last logits "
+                 "is not counted"]
+    else:
+        notes = [
+            f"plain training loop without autocast: weights in {req.dtype}, loss on all {req.seq_len} positions, "
+            "only the loss kept from the model's output",
+            "steady state (step 2 onwards): optimizer state lives through forward and backward",
+            "batch_size is the micro-batch per device; use_cache=False in training",
+        ]
     if req.method in ("lora", "qlora"):
         notes.append("peft keeps adapters, their gradients and optimizer state in fp32")
     if req.method == "qlora":

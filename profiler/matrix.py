@@ -51,7 +51,10 @@ MODELS: dict[str, tuple[str, dict]] = {
 METHODS = ("inference", "full", "lora", "qlora", "qlora-no-dq")
 BATCHES = (1, 2, 4, 8)
 SEQS = (32, 64, 128, 256, 512, 1024)
-MAX_TOKENS = 4096  # b·s cap that keeps one case to seconds on a CPU
+DTYPES = ("bf16", "fp32")
+# b·s caps that keep one case to seconds on a CPU: bf16 matmuls have no fast CPU kernel here, and
+# the wide models cost more per token.
+MAX_TOKENS = {("bf16", False): 512, ("bf16", True): 256, ("fp32", False): 4096, ("fp32", True): 512}
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,12 @@ class Case:
     request: EstimateRequest
 
 
-def _request(config: dict, method: str, batch: int, seq: int, gc: bool, attn: str, rng: random.Random) -> EstimateRequest:
+def _wide(config: dict) -> bool:
+    return config.get("hidden_size", config.get("n_embd", 0)) >= 512 or config["vocab_size"] >= 32000
+
+
+def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bool, attn: str,
+             rng: random.Random) -> EstimateRequest:
     targets = rng.choice([("q_proj", "v_proj"), "all-linear"])
     if config["model_type"] == "gpt2" and targets != "all-linear":
         targets = ("c_attn",)
@@ -73,23 +81,28 @@ def _request(config: dict, method: str, batch: int, seq: int, gc: bool, attn: st
     base_method = "qlora" if method.startswith("qlora") else method
     if base_method == "qlora":
         quant = QuantSpec("nf4", method == "qlora", 64)
-    return EstimateRequest({"config": config}, method=base_method, dtype="bf16", lora=lora, quant=quant,
+    return EstimateRequest({"config": config}, method=base_method, dtype=dtype, lora=lora, quant=quant,
                            batch_size=batch, seq_len=seq, gradient_checkpointing=gc,
                            attn_implementation=attn, device="cpu")
 
 
-def cases(n_per_model: int = 15) -> list[Case]:
+def cases(n_per_model: int = 13) -> list[Case]:
     """The matrix: ``n_per_model`` settings for each model, every method represented."""
     rng = random.Random(SEED)
     out = []
     for name, (split, config) in MODELS.items():
         for i in range(n_per_model):
             method = METHODS[i % len(METHODS)]
+            dtype = DTYPES[(i // len(METHODS)) % 2] if i % 3 else "bf16"
+            if _wide(config) and method != "inference":
+                dtype = "fp32"  # 16-bit training of the wide models would take minutes per case here
+            cap = MAX_TOKENS[(dtype, _wide(config))]
             batch, seq = rng.choice(BATCHES), rng.choice(SEQS)
-            while batch * seq > MAX_TOKENS:
+            while batch * seq > cap:
                 batch, seq = rng.choice(BATCHES), rng.choice(SEQS)
             gc = method != "inference" and rng.random() < 0.5
-            attn = "eager" if config["model_type"] == "gemma2" else rng.choice(["eager", "sdpa"])
-            req = _request(config, method, batch, seq, gc, attn, rng)
-            out.append(Case(f"{name}/{i:02d}-{method}-b{batch}-s{seq}{'-gc' if gc else ''}-{attn}", name, split, req))
+            attn = rng.choice(["eager", "sdpa"])
+            req = _request(config, method, dtype, batch, seq, gc, attn, rng)
+            case_id = f"{name}/{i:02d}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}-{attn}"
+            out.append(Case(case_id, name, split, req))
     return out

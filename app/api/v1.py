@@ -9,6 +9,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from .. import jobs, services
+from ..report_views import report_document
+from ..reports import rows as report_rows
 from .deps import answers
 from ..schemas import (
     CapacityIn,
@@ -92,3 +94,14 @@ def get_profile(job_id: str, request: Request) -> JSONResponse:
     if job is None:
         raise HTTPException(404, f"no profiling job {job_id!r}")
     return JSONResponse(jobs.job_document(job))
+
+
+@router.get("/reports")
+def reports(request: Request, method: str | None = None, family: str | None = None, split: str | None = None,
+            device: str | None = None, source: str | None = None, dtype: str | None = None,
+            attn: str | None = None) -> JSONResponse:
+    """Every stored measurement matching the filters, estimated again by this estimator, with the
+    accuracy table (median / max |predicted - measured| / measured, in %)."""
+    filters = {k: v for k, v in dict(method=method, family=family, split=split, device=device, source=source,
+                                     dtype=dtype, attn=attn).items() if v}
+    return JSONResponse(report_document(report_rows(request.app.state.db), filters))

@@ -80,3 +80,14 @@ def test_profile_prints_predicted_next_to_measured(tmp_path, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "predicted bytes" in table and "measured bytes" in table and "optimizer_step" in table
+
+
+def test_validate_prints_the_accuracy_table(capsys):
+    from app.reports import REPORTS_DATA, read_jsonl
+
+    assert main(["validate"]) == 0
+    out = capsys.readouterr().out
+    n = len(read_jsonl(REPORTS_DATA / "cpu-validation.jsonl"))
+    assert f"{n} measurements" in out
+    for column in ("ours (holdout)", "paper formula", "4x rule", "optimizer_step"):
+        assert column in out

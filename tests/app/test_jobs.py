@@ -76,6 +76,9 @@ def test_failing_jobs_do_not_stop_the_next_one(tmp_path):
     result = done.result
     assert result["prediction"]["estimator_version"] and result["environment"]["torch"]
     assert result["measured"]["peak_allocated_bytes"] > 0
+    # a finished job is a measurement for the reports too
+    stored = {m.key: m.result for m in db.measurements()}
+    assert stored[f"job:{good}"]["measured"] == result["measured"]
 
 
 def test_a_restart_runs_queued_jobs_and_fails_the_one_that_was_running(tmp_path):

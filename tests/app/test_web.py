@@ -107,3 +107,23 @@ def test_measure_it_with_a_broken_plan_is_refused(client):
     r = client.post("/jobs", content=urlencode({"plan": "submitted=1&model=nope", "steps": "2"}),
                     headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False)
     assert r.status_code in (404, 422)
+
+
+def test_paper_figures_page(client):
+    html = client.get("/paper?model=llama-2-7b&r=8&targets=q_proj,v_proj").text
+    # LoRA, arXiv:2106.09685, Eq. 10 for Llama-2-7B, q and v at r=8: 32 * 2 * 8 * (4096 + 4096) trainable
+    assert "4,194,304" in html and "6,738,415,616" in html
+    assert 'id="param-bars"' in html and 'id="loss-curves"' in html
+    assert client.get("/paper?model=llama-2-7bb").status_code == 404
+    assert client.get("/paper?r=zero").status_code == 422
+
+
+def test_the_small_experiment_learns_with_both_methods():
+    pytest.importorskip("torch", reason="needs the [profiler] extra")
+    from profiler.toy import lora_toy_curves
+
+    curves = lora_toy_curves(r=4, steps=150)
+    assert curves["trainable"]["lora"] == 4 * (64 + 64) < curves["trainable"]["full"]
+    for name in ("full", "lora"):
+        assert curves[name][-1] < 0.5 * curves[name][0]  # both learn
+    assert curves["full"][-1] <= curves["lora"][-1] * 1.5  # full fine-tuning is at least as good, roughly

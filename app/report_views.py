@@ -1,0 +1,96 @@
+"""The reports pages: measurements as rows, charts of predicted against measured, one
+measurement in detail. Formatting and geometry here; templates place them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from estimator import ESTIMATOR_VERSION, estimate
+from estimator.document import request_from_document
+from estimator.units import GIB
+
+from .charts import METHOD_COLOURS, histogram, paired_bars, scatter, stacked_chart
+from .reports import FILTERS, Row, accuracy_table, filtered
+
+COLUMNS = ("id", "case", "model", "family", "method", "dtype", "batch_size", "seq_len", "gradient_checkpointing",
+           "attn", "device", "split", "source", "measured_bytes", "predicted_bytes", "error_percent",
+           "paper_bytes", "paper_error_percent")
+
+
+def row_document(r: Row) -> dict[str, Any]:
+    """One row as the API and the downloads give it (bytes, errors in %)."""
+    return {"id": r.id, "case": r.case, "model": r.model, "family": r.family, "method": r.method, "dtype": r.dtype,
+            "batch_size": r.batch_size, "seq_len": r.seq_len, "gradient_checkpointing": r.gradient_checkpointing,
+            "attn": r.attn, "device": r.device, "split": r.split, "source": r.source,
+            "measured_bytes": r.measured_bytes, "predicted_bytes": r.predicted_bytes,
+            "error_percent": round(100 * r.error, 3), "paper_bytes": r.paper_bytes,
+            "paper_error_percent": round(100 * r.paper_error, 3)}
+
+
+def stats_document(table: dict[str, Any]) -> dict[str, Any]:
+    def s(x):
+        return {"n": x.n, "median_percent": round(100 * x.median, 3), "max_percent": round(100 * x.max, 3)}
+
+    return {"methods": {m: {k: s(v) for k, v in d.items()} for m, d in table["methods"].items()},
+            "phases": {m: {k: s(v) for k, v in d.items()} for m, d in table["phases"].items()}}
+
+
+def report_document(rows: list[Row], filters: dict[str, str]) -> dict[str, Any]:
+    sel = filtered(rows, **filters)
+    return {"estimator_version": ESTIMATOR_VERSION, "filters": filters, "rows": [row_document(r) for r in sel],
+            "accuracy": stats_document(accuracy_table(sel))}
+
+
+def report_csv(rows: list[Row], filters: dict[str, str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
+    writer.writeheader()
+    for r in filtered(rows, **filters):
+        writer.writerow(row_document(r))
+    return out.getvalue()
+
+
+def filters_from(query) -> dict[str, str]:
+    return {k: query.get(k) for k in FILTERS if query.get(k)}
+
+
+def reports_context(rows: list[Row], filters: dict[str, str], query_string: str) -> dict[str, Any]:
+    sel = filtered(rows, **filters)
+    table = stats_document(accuracy_table(sel))
+    options = {k: sorted({str(getattr(r, k)) for r in rows}) for k in FILTERS}
+    hists = [histogram(f"{method}: error of ours (%)", [100 * r.error for r in sel if r.method == method],
+                       METHOD_COLOURS.get(method, "#888"))
+             for method in sorted({r.method for r in sel})]
+    return {
+        "rows": [{**row_document(r), "measured_gib": f"{r.measured_bytes / GIB:.4f}",
+                  "predicted_gib": f"{r.predicted_bytes / GIB:.4f}", "error": f"{100 * r.error:+.2f}",
+                  "paper_error": f"{100 * r.paper_error:+.1f}"} for r in sel],
+        "table": table, "filters": filters, "options": options, "query": query_string,
+        "scatter": scatter([(r.measured_bytes, r.predicted_bytes, r.method, f"{r.case}: {100 * r.error:+.2f} %",
+                             f"/reports/{r.id}") for r in sel]),
+        "histograms": hists, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,
+    }
+
+
+def measurement_context(measurement_id: int, result: dict[str, Any], row: Row | None) -> dict[str, Any]:
+    """One measurement: the phase chart, predicted breakdown, provenance."""
+    est = estimate(request_from_document(result["request"]))
+    measured = result["measured"]
+    phases = [(p, est_phase, measured["phase_peaks"][p]) for p, est_phase in
+              ((p.name, p.allocated_bytes) for p in est.phases) if p in measured["phase_peaks"]]
+    breakdown = stacked_chart("Predicted breakdown at the peak (GiB)", [("predicted", est.breakdown)])
+    return {
+        "id": measurement_id, "case": result.get("case", ""), "row": row_document(row) if row else None,
+        "phases": paired_bars(phases),
+        "phase_rows": [{"phase": p, "predicted": f"{pr:,}", "measured": f"{m:,}",
+                        "error": f"{100 * (pr - m) / m:+.2f}" if m else "—"} for p, pr, m in phases],
+        "timeline": [{"phase": t["phase"], "step": t["step"], "peak": f"{t['peak_allocated_bytes']:,}",
+                      "after": f"{t['allocated_bytes']:,}"} for t in [measured["load"], *measured["timeline"]]],
+        "breakdown": breakdown, "measured_peak": f"{measured['peak_allocated_bytes']:,}",
+        "predicted_peak": f"{est.peak_allocated_bytes:,}",
+        "environment": [(k, v) for k, v in result["environment"].items() if v is not None],
+        "counter": measured["counter"], "request": result["request"],
+        "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,
+    }

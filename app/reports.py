@@ -1,0 +1,204 @@
+"""Measured vs predicted: every stored measurement estimated again by today's estimator, the
+error of ours next to the paper's formula and two common calculator rules, and the accuracy table.
+
+Error is ``(predicted - measured) / measured`` of the peak allocated bytes of a step (training)
+or of the prefill (inference); the table reports the median and the maximum of its magnitude.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from estimator import EstimateError, estimate
+from estimator.document import request_from_document
+
+from .db import Database
+
+REPORTS_DATA = Path(__file__).resolve().parents[1] / "reports" / "data"
+# Other calculators' rules, as their documentation states them (bytes per parameter of the model):
+RULE_ADAM_4X = "4× weights for Adam training, 1× for LoRA / inference (16-bit weights)"
+RULE_4BIT_ALL = "every weight at 4 bits (0.5 byte/param) under QLoRA, else as the 4× rule"
+PHASES = ("load", "forward", "backward", "optimizer_step", "prefill")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measurement next to the figures that predict it."""
+
+    id: int
+    case: str
+    model: str
+    family: str
+    method: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    gradient_checkpointing: bool
+    attn: str
+    device: str
+    split: str
+    source: str
+    measured_bytes: int
+    predicted_bytes: int
+    paper_bytes: int
+    rule_4x_bytes: int
+    rule_4bit_bytes: int
+    phase_measured: dict[str, int]
+    phase_predicted: dict[str, int]
+
+    @property
+    def error(self) -> float:
+        return relative_error(self.predicted_bytes, self.measured_bytes)
+
+    @property
+    def paper_error(self) -> float:
+        return relative_error(self.paper_bytes, self.measured_bytes)
+
+    @property
+    def rule_4x_error(self) -> float:
+        return relative_error(self.rule_4x_bytes, self.measured_bytes)
+
+    @property
+    def rule_4bit_error(self) -> float:
+        return relative_error(self.rule_4bit_bytes, self.measured_bytes)
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured if measured else 0.0
+
+
+def rule_4x(method: str, params: int, dtype_bits: int) -> int:
+    """The common rule of thumb: weights ×4 for Adam training (weights, grads, two states)."""
+    weights = params * 2  # these rules assume 16-bit weights
+    return 4 * weights if method == "full" else weights
+
+
+def rule_4bit(method: str, params: int, dtype_bits: int) -> int:
+    """Calculators that price every weight at 4 bits under QLoRA (embeddings and head included)."""
+    return params // 2 if method == "qlora" else rule_4x(method, params, dtype_bits)
+
+
+def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -> Row | None:
+    """Estimate the measurement's request again; None when today's estimator refuses it."""
+    request_doc = result["request"]
+    try:
+        est = estimate(request_from_document(request_doc))
+    except EstimateError:
+        return None
+    measured = result["measured"]
+    case = result.get("case", "")
+    model = result.get("model") or (request_doc["model"] if isinstance(request_doc["model"], str) else "config.json")
+    return Row(
+        id=measurement_id, case=case, model=model,
+        family=est.arch.model_type, method=request_doc["method"], dtype=request_doc["dtype"],
+        batch_size=request_doc["batch_size"], seq_len=request_doc["seq_len"],
+        gradient_checkpointing=request_doc["gradient_checkpointing"], attn=request_doc["attn_implementation"],
+        device=result["environment"]["device"], split=split or "-", source=source,
+        measured_bytes=measured["peak_allocated_bytes"], predicted_bytes=est.peak_allocated_bytes,
+        paper_bytes=est.paper.bytes, rule_4x_bytes=rule_4x(est.request.method, est.total_params, 16),
+        rule_4bit_bytes=rule_4bit(est.request.method, est.total_params, 16),
+        phase_measured=dict(measured["phase_peaks"]),
+        phase_predicted={p.name: p.allocated_bytes for p in est.phases},
+    )
+
+
+def rows(db: Database) -> list[Row]:
+    out = []
+    for m in db.measurements():
+        row = to_row(m.id, m.source, m.split, m.result)
+        if row is not None:
+            out.append(row)
+    return out
+
+
+FILTERS = ("method", "family", "split", "device", "source", "dtype", "attn")
+
+
+def filtered(all_rows: Iterable[Row], **filters: str | None) -> list[Row]:
+    """Rows matching every given filter (``None`` or "" matches all)."""
+    wanted = {k: v for k, v in filters.items() if v and k in FILTERS}
+    return [r for r in all_rows if all(str(getattr(r, k)) == v for k, v in wanted.items())]
+
+
+@dataclass(frozen=True)
+class Stat:
+    n: int
+    median: float
+    max: float
+
+
+def stat(errors: list[float]) -> Stat:
+    magnitudes = [abs(e) for e in errors]
+    return Stat(len(magnitudes), statistics.median(magnitudes) if magnitudes else 0.0, max(magnitudes, default=0.0))
+
+
+def accuracy_table(table_rows: list[Row]) -> dict[str, Any]:
+    """Per method (and all), per split: our error, the paper's, the two rules'; per phase: ours."""
+    methods = sorted({r.method for r in table_rows}) + ["all"]
+    out: dict[str, Any] = {"methods": {}, "phases": {}}
+    for method in methods:
+        sel = [r for r in table_rows if method in ("all", r.method)]
+        out["methods"][method] = {
+            "ours": stat([r.error for r in sel]),
+            "ours_fit": stat([r.error for r in sel if r.split == "fit"]),
+            "ours_holdout": stat([r.error for r in sel if r.split == "holdout"]),
+            "paper": stat([r.paper_error for r in sel]),
+            "rule_4x": stat([r.rule_4x_error for r in sel]),
+            "rule_4bit": stat([r.rule_4bit_error for r in sel]),
+        }
+        out["phases"][method] = {
+            phase: stat([relative_error(r.phase_predicted[phase], r.phase_measured[phase]) for r in sel
+                         if phase in r.phase_measured and phase in r.phase_predicted])
+            for phase in PHASES
+        }
+    return out
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """The accuracy table as text (the README quotes it)."""
+    def cell(s: Stat) -> str:
+        return f"{100 * s.median:6.2f} / {100 * s.max:7.2f}"
+
+    lines = ["|error| of the peak, median / max in %",
+             f"{'method':12s}{'n':>5s}  {'ours':>16s}  {'ours (fit)':>16s}  {'ours (holdout)':>16s}  "
+             f"{'paper formula':>16s}  {'4x rule':>16s}  {'4-bit-all rule':>16s}"]
+    for method, s in table["methods"].items():
+        lines.append(f"{method:12s}{s['ours'].n:5d}  {cell(s['ours']):>16s}  {cell(s['ours_fit']):>16s}  "
+                     f"{cell(s['ours_holdout']):>16s}  {cell(s['paper']):>16s}  {cell(s['rule_4x']):>16s}  "
+                     f"{cell(s['rule_4bit']):>16s}")
+    lines += ["", "ours per phase (peak of the phase), median / max in %",
+              f"{'method':12s}" + "".join(f"{p:>18s}" for p in PHASES)]
+    for method, phases in table["phases"].items():
+        lines.append(f"{method:12s}" + "".join(
+            f"{cell(s) if s.n else '—':>18s}" for s in phases.values()))
+    return "\n".join(lines)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def rows_from_files(paths: Iterable[Path]) -> list[Row]:
+    """Rows straight from measurement files (no database), numbered in file order."""
+    out = []
+    for path in paths:
+        for item in read_jsonl(path):
+            row = to_row(len(out) + 1, item.get("source", path.stem), item.get("split", ""), item)
+            if row is not None:
+                out.append(row)
+    return out
+
+
+def import_jsonl(db: Database, directory: Path = REPORTS_DATA) -> int:
+    """Load the shipped measurement files (``reports/data/*.jsonl``) into the database."""
+    added = 0
+    for path in sorted(directory.glob("*.jsonl")):
+        batch = [(f"{item.get('source', path.stem)}:{item['case']}", item.get("source", path.stem),
+                  item.get("split", ""), item) for item in read_jsonl(path)]
+        added += db.add_measurements(batch)
+    return added

@@ -1,0 +1,43 @@
+"""Run the validation matrix: one CPU measurement per case, appended to a JSONL file as it
+finishes (an interrupted run resumes where it stopped; nothing measured is lost)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .matrix import Case, cases
+
+STEPS = 2  # step two is the steady state
+
+
+def done_cases(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    return {json.loads(line)["case"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def run_matrix(path: Path, selected: list[Case] | None = None,
+               report: Callable[[int, int, Case, dict[str, Any] | None, str | None], None] | None = None) -> int:
+    """Measure every case not yet in ``path``; returns how many were measured now."""
+    from .run import measure
+
+    todo = [c for c in (selected or cases()) if c.id not in done_cases(path)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i, case in enumerate(todo, 1):
+        started = time.perf_counter()
+        try:
+            result = measure(case.request, steps=STEPS)
+        except Exception as exc:  # a case that cannot run is reported, the matrix goes on
+            if report:
+                report(i, len(todo), case, None, f"{type(exc).__name__}: {exc}")
+            continue
+        line = {"case": case.id, "model": case.model, "split": case.split, "source": "cpu-validation", **result}
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+        if report:
+            report(i, len(todo), case, result, f"{time.perf_counter() - started:.1f} s")
+    return len(todo)
