@@ -124,8 +124,8 @@ def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight:
 
 # ---- measured vs predicted ------------------------------------------------------------------------
 
-SCATTER_SIZE = 420
-SCATTER_PAD = 50
+SCATTER_SIZE = 440
+SCATTER_PAD = 70
 METHOD_COLOURS = {"full": "#e15759", "lora": "#59a14f", "qlora": "#4e79a7", "inference": "#b07aa1"}
 
 
@@ -184,7 +184,7 @@ def scatter(points: list[tuple[int, int, str, str, str]]) -> Scatter:
 def _bytes_label(n: float) -> str:
     for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
-            return f"{n / size:g} {unit}"
+            return f"{n / size:.3g} {unit}"
     return f"{n:g} B"
 
 

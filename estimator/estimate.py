@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import activations as act
 from .adapters import adapter_params, resolve_targets
@@ -141,8 +142,12 @@ def _dequant_bytes(arch: ArchSpec, req: EstimateRequest) -> float:
     """The largest weight a 4-bit Linear dequantizes (to the compute dtype) for one matmul."""
     if not (req.quant and req.quant.is_4bit):
         return 0.0
-    largest = max((m.weight_params for m in arch.layer_linears + arch.model_linears if m.quantizable), default=0)
-    return largest * DTYPE_BITS[req.dtype] / 8
+    return _largest_quantized(arch) * DTYPE_BITS[req.dtype] / 8
+
+
+@lru_cache(maxsize=256)
+def _largest_quantized(arch: ArchSpec) -> int:
+    return max((m.weight_params for m in arch.layer_linears + arch.model_linears if m.quantizable), default=0)
 
 
 def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: int,

@@ -127,6 +127,7 @@ def adapter_tensors(arch: ArchSpec, lora: LoraSpec) -> list[tuple[int, int]]:
     return tensors
 
 
+@lru_cache(maxsize=1024)
 def trainable_params(tensors: tuple[tuple[int, int], ...]) -> int:
     return sum(numel * count for numel, count in tensors)
 
