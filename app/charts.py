@@ -87,6 +87,10 @@ class StackedChart:
     def tick_label_y(self) -> float:
         return self.axis_y + 16
 
+    @property
+    def row_label_x(self) -> int:
+        return self.plot_x - 8
+
 
 def _nice_step(max_gib: float) -> float:
     """A 1-2-5 tick step giving about five ticks up to ``max_gib``."""

@@ -75,6 +75,13 @@ class Worker:
         return job.id
 
     def _run(self, job: Job) -> None:
+        try:
+            self._measure(job)
+        except Exception as exc:  # the worker outlives anything one job does
+            log.exception("job %s: the worker could not run it", job.id)
+            self.db.finish(job.id, "failed", error=f"the worker could not run it: {type(exc).__name__}: {exc}")
+
+    def _measure(self, job: Job) -> None:
         from profiler.isolate import run_isolated
 
         body = ProfileIn.model_validate_json(job.request_json)
@@ -99,7 +106,12 @@ class Worker:
         self.recover()
         idle = 0.0
         while not self.stop.is_set():
-            if self.run_once() is None:
+            try:
+                ran = self.run_once()
+            except Exception:  # the database was unreachable: log, wait, try again
+                log.exception("worker: could not claim a job")
+                ran = None
+            if ran is None:
                 self.stop.wait(self.settings.worker_poll_s)
                 idle += self.settings.worker_poll_s
                 if idle >= self.settings.job_heartbeat_timeout_s:

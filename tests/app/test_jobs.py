@@ -113,3 +113,14 @@ def test_a_graceful_stop_puts_the_running_job_back_in_the_queue(tmp_path):
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert db.get_job(job).status == "queued"
+
+
+def test_a_job_the_worker_cannot_even_read_fails_and_the_worker_goes_on(tmp_path):
+    settings = _settings(tmp_path)
+    db = Database(settings.sqlalchemy_url)
+    broken = db.create_job("{not json", "broken row", 1).id
+    worker = Worker(db, settings)
+    assert worker.run_once() == broken
+    job = db.get_job(broken)
+    assert job.status == "failed" and job.error.startswith("the worker could not run it")
+    assert worker.run_once() is None  # nothing else queued; the worker is still usable
