@@ -170,10 +170,14 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     load = Phase("load", _terms(weights))
     forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                       logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))]
-    if st.gradient_checkpointing and st.attn == "eager":
-        # inside a checkpointed layer's attention: nothing is kept, but the scores exist
+    if st.gradient_checkpointing:
+        # inside a checkpointed layer nothing is kept, but its intermediates exist one at a time:
+        # the MLP's (with a 4-bit weight dequantized next to them) and eager attention's scores
         forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
-                              working_bytes=act.inference_attention_working(arch, st)))
+                              working_bytes=act.inference_mlp_working(arch, st) + st.dequant_bytes))
+        if st.attn == "eager":
+            forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
+                                  working_bytes=act.inference_attention_working(arch, st)))
     backward_start = _terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                             logits_bytes=act.logits_backward_peak(arch, st))
     # the input embeddings' gradients arrive last, after the bottom layer's backward (a tied
