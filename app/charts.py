@@ -243,7 +243,6 @@ class PairedBars:
     width: int
     height: int
     groups: tuple[tuple[str, float, tuple[Bar, Bar]], ...]  # (phase, label x, (predicted, measured))
-    max_label: str
 
     @property
     def label_y(self) -> int:
@@ -263,7 +262,7 @@ def paired_bars(pairs: list[tuple[str, int, int]]) -> PairedBars:
             bars.append(Bar(round(i * slot + 10 + j * (slot - 20) / 2, 1), round(height - 25 - h, 1),
                             round((slot - 24) / 2, 1), round(h, 1), gib_text(value), value))
         groups.append((phase, round(i * slot + slot / 2, 1), tuple(bars)))
-    return PairedBars(width, height, tuple(groups), gib_text(most))
+    return PairedBars(width, height, tuple(groups))
 
 
 # ---- the paper's figures -------------------------------------------------------------------------
@@ -302,7 +301,6 @@ class Curves:
     height: int
     lines: tuple[tuple[str, str, str], ...]  # (label, colour, svg points)
     y_max_label: str
-    steps_label: str
 
 
 def loss_curves(series: dict[str, list[float]], colours: dict[str, str]) -> Curves:
@@ -318,4 +316,4 @@ def loss_curves(series: dict[str, list[float]], colours: dict[str, str]) -> Curv
                        f"{pad + (height - 2 * pad) * (high - math.log10(max(v, 1e-12))) / span:.1f}"
                        for i, v in enumerate(losses))
         lines.append((name, colours.get(name, "#888"), pts))
-    return Curves(width, height, tuple(lines), f"{max(values):.3g}", str(max(len(s) for s in series.values())))
+    return Curves(width, height, tuple(lines), f"{max(values):.3g}")

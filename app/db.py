@@ -12,9 +12,6 @@ from sqlalchemy import DateTime, Integer, String, Text, create_engine, select, u
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-JOB_STATES = ("queued", "running", "done", "failed")
-
-
 def now() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -72,15 +72,15 @@ def relative_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured if measured else 0.0
 
 
-def rule_4x(method: str, params: int, dtype_bits: int) -> int:
+def rule_4x(method: str, params: int) -> int:
     """The common rule of thumb: weights ×4 for Adam training (weights, grads, two states)."""
     weights = params * 2  # these rules assume 16-bit weights
     return 4 * weights if method == "full" else weights
 
 
-def rule_4bit(method: str, params: int, dtype_bits: int) -> int:
+def rule_4bit(method: str, params: int) -> int:
     """Calculators that price every weight at 4 bits under QLoRA (embeddings and head included)."""
-    return params // 2 if method == "qlora" else rule_4x(method, params, dtype_bits)
+    return params // 2 if method == "qlora" else rule_4x(method, params)
 
 
 def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -> Row | None:
@@ -100,8 +100,8 @@ def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any])
         gradient_checkpointing=request_doc["gradient_checkpointing"], attn=request_doc["attn_implementation"],
         device=result["environment"]["device"], split=split or "-", source=source,
         measured_bytes=measured["peak_allocated_bytes"], predicted_bytes=est.peak_allocated_bytes,
-        paper_bytes=est.paper.bytes, rule_4x_bytes=rule_4x(est.request.method, est.total_params, 16),
-        rule_4bit_bytes=rule_4bit(est.request.method, est.total_params, 16),
+        paper_bytes=est.paper.bytes, rule_4x_bytes=rule_4x(est.request.method, est.total_params),
+        rule_4bit_bytes=rule_4bit(est.request.method, est.total_params),
         phase_measured=dict(measured["phase_peaks"]),
         phase_predicted={p.name: p.allocated_bytes for p in est.phases},
     )

@@ -28,7 +28,6 @@ from .schemas import (
     Method,
     ProfileIn,
     QuantIn,
-    VariantIn,
 )
 
 BOOLEANS = ("all_linear", "double_quant", "gradient_checkpointing")
@@ -152,8 +151,7 @@ def result_context(form: PlanForm) -> dict[str, Any]:
     shared = setting_from_form(form)
     doc = services.estimate_document(EstimateIn(**shared, gpu=form.gpu or None))
     cap = services.capacity_document(CapacityIn(**shared))
-    compare = services.compare_document(CompareIn(**shared, variants=[
-        VariantIn(method="full"), VariantIn(method="lora"), VariantIn(method="qlora")]))
+    compare = services.compare_document(CompareIn(**shared))  # default columns: full, LoRA, QLoRA
     return {
         "doc": doc,
         "headline": _headline(doc),
