@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,9 @@ async def lifespan(app: FastAPI):
         thread = worker.start()
     elif settings.run_worker:
         log.warning("torch is not installed: profiling jobs stay queued for a `tunefit worker` elsewhere")
+    # What startup built (modules, catalogs, routes) lives as long as the process: keep it out of
+    # the cyclic collector's full scans, which otherwise walk it again and again under load.
+    gc.freeze()
     yield
     if worker is not None:
         worker.stop.set()

@@ -14,6 +14,7 @@ from estimator.request import (
     DEVICES,
     MAX_BATCH,
     MAX_GPUS,
+    MAX_RANK,
     MAX_SEQ,
     METHODS,
     OPTIMIZERS,
@@ -63,7 +64,7 @@ class ConfigModel(_Strict):
 class LoraIn(_Strict):
     """peft ``LoraConfig`` / ``VeraConfig`` settings (ignored for methods full and inference)."""
 
-    r: int = Field(16, ge=1, le=65536, description="rank")
+    r: int = Field(16, ge=1, le=MAX_RANK, description="rank")
     alpha: float | None = Field(None, gt=0, le=1e6, description="lora_alpha (default 2·r)")
     target_modules: Targets = Field(["q_proj", "v_proj"], description="module names, or 'all-linear'")
     variant: Literal[VARIANTS] = "lora"
@@ -114,7 +115,7 @@ class VariantIn(_Strict):
 
     label: str | None = Field(None, max_length=100)
     method: Method | None = None
-    r: int | None = Field(None, ge=1, le=65536)
+    r: int | None = Field(None, ge=1, le=MAX_RANK)
     target_modules: Targets | None = None
     variant: Literal[VARIANTS] | None = None
     quant: QuantIn | None = None

@@ -25,6 +25,7 @@ from estimator.units import GIB
 
 from .schemas import CapacityIn, CompareIn, EstimateIn, QuantIn, SettingIn, VariantIn
 
+NO_VARIANT = VariantIn()
 # Methods whose base can be quantized: the others train an unquantized base.
 QUANTIZED_METHODS = ("qlora", "inference")
 
@@ -51,7 +52,7 @@ def _quant_spec(quant: QuantIn | None, method: str) -> QuantSpec | None:
 
 def to_request(body: SettingIn, gpu: str | None = None, variant: VariantIn | None = None) -> EstimateRequest:
     """The estimator request for ``body`` (with a comparison column's changes applied)."""
-    v = variant or VariantIn()
+    v = variant or NO_VARIANT
     method = v.method or body.method
     lora = body.lora
     quant = v.quant if v.quant is not None else body.quant

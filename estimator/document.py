@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from .adapters import LoraSpec
@@ -71,9 +72,13 @@ def _quant(quant: QuantSpec) -> dict[str, Any]:
 
 def fits_document(peak_bytes: int, gpu_ids: list[str] | None) -> list[dict[str, Any]]:
     """``{gpu, fits, headroom_bytes}`` per GPU (built directly: this runs on every API call)."""
-    table = [get_gpu(g) for g in gpu_ids] if gpu_ids else gpus().values()
-    return [{"gpu": g.id, "fits": headroom >= 0, "headroom_bytes": headroom}
-            for g in table for headroom in (g.usable_bytes - peak_bytes,)]
+    table = [(g, get_gpu(g).usable_bytes) for g in gpu_ids] if gpu_ids else _usable_bytes()
+    return [{"gpu": g, "fits": usable >= peak_bytes, "headroom_bytes": usable - peak_bytes} for g, usable in table]
+
+
+@lru_cache(maxsize=1)
+def _usable_bytes() -> tuple[tuple[str, int], ...]:
+    return tuple((g.id, g.usable_bytes) for g in gpus().values())
 
 
 def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, Any]:

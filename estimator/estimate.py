@@ -9,11 +9,11 @@ never a blind sum of terms.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from . import activations as act
-from .adapters import adapter_params, resolve_targets
+from .adapters import LoraSpec, adapter_params, resolve_targets
 from .arch import ArchSpec
 from .memory import (
     ADAPTER_BITS,
@@ -27,6 +27,7 @@ from .memory import (
 )
 from .paper import PaperFigure, lora_ratio, nf4_constant_bits, paper_figure
 from .request import EstimateRequest, normalize
+from .shape import ShapePolynomial, fit
 from .sharding import shard_phase
 from .units import DTYPE_BITS, MIB
 
@@ -80,7 +81,7 @@ class Estimate:
     lora_ratio: float | None
     nf4_constant_bits: float | None
     phases: tuple[Phase, ...]  # the worst moment of each phase, in order
-    moments: tuple[Phase, ...]  # every candidate moment (each exactly polynomial in b and s)
+    moment_bytes: tuple[int, ...]  # allocated bytes of every candidate moment (each exactly polynomial in b and s)
     peak_phase: str
     breakdown: dict[str, int]
     peak_allocated_bytes: int
@@ -253,40 +254,131 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     return tuple(notes)
 
 
+@dataclass(frozen=True, eq=False)  # identity: step_plan returns one object per setting
+class StepPlan:
+    """Everything of an estimate that does not depend on the batch size or the sequence length,
+    worked out once per architecture and setting."""
+
+    arch: ArchSpec
+    lora: LoraSpec | None
+    weights: WeightBytes
+    setting: act.ActivationSetting  # batch and seq are placeholders
+    tensors: tuple[tuple[int, int], ...]  # (params, count) of the trainable tensors
+    adapter_params: int
+    opt: OptimizerBytes | None  # None for inference
+    grads: int
+    layer_grads: int
+    paper: PaperFigure
+    lora_ratio: float | None
+    nf4_constant_bits: float | None
+    inference_kv_bits: int
+    sharding: str
+    num_gpus: int
+
+    def moments_at(self, b: int, s: int) -> tuple[Phase, ...]:
+        """Every candidate moment, per GPU, at batch ``b`` and sequence length ``s``, from the formulas."""
+        st = replace(self.setting, batch=b, seq=s)
+        if self.opt is None:
+            moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits)
+        else:
+            moments = training_phases(self.arch, st, self.weights, self.grads, self.layer_grads, self.opt)
+        return _shard(moments, self.sharding, self.num_gpus, self.arch, self.weights)
+
+
+def _shape_free(req: EstimateRequest) -> tuple:
+    """The fields of a normalized request that a :class:`StepPlan` depends on."""
+    lora = req.lora if req.method in ("lora", "qlora") else None
+    return (req.method, req.dtype, lora, req.quant, req.gradient_checkpointing, req.optimizer,
+            req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus)
+
+
+@lru_cache(maxsize=1024)
+def step_plan(arch: ArchSpec, shape_free: tuple) -> StepPlan:
+    method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus = shape_free
+    req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
+                          gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
+                          device=device, prepare_kbit=prepare_kbit)
+    tensors = trainable_tensors(arch, method, lora)
+    n_adapter = adapter_params(arch, lora) if lora else 0
+    opt, grads, layer_grads = None, 0, 0
+    if method != "inference":
+        bits = DTYPE_BITS[dtype] if method == "full" else ADAPTER_BITS
+        grads = gradient_bytes(tensors, bits)
+        layer_grads = _layer_grad_bytes(arch, method, bits, grads)
+        opt = optimizer_bytes(tensors, bits, optimizer, device)
+    return StepPlan(
+        arch=arch,
+        lora=lora,
+        weights=weight_bytes(arch, method, dtype, quant, lora, prepare_kbit),
+        setting=activation_setting(req, arch),
+        tensors=tensors,
+        adapter_params=n_adapter,
+        opt=opt,
+        grads=grads,
+        layer_grads=layer_grads,
+        paper=paper_figure(method, arch.total_params, n_adapter, DTYPE_BITS[dtype]),
+        lora_ratio=_lora_ratio(arch, lora),
+        nf4_constant_bits=nf4_constant_bits(quant.double_quant) if quant.is_4bit else None,
+        inference_kv_bits=DTYPE_BITS[dtype],
+        sharding=sharding,
+        num_gpus=num_gpus,
+    )
+
+
+# Plans asked for once so far: their second use fits the shape polynomial (a fit costs about
+# as much as eight direct estimates, worth it only for a setting that comes back).
+_USED_ONCE: dict[StepPlan, None] = {}
+MAX_USED_ONCE = 4096
+
+
+@lru_cache(maxsize=1024)
+def _polynomial(plan: StepPlan) -> ShapePolynomial | None:
+    return fit(plan.moments_at)
+
+
+def step_moments(plan: StepPlan, b: int, s: int) -> tuple[tuple[Phase, ...], tuple[int, ...]]:
+    """The worst moment of each phase, and the allocated bytes of every moment, at ``b, s``: from
+    the plan's fitted polynomial once the plan is in use again (only the worst moments get their
+    terms), else from the formulas. Both are exact; tests hold them equal."""
+    if plan not in _USED_ONCE:
+        if len(_USED_ONCE) >= MAX_USED_ONCE:
+            _USED_ONCE.clear()
+        _USED_ONCE[plan] = None
+        polynomial = None
+    else:
+        polynomial = _polynomial(plan)
+    if polynomial is None:
+        moments = plan.moments_at(b, s)
+        return _worst_per_phase(moments), tuple(m.allocated_bytes for m in moments)
+    totals = polynomial.totals_at(b, s)
+    worst: dict[str, int] = {}
+    for i, name in enumerate(polynomial.names):
+        if name not in worst or totals[i] > totals[worst[name]]:
+            worst[name] = i
+    return tuple(Phase(name, polynomial.terms_at(i, b, s)) for name, i in worst.items()), tuple(totals)
+
+
 def estimate(request: EstimateRequest) -> Estimate:
     """Estimate the peak memory of ``request``; raises :class:`EstimateError` on bad input."""
     req, arch = normalize(request)
-    lora = req.lora if req.method in ("lora", "qlora") else None
-    w = weight_bytes(arch, req.method, req.dtype, req.quant, lora, req.prepare_kbit)
-    st = activation_setting(req, arch)
-    tensors = trainable_tensors(arch, req.method, lora)
-    n_adapter = adapter_params(arch, lora) if lora else 0
-    opt = None
-    if req.method == "inference":
-        phases = inference_phases(arch, st, w, DTYPE_BITS[req.dtype])
-    else:
-        bits = DTYPE_BITS[req.dtype] if req.method == "full" else ADAPTER_BITS
-        grads = gradient_bytes(tensors, bits)
-        layer_grads = _layer_grad_bytes(arch, req.method, bits, grads)
-        opt = optimizer_bytes(tensors, bits, req.optimizer, req.device)
-        phases = training_phases(arch, st, w, grads, layer_grads, opt)
-    moments = _shard(phases, req, arch, w)
-    phases = _worst_per_phase(moments)
+    plan = step_plan(arch, _shape_free(req))
+    phases, moment_bytes = step_moments(plan, req.batch_size, req.seq_len)
     peak = max(phases, key=lambda p: p.allocated_bytes)
     breakdown = dict(peak.terms)
     runtime = _runtime_terms(req, peak.allocated_bytes)
     breakdown.update(runtime)
+    opt = plan.opt
     return Estimate(
         request=req,
         arch=arch,
         total_params=arch.total_params,
-        trainable_params=trainable_params(tensors),
-        adapter_params=n_adapter,
-        paper=paper_figure(req.method, arch.total_params, n_adapter, DTYPE_BITS[req.dtype]),
-        lora_ratio=_lora_ratio(arch, lora),
-        nf4_constant_bits=nf4_constant_bits(req.quant.double_quant) if req.quant.is_4bit else None,
+        trainable_params=trainable_params(plan.tensors),
+        adapter_params=plan.adapter_params,
+        paper=plan.paper,
+        lora_ratio=plan.lora_ratio,
+        nf4_constant_bits=plan.nf4_constant_bits,
         phases=phases,
-        moments=moments,
+        moment_bytes=moment_bytes,
         peak_phase=peak.name,
         breakdown=breakdown,
         peak_allocated_bytes=peak.allocated_bytes,
@@ -328,11 +420,11 @@ def _runtime_terms(req: EstimateRequest, allocated: int) -> dict[str, int]:
     }
 
 
-def _shard(phases: tuple[Phase, ...], req: EstimateRequest, arch: ArchSpec, w: WeightBytes) -> tuple[Phase, ...]:
+def _shard(phases: tuple[Phase, ...], sharding: str, num_gpus: int, arch: ArchSpec, w: WeightBytes) -> tuple[Phase, ...]:
     """Per-GPU bytes under data parallelism / ZeRO (Rajbhandari et al., arXiv:1910.02054, Fig. 1)."""
-    if req.sharding == "none":
+    if sharding == "none":
         return phases
     base = w.plain_bytes + w.quantized_bytes + w.constant_bytes
     per_layer = base * arch.layer_params / arch.total_params
     gathered = math.ceil(2 * per_layer)  # current layer + one prefetched
-    return tuple(shard_phase(p, req.sharding, req.num_gpus, gathered) for p in phases)
+    return tuple(shard_phase(p, sharding, num_gpus, gathered) for p in phases)

@@ -75,7 +75,7 @@ def _solve(basis: Callable, points: tuple[int, ...], check_at: int, request: Est
     """Fit ``allocated = sum(c_j · basis_j(x))`` per moment through exact estimates at ``points``
     (one per basis function), then check it against an exact estimate at ``check_at``."""
     def moments(x: int) -> list[int]:
-        return [m.allocated_bytes for m in estimate(replace(request, **changes(x))).moments]
+        return list(estimate(replace(request, **changes(x))).moment_bytes)
 
     columns = list(zip(*(moments(x) for x in points)))
     matrix = [basis(x) for x in points]
