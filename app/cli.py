@@ -178,15 +178,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """A standalone worker: runs queued profiling jobs from the database until interrupted."""
+    """A standalone worker: runs profiling jobs until interrupted, polling the database (executor
+    local) or consuming this device kind's Celery queue (executor celery)."""
     import logging
 
-    from .core.config import get_settings
+    from .core.config import Settings, get_settings
     from .db import Database
     from .jobs import Worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    if args.executor:
+        settings = Settings(**{**settings.model_dump(), "executor": args.executor})
+    if settings.executor == "celery":
+        from .fleet import run_worker
+
+        run_worker(settings, force_cpu=args.cpu)
+        return 0
     worker = Worker(Database(settings.sqlalchemy_url), settings)
     try:
         worker.serve()
@@ -248,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", default=None, help="JSONL file (default reports/data/cpu-validation.jsonl)")
     v.set_defaults(func=cmd_validate)
     w = sub.add_parser("worker", help="run queued profiling jobs (standalone worker)")
+    w.add_argument("--executor", choices=("local", "celery"), default=None,
+                   help="local: poll the database; celery: consume the Celery queue of this host's device "
+                        "(TUNEFIT_BROKER_URL). Default: TUNEFIT_EXECUTOR or local")
+    w.add_argument("--cpu", action="store_true", help="celery: serve the cpu queues even on a GPU host")
     w.set_defaults(func=cmd_worker)
     s = sub.add_parser("serve", help="run the web service")
     s.add_argument("--host", default=None, help="default: TUNEFIT_HOST or 127.0.0.1")

@@ -156,6 +156,49 @@ class Database:
                     return session.get(Job, job_id)
         return None
 
+    def claim_delivered(self, job_id: str, worker: str, stale_after_s: float, max_attempts: int) -> tuple[str, Job | None]:
+        """A broker delivered ``job_id`` to ``worker``: decide what this delivery does.
+
+        ``("run", job)``: the job is now running for ``worker`` (first delivery, or its last
+        worker went silent for ``stale_after_s`` and attempts remain); ``("finished", job)``: done
+        or failed already, a duplicate delivery; ``("busy", job)``: running with a live heartbeat
+        elsewhere; ``("lost", job)``: its worker died on the last allowed attempt, now marked
+        failed; ``("missing", None)``. The claim is a compare-and-set on (status, attempts), so two
+        deliveries never both run a job.
+        """
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return "missing", None
+            if job.status in ("done", "failed"):
+                return "finished", job
+            silent_since = now() - timedelta(seconds=stale_after_s)
+            if job.status == "running" and (_aware(job.heartbeat_at) or _aware(job.started_at) or now()) > silent_since:
+                return "busy", job
+            if job.status == "running" and job.attempts >= max_attempts:
+                job.status, job.finished_at = "failed", now()
+                job.error = (f"its worker stopped while running it, {job.attempts} time(s) "
+                             f"(no heartbeat for {stale_after_s:g} s); not retried again")
+                return "lost", job
+            moment = now()
+            claimed = session.execute(
+                update(Job).where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts).values(
+                    status="running", worker=worker[:100], started_at=moment, heartbeat_at=moment,
+                    attempts=job.attempts + 1, progress_json=None)).rowcount
+            if not claimed:
+                return "busy", job
+        return "run", self.get_job(job_id)
+
+    def finish_first(self, job_id: str, status: str, result: dict[str, Any] | None = None,
+                     error: str | None = None) -> bool:
+        """Record the outcome unless the job has one already; True if this call recorded it
+        (results are persisted by whoever finishes first)."""
+        with self.sessions.begin() as session:
+            return bool(session.execute(
+                update(Job).where(Job.id == job_id, Job.status.not_in(("done", "failed"))).values(
+                    status=status, finished_at=now(), heartbeat_at=now(), error=error,
+                    result_json=json.dumps(result) if result is not None else None)).rowcount)
+
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._update(job_id, progress_json=json.dumps(progress), heartbeat_at=now())
 

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .core.config import Settings
@@ -29,10 +30,42 @@ def job_label(body: ProfileIn) -> str:
     return f"{model} {variant_label(body, VariantIn())} batch {body.batch_size} seq {body.seq_len} {body.device}"
 
 
-def create_job(db: Database, body: ProfileIn) -> Job:
-    """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here."""
+class QueueUnavailable(Exception):
+    """The job queue (the Celery broker) could not take a job."""
+
+
+Dispatch = Callable[[Job, ProfileIn], None]
+
+
+def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None) -> Job:
+    """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here.
+
+    With a fleet (``dispatch``), the job is stored first and its id then sent to the broker; if
+    the broker cannot take it, the job is marked failed with the reason and :class:`QueueUnavailable`
+    raised.
+    """
     run_estimate(to_request(body))
-    return db.create_job(body.model_dump_json(), job_label(body), body.steps)
+    job = db.create_job(body.model_dump_json(), job_label(body), body.steps)
+    if dispatch is not None:
+        try:
+            dispatch(job, body)
+        except Exception as exc:
+            reason = f"the job queue could not take the job: {type(exc).__name__}: {exc}"
+            db.finish_first(job.id, "failed", error=reason)
+            raise QueueUnavailable(reason) from exc
+    return job
+
+
+def local_workers(db: Database, worker: Worker | None) -> list[dict[str, Any]]:
+    """The in-process worker, if it runs, in the shape of ``GET /api/v1/workers``."""
+    if worker is None:
+        return []
+    running = next((j for j in db.list_jobs(50) if j.status == "running" and j.worker == worker.name), None)
+    from profiler.device import versions
+
+    return [{"name": worker.name, "executor": "local", "kind": None, "device_name": None, "memory_bytes": None,
+             "host": socket.gethostname(), "versions": versions(),
+             "current_job": {"id": running.id, "label": running.label, "attempt": running.attempts} if running else None}]
 
 
 def _iso(moment) -> str | None:
@@ -48,6 +81,35 @@ def job_document(job: Job, with_result: bool = True) -> dict[str, Any]:
         "result": job.result if with_result else None,
         "error": job.error, "url": f"/api/v1/profile/{job.id}",
     }
+
+
+def run_job(db: Database, settings: Settings, job: Job, device_kind: str | None,
+            cancel: Callable[[], bool] | None = None) -> str:
+    """Measure a claimed job in a child process and record its outcome (unless another delivery
+    of the same job recorded one first); returns the outcome's status."""
+    from profiler.isolate import run_isolated
+
+    body = ProfileIn.model_validate_json(job.request_json)
+    log.info("job %s: %s", job.id, job.label)
+    outcome = run_isolated(
+        to_request(body), steps=job.steps, timeout_s=settings.job_timeout_s,
+        memory_limit_bytes=settings.job_memory_limit_bytes,
+        on_progress=lambda progress: db.set_progress(job.id, progress),
+        heartbeat=lambda: db.heartbeat(job.id), cancel=cancel, allow_hub=settings.allow_hub)
+    if outcome.status == "cancelled":
+        db.requeue(job.id)
+        log.info("job %s: back in the queue (worker stopping)", job.id)
+        return outcome.status
+    if not db.finish_first(job.id, outcome.status, outcome.result, outcome.error):
+        log.info("job %s: another delivery recorded its outcome first; this one is dropped", job.id)
+        return outcome.status
+    if outcome.status == "done":
+        measured = {"case": job.label, **outcome.result, "worker": job.worker}
+        if device_kind:
+            measured["device_kind"] = device_kind
+        db.add_measurements([(f"job:{job.id}", "job", "", measured)])
+    log.info("job %s: %s%s", job.id, outcome.status, f" ({outcome.error})" if outcome.error else "")
+    return outcome.status
 
 
 class Worker:
@@ -82,24 +144,7 @@ class Worker:
             self.db.finish(job.id, "failed", error=f"the worker could not run it: {type(exc).__name__}: {exc}")
 
     def _measure(self, job: Job) -> None:
-        from profiler.isolate import run_isolated
-
-        body = ProfileIn.model_validate_json(job.request_json)
-        log.info("job %s: %s", job.id, job.label)
-        outcome = run_isolated(
-            to_request(body), steps=job.steps, timeout_s=self.settings.job_timeout_s,
-            memory_limit_bytes=self.settings.job_memory_limit_bytes,
-            on_progress=lambda progress: self.db.set_progress(job.id, progress),
-            heartbeat=lambda: self.db.heartbeat(job.id), cancel=self.stop.is_set,
-            allow_hub=self.settings.allow_hub)
-        if outcome.status == "cancelled":
-            self.db.requeue(job.id)
-            log.info("job %s: back in the queue (worker stopping)", job.id)
-            return
-        self.db.finish(job.id, outcome.status, outcome.result, outcome.error)
-        if outcome.status == "done":
-            self.db.add_measurements([(f"job:{job.id}", "job", "", {"case": job.label, **outcome.result})])
-        log.info("job %s: %s%s", job.id, outcome.status, f" ({outcome.error})" if outcome.error else "")
+        run_job(self.db, self.settings, job, device_kind=None, cancel=self.stop.is_set)
 
     def serve(self) -> None:
         """Run jobs until :attr:`stop` is set, checking for dead workers' jobs now and then."""

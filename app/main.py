@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,7 @@ from .core.answers import AnswerCache
 from .core.config import Settings, get_settings
 from .core.limits import BodySizeLimit
 from .db import Database
-from .jobs import Worker
+from .jobs import QueueUnavailable, Worker
 from .reports import import_jsonl
 from .web import router as web
 
@@ -33,11 +34,14 @@ async def lifespan(app: FastAPI):
     shutdown, putting its running job back in the queue."""
     settings: Settings = app.state.settings
     worker = None
-    if settings.run_worker and profiler.available():
+    if settings.executor == "celery":
+        log.info("profiling jobs go to Celery workers through %s", _redacted(settings.broker_url))
+    elif settings.run_worker and profiler.available():
         worker = Worker(app.state.db, settings)
         thread = worker.start()
     elif settings.run_worker:
         log.warning("torch is not installed: profiling jobs stay queued for a `tunefit worker` elsewhere")
+    app.state.worker = worker
     # What startup built (modules, catalogs, routes) lives as long as the process: keep it out of
     # the cyclic collector's full scans, which otherwise walk it again and again under load.
     gc.freeze()
@@ -57,11 +61,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.templates = Jinja2Templates(directory=str(settings.templates_dir))
     app.state.answers = AnswerCache(settings.answer_cache_size)
+    app.state.worker = None
+    app.state.celery = None
+    if settings.executor == "celery":
+        from .fleet import make_celery
+
+        app.state.celery = make_celery(settings)
     import_jsonl(app.state.db)  # the measurements shipped in reports/data
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(UnknownIdError, _unknown_id)
     app.add_exception_handler(EstimateError, _invalid_input)
     app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(QueueUnavailable, _queue_unavailable)
     app.include_router(api_v1)
     app.include_router(web)
 
@@ -82,6 +93,15 @@ async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONR
     values (NaN, Infinity) that JSON cannot carry."""
     detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _queue_unavailable(_request: Request, exc: QueueUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+def _redacted(url: str | None) -> str:
+    """A broker URL without its password."""
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url or "")
 
 
 async def _invalid_input(_request: Request, exc: EstimateError) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from estimator import ESTIMATOR_VERSION, estimate
@@ -12,10 +13,10 @@ from estimator.document import request_from_document
 from estimator.units import GIB
 
 from .charts import METHOD_COLOURS, histogram, paired_bars, scatter, stacked_chart
-from .reports import FILTERS, Row, accuracy_table, filtered
+from .reports import FILTERS, Row, accuracy_table, by_device, filtered
 
 COLUMNS = ("id", "case", "model", "family", "method", "dtype", "batch_size", "seq_len", "gradient_checkpointing",
-           "attn", "device", "split", "source", "measured_bytes", "predicted_bytes", "error_percent",
+           "attn", "device", "device_kind", "split", "source", "measured_bytes", "predicted_bytes", "error_percent",
            "paper_bytes", "paper_error_percent")
 
 
@@ -23,7 +24,7 @@ def row_document(r: Row) -> dict[str, Any]:
     """One row as the API and the downloads give it (bytes, errors in %)."""
     return {"id": r.id, "case": r.case, "model": r.model, "family": r.family, "method": r.method, "dtype": r.dtype,
             "batch_size": r.batch_size, "seq_len": r.seq_len, "gradient_checkpointing": r.gradient_checkpointing,
-            "attn": r.attn, "device": r.device, "split": r.split, "source": r.source,
+            "attn": r.attn, "device": r.device, "device_kind": r.device_kind, "split": r.split, "source": r.source,
             "measured_bytes": r.measured_bytes, "predicted_bytes": r.predicted_bytes,
             "error_percent": round(100 * r.error, 3), "paper_bytes": r.paper_bytes,
             "paper_error_percent": round(100 * r.paper_error, 3)}
@@ -40,7 +41,33 @@ def stats_document(table: dict[str, Any]) -> dict[str, Any]:
 def report_document(rows: list[Row], filters: dict[str, str]) -> dict[str, Any]:
     sel = filtered(rows, **filters)
     return {"estimator_version": ESTIMATOR_VERSION, "filters": filters, "rows": [row_document(r) for r in sel],
-            "accuracy": stats_document(accuracy_table(sel))}
+            "accuracy": stats_document(accuracy_table(sel)), "by_device": by_device_document(sel)}
+
+
+def by_device_document(sel: list[Row]) -> dict[str, Any]:
+    """Plans measured on several device kinds: per kind, the ids of its rows, the latest measured
+    peak and the error of ours on it."""
+    groups = by_device(sel)
+    return {"kinds": groups["kinds"], "plans": [
+        {"case": p["case"], "request": json.loads(p["plan"]),
+         "devices": {kind: {"ids": [r.id for r in rs], "measured_bytes": rs[-1].measured_bytes,
+                            "predicted_bytes": rs[-1].predicted_bytes, "error_percent": round(100 * rs[-1].error, 3)}
+                     for kind, rs in p["cells"].items()}}
+        for p in groups["plans"]]}
+
+
+def by_device_context(sel: list[Row]) -> dict[str, Any]:
+    """The side-by-side table: one row per plan, one column per device kind (GiB, error %)."""
+    doc = by_device_document(sel)
+    rows = []
+    for plan in doc["plans"]:
+        cells = []
+        for kind in doc["kinds"]:
+            d = plan["devices"].get(kind)
+            cells.append({"measured_gib": f"{d['measured_bytes'] / GIB:.4f}", "error": f"{d['error_percent']:+.2f}",
+                          "href": f"/reports/{d['ids'][-1]}"} if d else None)
+        rows.append({"case": plan["case"], "cells": cells})
+    return {"kinds": doc["kinds"], "rows": rows}
 
 
 def report_csv(rows: list[Row], filters: dict[str, str]) -> str:
@@ -71,6 +98,7 @@ def reports_context(rows: list[Row], filters: dict[str, str], query_string: str)
         "scatter": scatter([(r.measured_bytes, r.predicted_bytes, r.method, f"{r.case}: {100 * r.error:+.2f} %",
                              f"/reports/{r.id}") for r in sel]),
         "histograms": hists, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,
+        "by_device": by_device_context(sel),
     }
 
 

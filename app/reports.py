@@ -17,6 +17,8 @@ from typing import Any
 from estimator import EstimateError, estimate
 from estimator.document import request_from_document
 
+from profiler.device import slug
+
 from .db import Database
 
 REPORTS_DATA = Path(__file__).resolve().parents[1] / "reports" / "data"
@@ -41,6 +43,8 @@ class Row:
     gradient_checkpointing: bool
     attn: str
     device: str
+    device_kind: str  # cpu, or cuda.<gpu name> (what a fleet worker calls its queue)
+    plan: str  # the request without its device: one plan measured on several devices shares it
     split: str
     source: str
     measured_bytes: int
@@ -98,13 +102,43 @@ def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any])
         family=est.arch.model_type, method=request_doc["method"], dtype=request_doc["dtype"],
         batch_size=request_doc["batch_size"], seq_len=request_doc["seq_len"],
         gradient_checkpointing=request_doc["gradient_checkpointing"], attn=request_doc["attn_implementation"],
-        device=result["environment"]["device"], split=split or "-", source=source,
+        device=result["environment"]["device"], device_kind=device_kind(result), plan=plan_key(request_doc),
+        split=split or "-", source=source,
         measured_bytes=measured["peak_allocated_bytes"], predicted_bytes=est.peak_allocated_bytes,
         paper_bytes=est.paper.bytes, rule_4x_bytes=rule_4x(est.request.method, est.total_params),
         rule_4bit_bytes=rule_4bit(est.request.method, est.total_params),
         phase_measured=dict(measured["phase_peaks"]),
         phase_predicted={p.name: p.allocated_bytes for p in est.phases},
     )
+
+
+def device_kind(result: dict[str, Any]) -> str:
+    """The kind a worker stored, else ``cuda.<gpu name>`` / ``cpu`` from the environment."""
+    if result.get("device_kind"):
+        return result["device_kind"]
+    env = result["environment"]
+    return f"cuda.{slug(env.get('device_name') or 'unknown')}" if env["device"] == "cuda" else "cpu"
+
+
+PLAN_IGNORES = ("device", "gpu")
+
+
+def plan_key(request_doc: dict[str, Any]) -> str:
+    """Canonical JSON of a request without the device it ran on."""
+    return json.dumps({k: v for k, v in request_doc.items() if k not in PLAN_IGNORES}, sort_keys=True)
+
+
+def by_device(table_rows: Iterable[Row]) -> dict[str, Any]:
+    """Plans measured on more than one device kind, side by side: ``{kinds, plans}`` where each plan
+    has its case label and, per kind, the rows measured there (newest last)."""
+    plans: dict[str, dict[str, list[Row]]] = {}
+    for r in table_rows:
+        plans.setdefault(r.plan, {}).setdefault(r.device_kind, []).append(r)
+    shared = {key: kinds for key, kinds in plans.items() if len(kinds) > 1}
+    kinds = sorted({kind for per_kind in shared.values() for kind in per_kind})
+    return {"kinds": kinds,
+            "plans": [{"plan": key, "case": next(iter(per_kind.values()))[-1].case, "cells": per_kind}
+                      for key, per_kind in sorted(shared.items())]}
 
 
 def rows(db: Database) -> list[Row]:
@@ -116,7 +150,7 @@ def rows(db: Database) -> list[Row]:
     return out
 
 
-FILTERS = ("method", "family", "split", "device", "source", "dtype", "attn")
+FILTERS = ("method", "family", "split", "device", "device_kind", "source", "dtype", "attn")
 
 
 def filtered(all_rows: Iterable[Row], **filters: str | None) -> list[Row]:

@@ -135,6 +135,9 @@ class ProfileIn(SettingIn):
     """``POST /api/v1/profile``: measure a setting for real (validated like an estimate)."""
 
     steps: int = Field(3, ge=1, le=20, description="training steps; step one allocates the optimizer state")
+    target: str = Field("any", pattern=r"^(any|cpu|cuda\.[a-z0-9][a-z0-9-]*)$", max_length=100,
+                        description="device kind to measure on (executor celery), e.g. 'cuda.h100-80gb-hbm3', "
+                                    "or 'any' worker of the request's device type")
 
 
 # ---- outputs -----------------------------------------------------------------------------------
@@ -244,6 +247,26 @@ class JobProgress(BaseModel):
     phase: str
     step: int
     steps: int
+
+
+class WorkerJobOut(BaseModel):
+    id: str
+    label: str
+    attempt: int
+
+
+class WorkerOut(BaseModel):
+    """A live worker: its executor, device kind (``cuda.<gpu>`` or ``cpu``), memory, versions and
+    the job it runs now."""
+
+    name: str
+    executor: Literal["local", "celery"]
+    kind: str | None
+    device_name: str | None
+    memory_bytes: int | None
+    host: str | None
+    versions: dict[str, str | None]
+    current_job: WorkerJobOut | None
 
 
 class JobOut(BaseModel):

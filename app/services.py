@@ -161,3 +161,17 @@ def gpu_list() -> list[dict[str, Any]]:
          "usable_gib": round(g.usable_bytes / GIB, 3), "source": g.source}
         for g in gpus().values()
     ]
+
+
+# ---- workers -----------------------------------------------------------------------------------
+
+
+def worker_list(state: Any) -> list[dict[str, Any]]:
+    """``GET /api/v1/workers``: Celery's live workers, or the in-process worker."""
+    if state.celery is not None:
+        from .fleet import list_workers
+
+        return list_workers(state.celery, state.settings.workers_inspect_timeout_s)
+    from .jobs import local_workers
+
+    return local_workers(state.db, state.worker)

@@ -10,7 +10,9 @@ kernel's OOM killer would pick a victim.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -33,7 +35,21 @@ class Outcome:
     error: str | None = None
 
 
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """Stop this child when the process that started it dies (a worker killed with SIGKILL cannot
+    stop its child itself): a measurement nobody waits for only holds memory."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _child(conn, request: EstimateRequest, steps: int, allow_hub: bool) -> None:
+    _exit_with_parent()
     from .run import measure
 
     try:

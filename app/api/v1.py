@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from .. import jobs, services
 from ..report_views import report_document
 from ..reports import rows as report_rows
-from .deps import answers
+from .deps import answers, dispatcher
 from ..schemas import (
     CapacityIn,
     CapacityOut,
@@ -24,6 +24,7 @@ from ..schemas import (
     JobOut,
     ModelOut,
     ProfileIn,
+    WorkerOut,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
@@ -75,11 +76,20 @@ async def compare(body: CompareIn, request: Request) -> JSONResponse:
     return JSONResponse(answers(request).answer("compare", body, services.compare_document))
 
 
-@router.post("/profile", status_code=202, response_model=JobOut, responses=ERRORS)
+@router.post("/profile", status_code=202, response_model=JobOut,
+             responses={**ERRORS, 503: {"model": ErrorOut, "description": "the job queue (broker) is unreachable"}})
 def create_profile(body: ProfileIn, request: Request) -> JSONResponse:
     """Queue a real measurement of the setting; poll its ``url`` for progress and the result."""
-    job = jobs.create_job(request.app.state.db, body)
+    job = jobs.create_job(request.app.state.db, body, dispatcher(request))
     return JSONResponse(jobs.job_document(job), status_code=202)
+
+
+@router.get("/workers", response_model=list[WorkerOut])
+def list_workers(request: Request) -> JSONResponse:
+    """Live workers: the in-process one (executor local), or the Celery workers that answer within
+    ``TUNEFIT_WORKERS_INSPECT_TIMEOUT_S`` (executor celery), with device kind, memory, versions
+    and the job each runs now."""
+    return JSONResponse(services.worker_list(request.app.state))
 
 
 @router.get("/profile", response_model=list[JobOut])
@@ -98,10 +108,11 @@ def get_profile(job_id: str, request: Request) -> JSONResponse:
 
 @router.get("/reports")
 def reports(request: Request, method: str | None = None, family: str | None = None, split: str | None = None,
-            device: str | None = None, source: str | None = None, dtype: str | None = None,
+            device: str | None = None, device_kind: str | None = None, source: str | None = None,
+            dtype: str | None = None,
             attn: str | None = None) -> JSONResponse:
     """Every stored measurement matching the filters, estimated again by this estimator, with the
     accuracy table (median / max |predicted - measured| / measured, in %)."""
-    filters = {k: v for k, v in dict(method=method, family=family, split=split, device=device, source=source,
+    filters = {k: v for k, v in dict(method=method, family=family, split=split, device=device, device_kind=device_kind, source=source,
                                      dtype=dtype, attn=attn).items() if v}
     return JSONResponse(report_document(report_rows(request.app.state.db), filters))

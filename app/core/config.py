@@ -6,7 +6,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -46,6 +48,27 @@ class Settings(BaseSettings):
     job_memory_limit_bytes: int = Field(default_factory=lambda: _host_memory_fraction(0.8), ge=2**26)
     job_heartbeat_timeout_s: float = Field(60.0, gt=0)
     allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests
+    # Who runs profiling jobs: `local` (a worker polling the database; in-process with `tunefit
+    # serve`) or `celery` (workers on any host, fed through a Redis broker; see README "Scaling out").
+    executor: Literal["local", "celery"] = "local"
+    broker_url: str | None = None  # redis://host:6379/0, for executor celery
+    # A job's message that no worker acknowledged (its worker died) goes back to the queue after
+    # this long; default: the job time limit plus five minutes, so a running job is not handed out twice.
+    celery_visibility_timeout_s: float | None = Field(None, gt=0)
+    celery_restore_interval_s: float = Field(10.0, gt=0)  # how often workers look for such messages
+    job_max_attempts: int = Field(2, ge=1)  # deliveries of a job whose worker died, before it fails
+    job_busy_retry_s: float = Field(30.0, gt=0)  # a duplicate delivery looks again after this long
+    workers_inspect_timeout_s: float = Field(1.0, gt=0)  # GET /api/v1/workers waits this long for replies
+
+    @model_validator(mode="after")
+    def _broker_for_celery(self) -> "Settings":
+        if self.executor == "celery" and not self.broker_url:
+            raise ValueError("executor 'celery' needs TUNEFIT_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+        return self
+
+    @property
+    def visibility_timeout_s(self) -> float:
+        return self.celery_visibility_timeout_s or self.job_timeout_s + 300
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -63,3 +63,24 @@ def test_shipped_validation_meets_the_accuracy_goal():
         assert stats["ours"].max <= 0.08, (method, stats["ours"])
     assert {r.split for r in rows} == {"fit", "holdout"}
     assert sum(r.split == "holdout" for r in rows) >= len(rows) / 3
+
+
+def test_one_plan_measured_on_several_devices_is_shown_side_by_side(client):
+    """A fleet measures one plan on each device kind; the reports group them (the CUDA row here is
+    a shipped CPU measurement relabelled: the grouping, not the numbers, is under test)."""
+    cpu = next(item for item in read_jsonl(VALIDATION) if item["request"]["method"] == "lora")
+    gpu = {**cpu, "case": cpu["case"] + " on H100", "device_kind": "cuda.h100-80gb-hbm3",
+           "request": {**cpu["request"], "device": "cuda"},
+           "environment": {**cpu["environment"], "device": "cuda", "device_name": "NVIDIA H100 80GB HBM3"},
+           "measured": {**cpu["measured"], "peak_allocated_bytes": cpu["measured"]["peak_allocated_bytes"] + 2**20}}
+    client.app.state.db.add_measurements([("fleet-test:gpu", "fleet-test", "", gpu)])
+    doc = client.get("/api/v1/reports").json()["by_device"]
+    assert "cpu" in doc["kinds"] and "cuda.h100-80gb-hbm3" in doc["kinds"]
+    plan = next(p for p in doc["plans"] if "cuda.h100-80gb-hbm3" in p["devices"])
+    assert plan["request"]["model"] == cpu["request"]["model"] and "device" not in plan["request"]
+    assert plan["devices"]["cuda.h100-80gb-hbm3"]["measured_bytes"] == cpu["measured"]["peak_allocated_bytes"] + 2**20
+    assert plan["devices"]["cpu"]["measured_bytes"] == cpu["measured"]["peak_allocated_bytes"]
+    only_gpu = client.get("/api/v1/reports?device_kind=cuda.h100-80gb-hbm3").json()
+    assert [r["case"] for r in only_gpu["rows"]] == [gpu["case"]] and only_gpu["by_device"]["plans"] == []
+    html = client.get("/reports").text
+    assert 'id="by-device"' in html and "cuda.h100-80gb-hbm3" in html
