@@ -294,6 +294,7 @@ def _shape_free(req: EstimateRequest) -> tuple:
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: tuple) -> StepPlan:
+    """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
     method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
