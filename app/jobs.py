@@ -77,6 +77,7 @@ def job_document(job: Job, with_result: bool = True) -> dict[str, Any]:
     return {
         "id": job.id, "status": job.status, "label": job.label, "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at), "attempts": job.attempts,
+        "worker": job.worker,
         "progress": job.progress, "request": json.loads(job.request_json),
         "result": job.result if with_result else None,
         "error": job.error, "url": f"/api/v1/profile/{job.id}",

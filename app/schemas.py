@@ -279,6 +279,7 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     attempts: int
+    worker: str | None  # the worker that ran (or runs) its latest attempt
     progress: JobProgress | None
     request: dict[str, Any]
     result: dict[str, Any] | None

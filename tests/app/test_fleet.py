@@ -151,6 +151,8 @@ def test_a_batch_of_jobs_is_stored_once_each(fleet):
     assert sorted(k for k in keys if k.removeprefix("job:") in ids) == sorted(f"job:{i}" for i in ids)
     db = Database(settings.sqlalchemy_url)
     assert len({db.get_job(i).worker for i in ids}) == 2, "both workers took jobs"
+    assert {j["worker"] for j in jobs} == {db.get_job(i).worker for i in ids}
+    assert f"Worker {jobs[0]['worker']}, attempt 1" in client.get(f"/jobs/{ids[0]}").text
     measured = {m.key: m.result for m in db.measurements()}
     assert {measured[f"job:{i}"]["device_kind"] for i in ids} == {"cpu"}
 
