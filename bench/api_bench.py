@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     plan = cases()
+    labels = [label for label, *_ in plan]
     slot = args.seconds / args.rounds
     # rounds interleave the endpoints, so a slow spell of this shared machine hits them alike;
     # each round's ratio to /healthz is taken within the round
@@ -181,7 +182,7 @@ def main() -> None:
                     latencies[label] += lat
                     errors[label] += err
                     per_round[label] = n / slot
-                for label in plan_labels(plan):
+                for label in labels:
                     ratios[label].append(per_round[label] / per_round["/healthz"])
         finally:
             proc.terminate()
@@ -190,7 +191,7 @@ def main() -> None:
           f"{args.rounds} interleaved rounds, {os.cpu_count()} CPU cores shared by server and clients")
     print(f"{'endpoint':42s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}{'non-200':>9s}"
           f"{'server CPU us/req':>19s}{'vs healthz (median round, min-max)':>38s}")
-    for label in plan_labels(plan):
+    for label in labels:
         rps = counts[label] / args.seconds
         r = ratios[label]
         spread = f"{statistics.median(r):.0%} ({min(r):.0%}-{max(r):.0%})"
@@ -198,10 +199,6 @@ def main() -> None:
               f"{percentile(latencies[label], 99) * 1000:10.2f}{errors[label]:9d}"
               f"{cpu[label] / max(counts[label], 1) * 1e6:19.0f}{spread:>38s}")
     print("goal: estimate throughput >= 70 % of /healthz")
-
-
-def plan_labels(plan: list) -> list[str]:
-    return [label for label, *_ in plan]
 
 
 if __name__ == "__main__":

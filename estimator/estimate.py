@@ -260,7 +260,6 @@ class StepPlan:
     worked out once per architecture and setting."""
 
     arch: ArchSpec
-    lora: LoraSpec | None
     weights: WeightBytes
     setting: act.ActivationSetting  # batch and seq are placeholders
     tensors: tuple[tuple[int, int], ...]  # (params, count) of the trainable tensors
@@ -309,7 +308,6 @@ def step_plan(arch: ArchSpec, shape_free: tuple) -> StepPlan:
         opt = optimizer_bytes(tensors, bits, optimizer, device)
     return StepPlan(
         arch=arch,
-        lora=lora,
         weights=weight_bytes(arch, method, dtype, quant, lora, prepare_kbit),
         setting=activation_setting(req, arch),
         tensors=tensors,
