@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from .. import jobs, services
+from ..core.routing import JSONBodyRoute
 from ..report_views import report_document
 from ..reports import rows as report_rows
 from .deps import answers, dispatcher
@@ -27,7 +28,7 @@ from ..schemas import (
     WorkerOut,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["v1"])
+router = APIRouter(prefix="/api/v1", tags=["v1"], route_class=JSONBodyRoute)
 ERRORS = {404: {"model": ErrorOut, "description": "unknown model or GPU id (close matches suggested)"},
           413: {"model": ErrorOut, "description": "request body too large"},
           422: {"description": "invalid input, located by field"}}
