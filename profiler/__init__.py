@@ -1,13 +1,14 @@
 """tunefit profiler: builds the model for real and measures its peak memory.
 
 ``measure(request)`` runs one measurement in this process (it imports torch, transformers, peft,
-bitsandbytes); ``isolate.run_isolated`` runs it in a child process with a time limit and a memory
+bitsandbytes); ``simulate(request)`` runs the same step on the meta device for the request's
+device as target (``profiler.simulation``); ``isolate.run_isolated`` runs it in a child process with a time limit and a memory
 guard, and imports none of them itself, so a service can hand out work without loading torch.
 """
 
 from __future__ import annotations
 
-__all__ = ["BuildError", "DEFAULT_STEPS", "measure", "available"]
+__all__ = ["BuildError", "DEFAULT_STEPS", "measure", "simulate", "available"]
 
 
 def available() -> bool:
@@ -23,6 +24,10 @@ def __getattr__(name: str):
         from . import run
 
         return getattr(run, name)
+    if name == "simulate":
+        from .simulation import simulate
+
+        return simulate
     if name == "BuildError":
         from .build import BuildError
 

@@ -32,10 +32,13 @@ def _storage_key(storage: torch.UntypedStorage) -> int:
 
 
 class LiveTensorBytes(TorchDispatchMode):
-    """Current and peak bytes of live tensor storages (CPU), with a peak that can be reset."""
+    """Current and peak bytes of live tensor storages on the given device types (``cpu``; ``meta``
+    for a simulation: meta storages hold no memory but have their size and identity), with a
+    peak that can be reset."""
 
-    def __init__(self) -> None:
+    def __init__(self, device_types: tuple[str, ...] = ("cpu",)) -> None:
         super().__init__()
+        self.device_types = device_types
         self._live: dict[int, int] = {}
         self.current_bytes = 0
         self.peak_bytes = 0
@@ -43,7 +46,7 @@ class LiveTensorBytes(TorchDispatchMode):
     # ---- bookkeeping ------------------------------------------------------------------------
     def track(self, tensor: torch.Tensor) -> None:
         """Count ``tensor``'s storage if it is new (views and in-place results are not)."""
-        if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type not in self.device_types:
             return
         storage = tensor.untyped_storage()
         key = _storage_key(storage)

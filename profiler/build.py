@@ -122,20 +122,25 @@ def peft_config(request: EstimateRequest):
                       use_rslora=lora.variant == "rslora", use_dora=lora.variant == "dora")
 
 
-def make_optimizer(model: torch.nn.Module, request: EstimateRequest) -> torch.optim.Optimizer:
-    """The request's optimizer over the trainable parameters (LoRA+ gives B a larger learning rate)."""
+def make_optimizer(model: torch.nn.Module, request: EstimateRequest,
+                   foreach: bool | None = None) -> torch.optim.Optimizer:
+    """The request's optimizer over the trainable parameters (LoRA+ gives B a larger learning rate).
+
+    ``foreach`` None lets torch choose, as a training script does (the foreach implementation on
+    CUDA, per tensor on CPU); a simulation on the meta device passes the target's choice."""
     params = [p for p in model.parameters() if p.requires_grad]
     name = request.optimizer
     if name in ("adamw", "paged_adamw", "adamw_8bit", "paged_adamw_8bit"):
         cls = _adam_class(name)
+        torch_kwargs = {"foreach": foreach} if name == "adamw" else {}
         if request.method in ("lora", "qlora") and request.lora.variant == "lora+":
             from peft.optimizers import create_loraplus_optimizer
 
             return create_loraplus_optimizer(model, optimizer_cls=cls, lr=LEARNING_RATE,
-                                             loraplus_lr_ratio=request.lora.loraplus_lr_ratio)
-        return cls(params, lr=LEARNING_RATE)
+                                             loraplus_lr_ratio=request.lora.loraplus_lr_ratio, **torch_kwargs)
+        return cls(params, lr=LEARNING_RATE, **torch_kwargs)
     momentum = 0.9 if name == "sgd_momentum" else 0.0
-    return torch.optim.SGD(params, lr=LEARNING_RATE, momentum=momentum)
+    return torch.optim.SGD(params, lr=LEARNING_RATE, momentum=momentum, foreach=foreach)
 
 
 def _adam_class(name: str):

@@ -31,14 +31,16 @@ CUDA_COUNTER = "torch.cuda.max_memory_allocated (reserved and NVML used recorded
 class Counter:
     """One interface over the CPU and CUDA counters: reset at a phase start, read at its end."""
 
-    def __init__(self, device: torch.device, model: torch.nn.Module):
+    def __init__(self, device: torch.device, model: torch.nn.Module, also_count: tuple[str, ...] = ()):
+        """``also_count``: further device types whose tensors count (a simulation targeting the
+        CPU counts the host tensors torch keeps beside the meta ones, e.g. optimizer step counts)."""
         self.device = device
         if device.type == "cuda":
             self.cuda = CudaCounters(device)
             self.live = None
         else:
             self.cuda = None
-            self.live = LiveTensorBytes()
+            self.live = LiveTensorBytes((device.type, *also_count))
             self.live.track_all(model_tensors(model))
 
     def __enter__(self) -> Counter:
@@ -186,6 +188,17 @@ def _trainable(model: torch.nn.Module) -> dict[str, int]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and the device, so a measurement can be reproduced and compared."""
+    env = {"device": device.type, **versions(), "driver": None}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(device_name=props.name, device_memory_bytes=props.total_memory, driver=_driver_version())
+    else:
+        env.update(device_name=platform.processor() or platform.machine(), device_memory_bytes=_host_memory())
+    return env
+
+
+def versions() -> dict[str, Any]:
+    """Python, platform and the versions of the libraries whose allocations are measured."""
     import peft
     import transformers
 
@@ -195,8 +208,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         bnb_version = bitsandbytes.__version__
     except Exception:  # bitsandbytes absent: fp16/bf16 modes still measure
         bnb_version = None
-    env = {
-        "device": device.type,
+    return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -204,14 +216,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "peft": peft.__version__,
         "bitsandbytes": bnb_version,
         "cuda": torch.version.cuda,
-        "driver": None,
     }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        env.update(device_name=props.name, device_memory_bytes=props.total_memory, driver=_driver_version())
-    else:
-        env.update(device_name=platform.processor() or platform.machine(), device_memory_bytes=_host_memory())
-    return env
 
 
 def _driver_version() -> str | None:

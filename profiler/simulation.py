@@ -1,0 +1,122 @@
+"""Simulate a training step of any size on the meta device.
+
+The real transformers / peft / torch code runs (model, adapters, loss, backward, optimizer step),
+but on ``torch.device("meta")``: tensors have shapes, dtypes and storages of their true size and
+no memory or arithmetic behind them. The CPU profiler's tensor accounting (``LiveTensorBytes``,
+keyed by storage identity, which meta storages have too) counts every storage the step would
+allocate, op by op, and gives the same phase timeline and peak as a measurement, for a 70B model
+in seconds on a laptop.
+
+The ``target`` is the request's ``device`` (``cuda`` or ``cpu``): the simulation runs the target's
+kernels where they allocate differently from meta's generic ones (``profiler.kernels``: fused
+attention, CUDA's fused dropout) and builds the optimizer as torch would there (AdamW and SGD use
+the foreach implementation on CUDA, per-tensor loops on CPU). QLoRA's 4-bit layers are stand-ins
+that allocate what bitsandbytes allocates (``profiler.meta4bit``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import torch
+
+from estimator import EstimateRequest, estimate, to_document
+from estimator.request import normalize
+
+from .build import TORCH_DTYPES, BuildError, make_optimizer, prepare_for_training, source_config
+from .kernels import TargetKernels
+from .run import Counter, Progress, _prefill, _train, _trainable, summarize, versions
+
+META = torch.device("meta")
+SIMULATED_STEPS = 2  # step one allocates the optimizer state; step two is the steady state
+SIMULATED_OPTIMIZERS = ("adamw", "sgd", "sgd_momentum")  # bitsandbytes' optimizers run C kernels
+COUNTER = "simulated on the meta device: live tensor storage bytes (TorchDispatchMode), target {target}"
+
+
+def simulate(request: EstimateRequest, steps: int = SIMULATED_STEPS, progress: Progress | None = None,
+             allow_hub: bool = False) -> dict[str, Any]:
+    """Simulate ``request`` on the meta device for its ``device`` as target; the result has the
+    shape of :func:`profiler.measure`'s, with ``environment.device`` ``meta``."""
+    report = progress or (lambda phase, step, total: None)
+    req, _ = normalize(request)
+    target = req.device
+    if req.optimizer not in SIMULATED_OPTIMIZERS and req.method != "inference":
+        raise BuildError(f"optimizer {req.optimizer!r} runs bitsandbytes' C kernels, which have no meta "
+                         f"implementation; simulated optimizers: {', '.join(SIMULATED_OPTIMIZERS)}")
+    prediction = to_document(estimate(req))
+    started = time.perf_counter()
+    report("load", 0, steps)
+    model = meta_model(req, allow_hub)
+    training = req.method != "inference"
+    model = prepare_for_training(model, req) if training else model.eval()
+    optimizer = make_optimizer(model, req, foreach=target == "cuda") if training else None
+    vocab = model.config.get_text_config().vocab_size
+    counter = Counter(META, model, also_count=("cpu",) if target == "cpu" else ())
+    kernels = TargetKernels(target)
+    with meta_answers(), kernels, counter:
+        counter.begin()
+        load = counter.end("load", 0)
+        if training:
+            readings = _train(model, optimizer, counter, req, vocab, steps, META, report)
+        else:
+            readings = _prefill(model, counter, req, vocab, META, report)
+    measured = summarize(load, readings, COUNTER.format(target=target))
+    measured["attention_kernels"] = kernels.backends
+    return {
+        "request": prediction["request"],
+        "prediction": prediction,
+        "measured": measured,
+        "trainable_params": _trainable(model),
+        "steps": steps if training else 1,
+        "environment": {"device": "meta", "target": target, "device_name": f"meta (target {target})",
+                        **versions()},
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+
+
+@contextmanager
+def meta_answers() -> Iterator[None]:
+    """Answers to the two questions the libraries ask that the meta device cannot answer.
+
+    - transformers asks the position ids whether several sequences are packed into one row, a
+      question about values; the synthetic batch is never packed (positions 0..s-1 in every
+      row), which is the answer given here.
+    - peft's MoE ``ParamWrapper`` turns autocast off with ``torch.autocast(device_type=<the
+      weight's device>)``, and autocast knows no ``meta`` type; turning it off for ``cpu``
+      instead changes nothing (it is not on).
+    """
+    from transformers import masking_utils
+
+    class Autocast(torch.autocast):
+        def __init__(self, device_type: str, *args, **kwargs):
+            super().__init__("cpu" if device_type == "meta" else device_type, *args, **kwargs)
+
+    with patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None), \
+            patch.object(torch, "autocast", Autocast):
+        yield
+
+
+def meta_model(req: EstimateRequest, allow_hub: bool = False) -> torch.nn.Module:
+    """The base model on the meta device, built from its config (a local checkpoint's
+    ``config.json`` is read; no weights are loaded), quantized by stand-ins for a 4-bit request."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_dict, checkpoint = source_config(req.model, allow_hub)
+    if checkpoint is not None:
+        config_dict = json.loads((Path(checkpoint) / "config.json").read_text())
+    config = AutoConfig.for_model(**config_dict)
+    with META:
+        model = AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[req.dtype],
+                                                 attn_implementation=req.attn_implementation)
+    quant = req.quant
+    if quant is not None and quant.enabled:
+        from .meta4bit import quantize_on_meta
+
+        quantize_on_meta(model, quant, TORCH_DTYPES[req.dtype])
+    return model

@@ -1,0 +1,162 @@
+"""The meta-device simulation: byte-exact against CPU measurements, and the target's kernels.
+
+Cross-check (issue: "for small configs, the meta simulation's peak equals the CPU measurement's
+peak within 1% for every method"): every case below is simulated with target ``cpu`` and
+measured on this CPU, and the peaks must agree within 1% (they agree to the byte except where a
+CPU kernel keeps a different dtype than meta does, e.g. LayerNorm's mean/rstd).
+"""
+
+import math
+
+import pytest
+
+pytest.importorskip("torch", reason="needs the [profiler] extra")
+pytest.importorskip("peft")
+
+import torch  # noqa: E402
+
+from estimator import EstimateRequest, LoraSpec, QuantSpec  # noqa: E402
+from profiler import BuildError, measure, simulate  # noqa: E402
+from profiler.kernels import TargetKernels, cuda_sdpa_backend  # noqa: E402
+from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+ALL_LINEAR = LoraSpec(r=4, alpha=8.0, target_modules="all-linear")
+
+
+def _request(family, method, device="cpu", **kw):
+    base = dict(method=method, device=device, dtype="bf16", batch_size=2, seq_len=16, lora=ALL_LINEAR,
+                quant=QuantSpec() if method == "qlora" else None)
+    base.update(kw)
+    return EstimateRequest({"config": TINY_CONFIGS[family]}, **base)
+
+
+CROSS_CHECKS = {
+    "llama-gqa-full-fp32": _request("llama-gqa", "full", dtype="fp32"),
+    "llama-gqa-lora-dropout": _request("llama-gqa", "lora", lora=LoraSpec(r=4, alpha=8.0, target_modules="all-linear",
+                                                                          dropout=0.1)),
+    "mistral-dora": _request("mistral", "lora", lora=LoraSpec(r=4, alpha=8.0, target_modules=("q_proj", "v_proj"),
+                                                              variant="dora")),
+    "qwen2-qlora-nf4-dq": _request("qwen2", "qlora"),
+    "llama-qlora-fp4-checkpointing": _request("llama-head-dim", "qlora", quant=QuantSpec(type="fp4", double_quant=False),
+                                              gradient_checkpointing=True),
+    "gpt2-full-attention-dropout": _request("gpt2", "full"),  # CPU sdpa takes the math path
+    "falcon-lora-masked": _request("falcon-serial", "lora"),
+    "mixtral-lora-experts": _request("mixtral", "lora"),
+    "phi3-inference": _request("phi3", "inference"),
+}
+
+
+@pytest.mark.parametrize("request_", CROSS_CHECKS.values(), ids=CROSS_CHECKS.keys())
+def test_simulation_matches_the_cpu_measurement(request_):
+    simulated = simulate(request_)["measured"]
+    measured = measure(request_, steps=2)["measured"]
+    assert simulated["peak_allocated_bytes"] == pytest.approx(measured["peak_allocated_bytes"], rel=0.01)
+    assert simulated["phase_peaks"].keys() == measured["phase_peaks"].keys()
+    for phase, value in measured["phase_peaks"].items():
+        assert simulated["phase_peaks"][phase] == pytest.approx(value, rel=0.01), phase
+
+
+def test_a_simulation_is_marked_as_one():
+    result = simulate(_request("llama-gqa", "lora"))
+    assert result["environment"]["device"] == "meta" and result["environment"]["target"] == "cpu"
+    assert "meta" in result["measured"]["counter"]
+    assert result["measured"]["attention_kernels"] == {"cpu_flash": 4}  # 2 layers x 2 steps
+
+
+def _qkv(dtype, heads=8, kv_heads=8, d=64):
+    q = torch.empty(2, heads, 16, d, dtype=dtype, device="meta")
+    k = torch.empty(2, kv_heads, 16, d, dtype=dtype, device="meta")
+    return q, k, k
+
+
+CUDA_BACKENDS = {  # aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, select_sdp_backend
+    "bf16-causal": (torch.bfloat16, 64, False, "flash"),
+    "fp16-gqa": (torch.float16, 128, False, "flash"),
+    "bf16-mask": (torch.bfloat16, 64, True, "efficient"),
+    "fp32": (torch.float32, 64, False, "efficient"),
+    "bf16-head-dim-256": (torch.bfloat16, 256, False, "flash"),
+    "bf16-head-dim-260": (torch.bfloat16, 260, False, "math"),  # > 256 and not a multiple of 8
+    "fp32-head-dim-258": (torch.float32, 258, False, "math"),  # not a multiple of 4
+}
+
+
+@pytest.mark.parametrize("dtype,d,masked,expected", CUDA_BACKENDS.values(), ids=CUDA_BACKENDS.keys())
+def test_cuda_attention_backend(dtype, d, masked, expected):
+    q, k, v = _qkv(dtype, d=d)
+    mask = torch.empty(2, 1, 16, 16, dtype=torch.bool, device="meta") if masked else None
+    assert cuda_sdpa_backend(q, k, v, mask) == expected
+
+
+def test_cuda_flash_attention_keeps_no_score_matrix():
+    """The fused kernel's saved tensors: q, k, v, the output and an fp32 log-sum-exp, never s x s."""
+    s = 1024
+    q = torch.empty(1, 8, s, 64, dtype=torch.bfloat16, device="meta", requires_grad=True)
+    with TargetKernels("cuda") as kernels:
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    saved = [t for t in _saved_tensors(out.grad_fn)]
+    assert kernels.backends == {"flash": 1}
+    assert all(t.numel() < s * s for t in saved)
+    assert any(t.dtype == torch.float32 and t.shape == (1, 8, s) for t in saved)  # the log-sum-exp
+    assert torch.nn.functional.scaled_dot_product_attention is not kernels._attention  # restored on exit
+
+
+def _saved_tensors(grad_fn):
+    return [getattr(grad_fn, name) for name in dir(grad_fn)
+            if name.startswith("_saved_") and isinstance(getattr(grad_fn, name), torch.Tensor)]
+
+
+def test_cuda_dropout_keeps_a_bool_mask():
+    x = torch.empty(4, 8, device="meta", requires_grad=True)
+    with TargetKernels("cuda"):
+        y = torch.nn.functional.dropout(x, 0.1, training=True)
+    assert any(t.dtype == torch.bool for t in _saved_tensors(y.grad_fn))
+
+
+def _step_peak_above_state(result) -> int:
+    """What the optimizer step adds above the bytes alive when it starts (steady state, step 2)."""
+    timeline = result["measured"]["timeline"]
+    before = next(r for r in timeline if r["phase"] == "backward" and r["step"] == 2)["allocated_bytes"]
+    step = next(r for r in timeline if r["phase"] == "optimizer_step" and r["step"] == 2)
+    return step["peak_allocated_bytes"] - before
+
+
+def test_cuda_adamw_step_allocates_one_exp_avg_sq_sized_temporary():
+    """torch's foreach AdamW (the CUDA default): ``_foreach_sqrt(exp_avg_sqs)`` holds a copy of every
+    ``exp_avg_sq`` at once; per tensor (CPU) only the largest tensor's ``sqrt`` and its quotient."""
+    cuda = simulate(_request("llama-gqa", "full", device="cuda"))
+    cpu = simulate(_request("llama-gqa", "full", device="cpu"))
+    params = cuda["trainable_params"]["trainable"]
+    largest = TINY_CONFIGS["llama-gqa"]["vocab_size"] * TINY_CONFIGS["llama-gqa"]["hidden_size"]
+    assert _step_peak_above_state(cuda) == params * 2  # bf16 state
+    assert _step_peak_above_state(cpu) == pytest.approx(2 * largest * 2, abs=1024)  # + 0-dim scalars
+
+
+def test_qlora_layers_hold_what_bitsandbytes_lays_out():
+    """NF4 + double quantization (QLoRA, arXiv:2305.14314, Sec. 3): 4 bits per weight, an 8-bit
+    absmax per 64 weights and an fp32 absmax per 256 of those: 0.127 bits of constants per weight."""
+    import bitsandbytes as bnb
+
+    from profiler.simulation import meta_model
+
+    model = meta_model(_request("llama-gqa", "qlora"))
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.weight.device.type == "meta" for m in layers)
+    for m in layers:
+        n = m.in_features * m.out_features
+        state = m.weight.quant_state
+        assert m.weight.dtype == torch.uint8 and m.weight.numel() == math.ceil(n / 2)
+        blocks = math.ceil(n / 64)
+        assert (state.absmax.dtype, state.absmax.numel()) == (torch.uint8, blocks)
+        assert (state.state2.absmax.dtype, state.state2.absmax.numel()) == (torch.float32, math.ceil(blocks / 256))
+        assert state.code.numel() == 16 and state.state2.code.numel() == 256
+    assert not isinstance(model.lm_head, bnb.nn.Linear4bit)  # transformers keeps the output layer
+
+
+def test_bitsandbytes_optimizers_are_refused_with_the_reason():
+    with pytest.raises(BuildError, match="meta"):
+        simulate(_request("llama-gqa", "lora", optimizer="adamw_8bit"))
