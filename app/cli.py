@@ -138,14 +138,17 @@ def render_measurement(result: dict) -> str:
     pred = {p["phase"]: p["allocated_bytes"] for p in result["prediction"]["phases"]}
     measured = result["measured"]
     env = result["environment"]
+    what = "simulated" if env["device"] == "meta" else "measured"
+    where = (f"simulated on the meta device for {env['target']}" if what == "simulated"
+             else f"measured on {env['device']} ({env.get('device_name') or '?'})")
     lines = [
-        f"measured on {env['device']} ({env.get('device_name') or '?'}), torch {env['torch']}, "
+        f"{where}, torch {env['torch']}, "
         f"transformers {env['transformers']}, peft {env['peft']}, bitsandbytes {env['bitsandbytes']}",
         f"counter: {measured['counter']}; steady state = steps {measured['steady_state_steps']}",
-        f"trainable params: measured {result['trainable_params']['trainable']:,}  "
+        f"trainable params: {what} {result['trainable_params']['trainable']:,}  "
         f"predicted {result['prediction']['params']['trainable']:,}",
         "",
-        f"{'phase':18s}{'predicted bytes':>18s}{'measured bytes':>18s}{'error':>9s}{'measured':>16s}",
+        f"{'phase':18s}{'predicted bytes':>18s}{what + ' bytes':>18s}{'error':>9s}{what:>16s}",
     ]
     rows = list(measured["phase_peaks"].items())
     rows.append(("peak", measured["peak_allocated_bytes"]))
@@ -154,17 +157,21 @@ def render_measurement(result: dict) -> str:
         expected = pred.get(phase)
         error = f"{100 * (expected - value) / value:+8.1f}%" if expected and value else f"{'—':>9s}"
         lines.append(f"{phase:18s}{expected or 0:18,}{value:18,}{error}{_gib(value)}")
-    lines.append(f"(peak allocated tensor bytes per phase; error = (predicted - measured) / measured; "
+    lines.append(f"(peak allocated tensor bytes per phase; error = (predicted - {what}) / {what}; "
                  f"{result['duration_s']:.1f} s)")
     return "\n".join(lines)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Measure one setting in this process and print it next to the estimate."""
+    """Measure one setting in this process (or, ``tunefit simulate``, simulate it on the meta
+    device for ``--target``) and print it next to the estimate."""
+    simulated = args.command == "simulate"
     try:
-        from profiler import measure
+        from profiler import BuildError, measure, simulate
     except ImportError as exc:  # base install without the [profiler] extra
         raise EstimateError("profiler", f"needs the [profiler] extra (torch): {exc}") from exc
+    if simulated and args.target:
+        args.device = args.target
     request = request_from_args(args)
     estimate(request)  # bad input fails here, before loading torch models
 
@@ -172,7 +179,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {phase} (step {step}/{total})", file=sys.stderr)
 
-    result = measure(request, steps=args.steps, progress=progress)
+    try:
+        result = (simulate if simulated else measure)(request, steps=args.steps, progress=progress)
+    except BuildError as exc:
+        raise EstimateError("profiler", str(exc)) from exc
     print(json.dumps(result, indent=2) if args.json else render_measurement(result))
     return 0
 
@@ -251,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimate_args(prof)
     prof.add_argument("--steps", type=int, default=3, help="training steps (step one allocates optimizer state)")
     prof.set_defaults(func=cmd_profile)
+    sim = sub.add_parser("simulate", help="run one setting's training step on the meta device: every tensor the "
+                                          "real code would allocate, counted, for any model size (needs [profiler])")
+    _add_estimate_args(sim)
+    sim.add_argument("--target", choices=DEVICES, default=None,
+                     help="device type whose kernels are simulated (default: --device)")
+    sim.add_argument("--steps", type=int, default=2, help="training steps (step two is the steady state)")
+    sim.set_defaults(func=cmd_profile)
     v = sub.add_parser("validate", help="the accuracy table of the validation matrix (CPU measurements)")
     v.add_argument("--run", action="store_true", help="measure the cases not yet in the data file first")
     v.add_argument("--data", default=None, help="JSONL file (default reports/data/cpu-validation.jsonl)")

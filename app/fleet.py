@@ -42,12 +42,15 @@ _state_lock = threading.Lock()
 
 
 def queue_for(target: str, device: str) -> str:
-    """The queue a job goes to: its target kind, or ``any.<device type>``."""
-    return f"any.{device}" if target == "any" else target
+    """The queue a job goes to: its target kind, or ``any.<device type>``; every worker takes
+    simulations (``any.meta``: they need torch, not the device they simulate)."""
+    if device == "meta":
+        return "any.meta"
+    return f"any.{device}" if target in ("any", device) else target
 
 
 def worker_queues(kind: str, device: str) -> list[str]:
-    return [kind, f"any.{device}"]
+    return [kind, f"any.{device}", "any.meta"]
 
 
 def make_celery(settings: Settings) -> Celery:

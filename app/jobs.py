@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from estimator import EstimateRequest
+
 from .core.config import Settings
 from .db import Database, Job
 from .schemas import ProfileIn, VariantIn
@@ -27,7 +29,16 @@ log = logging.getLogger("tunefit.worker")
 
 def job_label(body: ProfileIn) -> str:
     model = body.model if isinstance(body.model, str) else "config.json"
-    return f"{model} {variant_label(body, VariantIn())} batch {body.batch_size} seq {body.seq_len} {body.device}"
+    where = f"simulated for {body.simulated_device}" if body.simulated_device else body.device
+    return f"{model} {variant_label(body, VariantIn())} batch {body.batch_size} seq {body.seq_len} {where}"
+
+
+def job_request(body: ProfileIn) -> tuple[EstimateRequest, bool]:
+    """The estimator request a job runs, and whether it is simulated on the meta device (then the
+    request's device is the simulated one)."""
+    if body.simulated_device is None:
+        return to_request(body), False
+    return to_request(body.model_copy(update={"device": body.simulated_device})), True
 
 
 class QueueUnavailable(Exception):
@@ -44,7 +55,7 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None) 
     the broker cannot take it, the job is marked failed with the reason and :class:`QueueUnavailable`
     raised.
     """
-    run_estimate(to_request(body))
+    run_estimate(job_request(body)[0])
     job = db.create_job(body.model_dump_json(), job_label(body), body.steps)
     if dispatch is not None:
         try:
@@ -92,8 +103,9 @@ def run_job(db: Database, settings: Settings, job: Job, device_kind: str | None,
 
     body = ProfileIn.model_validate_json(job.request_json)
     log.info("job %s: %s", job.id, job.label)
+    request, simulated = job_request(body)
     outcome = run_isolated(
-        to_request(body), steps=job.steps, timeout_s=settings.job_timeout_s,
+        request, steps=job.steps, simulated=simulated, timeout_s=settings.job_timeout_s,
         memory_limit_bytes=settings.job_memory_limit_bytes,
         on_progress=lambda progress: db.set_progress(job.id, progress),
         heartbeat=lambda: db.heartbeat(job.id), cancel=cancel, allow_hub=settings.allow_hub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from estimator.adapters import ALL_LINEAR, VARIANTS
 from estimator.quant import BLOCKSIZES, QUANT_TYPES
@@ -132,12 +132,33 @@ class CompareIn(SettingIn):
 
 
 class ProfileIn(SettingIn):
-    """``POST /api/v1/profile``: measure a setting for real (validated like an estimate)."""
+    """``POST /api/v1/profile``: measure a setting for real, or simulate it on the meta device
+    (validated like an estimate)."""
 
     steps: int = Field(3, ge=1, le=20, description="training steps; step one allocates the optimizer state")
-    target: str = Field("any", pattern=r"^(any|cpu|cuda\.[a-z0-9][a-z0-9-]*)$", max_length=100,
+    device: Literal[(*DEVICES, "meta")] = Field(
+        "cuda", description="'cuda' or 'cpu' to measure there; 'meta' to simulate the step on the meta device "
+                            "(no memory allocated) for the device type named by target")
+    target: str = Field("any", pattern=r"^(any|cpu|cuda|cuda\.[a-z0-9][a-z0-9-]*)$", max_length=100,
                         description="device kind to measure on (executor celery), e.g. 'cuda.h100-80gb-hbm3', "
-                                    "or 'any' worker of the request's device type")
+                                    "or 'any' worker of the request's device type; with device 'meta', the "
+                                    "device type simulated: 'cuda' (also for 'any') or 'cpu'")
+
+    @model_validator(mode="after")
+    def _meta_targets_a_device_type(self) -> ProfileIn:
+        if self.device == "meta" and self.target not in SIMULATION_TARGETS:
+            raise ValueError(f"device 'meta' simulates a device type: target must be one of {SIMULATION_TARGETS}")
+        return self
+
+    @property
+    def simulated_device(self) -> str | None:
+        """The device type a meta-device job simulates (None for a real measurement)."""
+        if self.device != "meta":
+            return None
+        return "cpu" if self.target == "cpu" else "cuda"
+
+
+SIMULATION_TARGETS = ("any", "cuda", "cpu")
 
 
 # ---- outputs -----------------------------------------------------------------------------------

@@ -105,8 +105,21 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
             total += t * width * LORA_BYTES  # this module's own fp32 cast of its input
         else:
             shared_saved.add(group)
+    if fused_attention(arch, st):
+        # o_proj reads the fused kernel's output, laid out (b, s, heads, head_dim): the transpose and
+        # reshape before o_proj are views, so what o_proj keeps is what attention_saved counts
+        shared_saved.discard("attn_out")
     total += sum(t * widths[g] * a for g in shared_saved)
     return total
+
+
+def fused_attention(arch: ArchSpec, st: ActivationSetting) -> bool:
+    """Whether attention runs a fused kernel (sdpa's flash / memory-efficient kernels, flash-attn),
+    which keeps its output and a log-sum-exp instead of the ``s×s`` probabilities. sdpa on a CPU
+    takes its math path when attention dropout is on (the CPU flash kernel has no dropout)."""
+    if st.attn == "eager":
+        return False
+    return not (st.device == "cpu" and arch.attention_dropout > 0)
 
 
 def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -118,7 +131,7 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     if st.attn == "eager":
         expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a  # repeat_kv copies under GQA
         return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, a)
-    if st.device == "cpu" and arch.attention_dropout > 0:
+    if not fused_attention(arch, st):
         return _sdpa_math_saved(arch, st)
     out = t * arch.q_dim * a
     lse = b * n * s * F
