@@ -219,14 +219,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from .reports import REPORTS_DATA, accuracy_table, format_table, rows_from_files
 
-    data = Path(args.data) if args.data else REPORTS_DATA / "cpu-validation.jsonl"
+    default = "meta-simulation.jsonl" if args.simulated else "cpu-validation.jsonl"
+    data = Path(args.data) if args.data else REPORTS_DATA / default
     if args.run:
         from profiler.validate import run_matrix
 
         def report(i, n, case, result, note):
             print(f"[{i}/{n}] {case.id}: {note}", file=sys.stderr)
 
-        run_matrix(data, report=report)
+        run_matrix(data, report=report, simulated=args.simulated)
     if not data.exists():
         raise EstimateError("data", f"{data} does not exist; run `tunefit validate --run` to measure the matrix")
     table = accuracy_table(rows_from_files([data]))
@@ -270,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_profile)
     v = sub.add_parser("validate", help="the accuracy table of the validation matrix (CPU measurements)")
     v.add_argument("--run", action="store_true", help="measure the cases not yet in the data file first")
-    v.add_argument("--data", default=None, help="JSONL file (default reports/data/cpu-validation.jsonl)")
+    v.add_argument("--simulated", action="store_true",
+                   help="the catalog models (7B-70B) simulated on the meta device for CUDA instead")
+    v.add_argument("--data", default=None, help="JSONL file (default reports/data/cpu-validation.jsonl, "
+                                                "or meta-simulation.jsonl with --simulated)")
     v.set_defaults(func=cmd_validate)
     w = sub.add_parser("worker", help="run queued profiling jobs (standalone worker)")
     w.add_argument("--executor", choices=("local", "celery"), default=None,

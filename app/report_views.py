@@ -13,7 +13,15 @@ from estimator.document import request_from_document
 from estimator.units import GIB
 
 from .charts import METHOD_COLOURS, histogram, paired_bars, scatter, stacked_chart
-from .reports import FILTERS, Row, accuracy_table, by_device, filtered
+from .reports import (
+    FILTERS,
+    Row,
+    accuracy_table,
+    by_device,
+    filtered,
+    measured_and_simulated,
+    simulations_by_plan,
+)
 
 COLUMNS = ("id", "case", "model", "family", "method", "dtype", "batch_size", "seq_len", "gradient_checkpointing",
            "attn", "device", "device_kind", "split", "source", "measured_bytes", "predicted_bytes", "error_percent",
@@ -39,9 +47,13 @@ def stats_document(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_document(rows: list[Row], filters: dict[str, str]) -> dict[str, Any]:
+    """Rows (measured, and simulated ones with ``device`` meta), the accuracy of ours against the
+    measurements (``accuracy``) and, separately, against the simulations (``accuracy_simulated``)."""
     sel = filtered(rows, **filters)
+    measured, simulated = measured_and_simulated(sel)
     return {"estimator_version": ESTIMATOR_VERSION, "filters": filters, "rows": [row_document(r) for r in sel],
-            "accuracy": stats_document(accuracy_table(sel)), "by_device": by_device_document(sel)}
+            "accuracy": stats_document(accuracy_table(measured)),
+            "accuracy_simulated": stats_document(accuracy_table(simulated)), "by_device": by_device_document(sel)}
 
 
 def by_device_document(sel: list[Row]) -> dict[str, Any]:
@@ -83,18 +95,27 @@ def filters_from(query) -> dict[str, str]:
     return {k: query.get(k) for k in FILTERS if query.get(k)}
 
 
+def _three_columns(r: Row, simulations: dict[tuple[str, str], Row]) -> dict[str, str]:
+    """Formula / simulated / measured of one row, in GiB ("—" where none is stored)."""
+    sim = r if r.simulated else simulations.get((r.plan, r.target))
+    return {"predicted_gib": f"{r.predicted_bytes / GIB:.4f}",
+            "simulated_gib": f"{sim.measured_bytes / GIB:.4f}" if sim else "—",
+            "measured_gib": "—" if r.simulated else f"{r.measured_bytes / GIB:.4f}"}
+
+
 def reports_context(rows: list[Row], filters: dict[str, str], query_string: str) -> dict[str, Any]:
     sel = filtered(rows, **filters)
-    table = stats_document(accuracy_table(sel))
+    measured, simulated = measured_and_simulated(sel)
+    table = stats_document(accuracy_table(measured))
+    simulations = simulations_by_plan(rows)
     options = {k: sorted({str(getattr(r, k)) for r in rows}) for k in FILTERS}
     hists = [histogram(f"{method}: error of ours (%)", [100 * r.error for r in sel if r.method == method],
                        METHOD_COLOURS.get(method, "#888"))
              for method in sorted({r.method for r in sel})]
     return {
-        "rows": [{**row_document(r), "measured_gib": f"{r.measured_bytes / GIB:.4f}",
-                  "predicted_gib": f"{r.predicted_bytes / GIB:.4f}", "error": f"{100 * r.error:+.2f}",
+        "rows": [{**row_document(r), **_three_columns(r, simulations), "error": f"{100 * r.error:+.2f}",
                   "paper_error": f"{100 * r.paper_error:+.1f}"} for r in sel],
-        "table": table, "filters": filters, "options": options, "query": query_string,
+        "table": table, "simulated_table": stats_document(accuracy_table(simulated)) if simulated else None, "filters": filters, "options": options, "query": query_string,
         "scatter": scatter([(r.measured_bytes, r.predicted_bytes, r.method, f"{r.case}: {100 * r.error:+.2f} %",
                              f"/reports/{r.id}") for r in sel]),
         "histograms": hists, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,

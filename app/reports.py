@@ -56,6 +56,16 @@ class Row:
     phase_predicted: dict[str, int]
 
     @property
+    def simulated(self) -> bool:
+        """A meta-device simulation (``measured_bytes`` then holds the simulated peak)."""
+        return self.device == "meta"
+
+    @property
+    def target(self) -> str:
+        """The device type the numbers are for: where it ran, or what a simulation simulated."""
+        return self.device_kind.split(".", 1)[1] if self.simulated else self.device
+
+    @property
     def error(self) -> float:
         return relative_error(self.predicted_bytes, self.measured_bytes)
 
@@ -117,6 +127,8 @@ def device_kind(result: dict[str, Any]) -> str:
     if result.get("device_kind"):
         return result["device_kind"]
     env = result["environment"]
+    if env["device"] == "meta":
+        return f"meta.{env.get('target') or 'cuda'}"
     return f"cuda.{slug(env.get('device_name') or 'unknown')}" if env["device"] == "cuda" else "cpu"
 
 
@@ -139,6 +151,34 @@ def by_device(table_rows: Iterable[Row]) -> dict[str, Any]:
     return {"kinds": kinds,
             "plans": [{"plan": key, "case": next(iter(per_kind.values()))[-1].case, "cells": per_kind}
                       for key, per_kind in sorted(shared.items())]}
+
+
+def measured_and_simulated(table_rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
+    """(measurements, simulations): the accuracy of ours is reported against each separately."""
+    table_rows = list(table_rows)
+    return [r for r in table_rows if not r.simulated], [r for r in table_rows if r.simulated]
+
+
+def simulations_by_plan(table_rows: Iterable[Row]) -> dict[tuple[str, str], Row]:
+    """The latest simulation of each (plan, target device type)."""
+    return {(r.plan, r.target): r for r in table_rows if r.simulated}
+
+
+def plan_evidence(db: Database, request_doc: dict[str, Any]) -> dict[str, Any]:
+    """What is stored for one plan on its device type: the latest simulation and the latest
+    measurement (``{"simulated": {id, bytes} | None, "measured": {id, bytes, device_kind} | None}``),
+    matched on the request without its device (read from the stored documents, not re-estimated)."""
+    key, device = plan_key(request_doc), request_doc["device"]
+    found: dict[str, Any] = {"simulated": None, "measured": None}
+    for m in db.measurements():
+        result = m.result
+        request = result["request"]
+        if request.get("device") != device or plan_key(request) != key:
+            continue
+        simulated = result["environment"]["device"] == "meta"
+        found["simulated" if simulated else "measured"] = {
+            "id": m.id, "bytes": result["measured"]["peak_allocated_bytes"], "device_kind": device_kind(result)}
+    return found
 
 
 def rows(db: Database) -> list[Row]:

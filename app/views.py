@@ -244,12 +244,32 @@ def recent_rows(plans) -> list[dict[str, str]]:
 JOB_STEPS = (1, 2, 3, 5)
 
 
-def profile_from_plan(plan_query: str, steps: str) -> ProfileIn:
-    """The profiling request for the plan a result page shows (its query string) and ``steps``."""
+def profile_from_plan(plan_query: str, steps: str, simulated: bool = False) -> ProfileIn:
+    """The profiling request for the plan a result page shows (its query string) and ``steps``;
+    ``simulated``: a meta-device simulation for the plan's device type instead."""
     form, errors = parse_form(QueryParams(plan_query))
     if errors:
         raise EstimateError("plan", "; ".join(errors))
-    return ProfileIn(**setting_from_form(form), steps=int(steps) if steps.isdigit() else 3)
+    setting = setting_from_form(form)
+    if simulated:
+        setting.update(device="meta", target=setting["device"])
+    return ProfileIn(**setting, steps=int(steps) if steps.isdigit() else 3)
+
+
+def evidence_context(found: dict[str, Any], doc: dict[str, Any]) -> list[dict[str, str]]:
+    """The plan's three columns: ours (the formula), the stored simulation, the stored measurement
+    (tensor bytes at the peak, GiB; error of ours against each)."""
+    ours = doc["peak_allocated_bytes"]
+    rows = [{"source": "formula (ours)", "gib": gib_text(ours), "error": "", "href": ""}]
+    for source in ("simulated", "measured"):
+        item = found.get(source)
+        if item is None:
+            rows.append({"source": source, "gib": "—", "error": "", "href": ""})
+            continue
+        error = 100 * (ours - item["bytes"]) / item["bytes"] if item["bytes"] else 0.0
+        rows.append({"source": f"{source} ({item['device_kind']})", "gib": gib_text(item["bytes"]),
+                     "error": f"{error:+.2f} %", "href": f"/reports/{item['id']}"})
+    return rows
 
 
 def job_context(job_doc: dict[str, Any]) -> dict[str, Any]:
@@ -300,6 +320,7 @@ def _measured_rows(result: dict[str, Any]) -> list[dict[str, str]]:
 def _measured_summary(result: dict[str, Any]) -> dict[str, Any]:
     env = result["environment"]
     return {
+        "what": "simulated" if result["environment"]["device"] == "meta" else "measured",
         "counter": result["measured"]["counter"],
         "steady": ", ".join(str(s) for s in result["measured"]["steady_state_steps"]),
         "trainable_measured": f"{result['trainable_params']['trainable']:,}",

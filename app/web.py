@@ -12,8 +12,16 @@ from . import jobs
 from .paper_views import paper_context, parse_paper_query
 from .report_views import filters_from, measurement_context, report_csv, report_document, reports_context
 from .reports import rows as report_rows
-from .reports import to_row
-from .views import job_context, jobs_context, page_context, plan_label, profile_from_plan, recent_rows
+from .reports import plan_evidence, to_row
+from .views import (
+    evidence_context,
+    job_context,
+    jobs_context,
+    page_context,
+    plan_label,
+    profile_from_plan,
+    recent_rows,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,17 +32,20 @@ def index(request: Request) -> HTMLResponse:
     state = request.app.state
     context = page_context(request.query_params)
     if context["result"] is not None:
-        state.db.add_plan(request.url.query, plan_label(context["form"]), context["result"]["doc"]["peak_bytes"])
+        doc = context["result"]["doc"]
+        state.db.add_plan(request.url.query, plan_label(context["form"]), doc["peak_bytes"])
+        context["evidence"] = evidence_context(plan_evidence(state.db, doc["request"]), doc)
     context["recent"] = recent_rows(state.db.recent_plans(state.settings.recent_plans))
     return state.templates.TemplateResponse(request, "index.html", context)
 
 
 @router.post("/jobs")
 async def create_job(request: Request) -> RedirectResponse:
-    """"Measure it for real": queue the plan as a profiling job, then show the job's page."""
+    """"Measure it" (or "Simulate it", ``device=meta``): queue the plan as a profiling job, then
+    show the job's page."""
     form = QueryParams((await request.body()).decode("utf-8", "replace"))
     try:
-        body = profile_from_plan(form.get("plan", ""), form.get("steps", "3"))
+        body = profile_from_plan(form.get("plan", ""), form.get("steps", "3"), simulated=form.get("device") == "meta")
         job = jobs.create_job(request.app.state.db, body)
     except EstimateError as exc:
         raise HTTPException(422, str(exc)) from exc

@@ -106,3 +106,29 @@ def cases(n_per_model: int = 13) -> list[Case]:
             case_id = f"{name}/{i:02d}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}-{attn}"
             out.append(Case(case_id, name, split, req))
     return out
+
+
+# ---- catalog models on the meta device -------------------------------------------------------
+
+SIMULATED_MODELS = ("llama-2-7b", "llama-3-8b", "mistral-7b", "llama-2-70b")
+SIMULATED_METHODS = ("inference", "full", "lora", "qlora")
+# (batch, seq, gradient checkpointing): batch 1-8 and sequences 512-4096, the range the
+# estimator is judged on at 7B-70B scale
+SIMULATED_SHAPES = ((1, 512, False), (4, 1024, False), (2, 2048, False), (8, 4096, False), (4, 4096, True))
+
+
+def simulation_cases() -> list[Case]:
+    """Catalog models simulated for CUDA in bf16: LoRA r=8 on q, v (the LoRA paper's setting),
+    QLoRA r=16 on every linear layer with NF4 + double quantization (the QLoRA paper's)."""
+    out = []
+    for model in SIMULATED_MODELS:
+        for method in SIMULATED_METHODS:
+            for batch, seq, gc in SIMULATED_SHAPES:
+                gc = gc and method != "inference"
+                lora = (LoraSpec(r=16, alpha=32.0, target_modules="all-linear") if method == "qlora"
+                        else LoraSpec(r=8, alpha=16.0, target_modules=("q_proj", "v_proj")))
+                req = EstimateRequest(model, method=method, dtype="bf16", lora=lora,
+                                      quant=QuantSpec("nf4", True, 64) if method == "qlora" else None,
+                                      batch_size=batch, seq_len=seq, gradient_checkpointing=gc, device="cuda")
+                out.append(Case(f"{model}/{method}-b{batch}-s{seq}{'-gc' if gc else ''}", model, "simulation", req))
+    return out

@@ -1,5 +1,6 @@
-"""Run the validation matrix: one CPU measurement per case, appended to a JSONL file as it
-finishes (an interrupted run resumes where it stopped; nothing measured is lost)."""
+"""Run the validation matrix: one CPU measurement per case (or, ``simulated``, one meta-device
+simulation of a catalog model), appended to a JSONL file as it finishes (an interrupted run
+resumes where it stopped; nothing measured is lost)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .matrix import Case, cases
+from .matrix import Case, cases, simulation_cases
 
 STEPS = 2  # step two is the steady state
 
@@ -21,11 +22,16 @@ def done_cases(path: Path) -> set[str]:
 
 
 def run_matrix(path: Path, selected: list[Case] | None = None,
-               report: Callable[[int, int, Case, dict[str, Any] | None, str | None], None] | None = None) -> int:
-    """Measure every case not yet in ``path``; returns how many were measured now."""
-    from .run import measure
+               report: Callable[[int, int, Case, dict[str, Any] | None, str | None], None] | None = None,
+               simulated: bool = False) -> int:
+    """Measure (or simulate) every case not yet in ``path``; returns how many ran now."""
+    if simulated:
+        from .simulation import simulate as measure
+    else:
+        from .run import measure
 
-    todo = [c for c in (selected or cases()) if c.id not in done_cases(path)]
+    source = "meta-simulation" if simulated else "cpu-validation"
+    todo = [c for c in (selected or (simulation_cases() if simulated else cases())) if c.id not in done_cases(path)]
     path.parent.mkdir(parents=True, exist_ok=True)
     for i, case in enumerate(todo, 1):
         started = time.perf_counter()
@@ -35,7 +41,7 @@ def run_matrix(path: Path, selected: list[Case] | None = None,
             if report:
                 report(i, len(todo), case, None, f"{type(exc).__name__}: {exc}")
             continue
-        line = {"case": case.id, "model": case.model, "split": case.split, "source": "cpu-validation", **result}
+        line = {"case": case.id, "model": case.model, "split": case.split, "source": source, **result}
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
         if report:
