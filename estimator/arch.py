@@ -377,6 +377,7 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         max_position_embeddings=c.int("max_position_embeddings", 4096, maximum=2**27),
         gated_mlp=True,
         hidden_act=c.str(act_key, c.str("hidden_act", "silu")),
+        attention_dropout=c.probability("attention_dropout", 0.0),
         layer_linears=attn + mlp,
         layer_norms=(NormSpec("rmsnorm", h),) * norms_per_layer,
         final_norm=NormSpec("rmsnorm", h),

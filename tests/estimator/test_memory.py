@@ -108,6 +108,23 @@ def test_eager_attention_keeps_the_s_by_s_matrices():
     assert sdpa < eager
 
 
+@pytest.mark.parametrize("attn,device,attention_dropout,o_input_counted", [
+    ("sdpa", "cuda", 0.0, False),  # flash / efficient kernel: o_proj reads the saved output
+    ("sdpa", "cpu", 0.0, False),  # CPU flash kernel, same layout
+    ("sdpa", "cpu", 0.1, True),  # CPU math path (dropout): transpose + reshape copy the output
+    ("eager", "cuda", 0.0, True),  # matmul output, transposed and copied before o_proj
+], ids=["sdpa-cuda", "sdpa-cpu", "sdpa-cpu-dropout", "eager"])
+def test_o_proj_input_is_the_fused_kernels_saved_output(attn, device, attention_dropout, o_input_counted):
+    """Full fine-tuning: o_proj keeps its input. A fused kernel's output is laid out (b, s, heads,
+    head_dim), so ``transpose(1, 2).reshape`` is a view and that input is the tensor the kernel
+    already saved: counted once (found against meta-device simulations, byte-exact per layer)."""
+    arch = arch_from_config({**TINY_CONFIGS["llama-gqa"], "attention_dropout": attention_dropout})
+    st = _setting(full=True, attn=attn, device=device, lora_targets=())
+    o_proj = tuple(m for m in arch.layer_linears if m.role == "o")
+    t = st.batch * st.seq
+    assert act.linear_inputs_saved(arch, st, o_proj) == (t * arch.q_dim * st.stream_bytes if o_input_counted else 0)
+
+
 def test_logits_are_upcast_to_fp32():
     arch = arch_from_config(TINY_CONFIGS["llama-gqa"])  # vocab 1000
     st = _setting()
