@@ -236,7 +236,7 @@ def accuracy_table(table_rows: list[Row]) -> dict[str, Any]:
 def format_table(table: dict[str, Any]) -> str:
     """The accuracy table as text (the README quotes it)."""
     def cell(s: Stat) -> str:
-        return f"{100 * s.median:6.2f} / {100 * s.max:7.2f}"
+        return f"{100 * s.median:6.2f} / {100 * s.max:7.2f}" if s.n else "—"
 
     lines = ["|error| of the peak, median / max in %",
              f"{'method':12s}{'n':>5s}  {'ours':>16s}  {'ours (fit)':>16s}  {'ours (holdout)':>16s}  "

@@ -32,6 +32,7 @@ F = 4  # bytes of fp32
 LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
 MASK_BYTES_CUDA = 1  # fused dropout keeps a bool mask
 MASK_BYTES = 1  # torch's native_dropout keeps its mask as bool
+MEM_EFF_BIAS_ALIGNMENT = 16  # attention.cpp: preprocess_mask pads the bias's last dim to 16
 INPUT_GROUPS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in", "o": "attn_out",
                 "mlp_in": "mlp_in", "mlp_out": "mlp_act"}
 # Activation functions that transformers builds from several pointwise ops, each keeping a
@@ -124,7 +125,8 @@ def fused_attention(arch: ArchSpec, st: ActivationSetting) -> bool:
 
 def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes the attention core keeps: q, k, v and either the s×s probabilities (eager, or sdpa's
-    math path) or the output + LSE (fused sdpa / flash kernels)."""
+    math path) or the output + LSE (fused sdpa / flash kernels), plus the additive mask a masked
+    sdpa call keeps."""
     b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
     n = arch.num_attention_heads
     qkv = t * (arch.q_dim + 2 * arch.kv_dim) * a
@@ -133,9 +135,36 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, a)
     if not fused_attention(arch, st):
         return _sdpa_math_saved(arch, st)
+    if _kv_expanded(arch, st):
+        qkv = t * 3 * arch.q_dim * a
     out = t * arch.q_dim * a
     lse = b * n * s * F
-    return qkv + out + lse
+    return qkv + out + lse + sdpa_mask_saved(arch, st)
+
+
+def sdpa_masked(arch: ArchSpec, st: ActivationSetting) -> bool:
+    """Whether transformers hands sdpa a materialized mask (a sliding window the sequence reaches)."""
+    return st.attn == "sdpa" and 0 < arch.sliding_window <= st.seq
+
+
+def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The additive mask a fused kernel keeps for backward, one per layer: the bool mask converted
+    to 0/-inf in the stream's dtype (``convert_boolean_attn_mask``), its rows padded to a multiple of
+    16 for CUDA's memory-efficient kernel (attention.cpp, ``preprocess_mask``)."""
+    if not sdpa_masked(arch, st):
+        return 0.0
+    row = -(-st.seq // MEM_EFF_BIAS_ALIGNMENT) * MEM_EFF_BIAS_ALIGNMENT if st.device == "cuda" else st.seq
+    return st.batch * st.seq * row * st.stream_bytes
+
+
+def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
+    """Whether k and v reach the kernel with every query head under GQA: transformers repeats them
+    (``repeat_kv``) when it passes a mask, and on CUDA an fp32 stream (QLoRA's) runs the
+    memory-efficient kernel, which takes equal head counts (the flash kernel, 16-bit only, reads
+    grouped heads natively)."""
+    if arch.kv_dim == arch.q_dim:
+        return False
+    return sdpa_masked(arch, st) or (st.device == "cuda" and st.stream_bytes == F)
 
 
 def _eager_probs_saved(arch: ArchSpec, a: float) -> float:

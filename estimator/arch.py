@@ -138,6 +138,10 @@ class ArchSpec:
     supports_sdpa: bool = True
     # Dropout on the attention probabilities in training (GPT-2's attn_pdrop defaults to 0.1).
     attention_dropout: float = 0.0
+    # Sliding-window attention (0: none). transformers then builds a real causal mask for sdpa once
+    # the sequence reaches the window, instead of passing ``is_causal`` (masking_utils,
+    # ``_ignore_causal_mask_sdpa``: ``kv_length >= local_attention_size``).
+    sliding_window: int = 0
     # Whether eager attention computes its softmax in fp32 (Llama and most since) or in the
     # stream's dtype (GPT-2).
     softmax_fp32: bool = True
@@ -324,6 +328,17 @@ def _kv_heads(c: _Config, heads: int) -> int:
 # ---- family builders ----------------------------------------------------------------
 
 
+# Families whose transformers model switches to a sliding-window causal mask when the config sets
+# ``sliding_window`` (Qwen2 only with ``use_sliding_window``, and then per layer: not modelled).
+SLIDING_WINDOW_TYPES = ("mistral", "mixtral", "phi3")
+
+
+def _sliding_window(c: _Config, model_type: str) -> int:
+    if model_type not in SLIDING_WINDOW_TYPES or c.raw.get("sliding_window") is None:
+        return 0
+    return c.int("sliding_window", maximum=2**27)
+
+
 def _llama_like(c: _Config, model_type: str) -> ArchSpec:
     """llama, mistral, mixtral, qwen2, gemma, gemma2: RMSNorm, RoPE, gated MLP, GQA."""
     h = c.int("hidden_size")
@@ -378,6 +393,7 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         gated_mlp=True,
         hidden_act=c.str(act_key, c.str("hidden_act", "silu")),
         attention_dropout=c.probability("attention_dropout", 0.0),
+        sliding_window=_sliding_window(c, model_type),
         layer_linears=attn + mlp,
         layer_norms=(NormSpec("rmsnorm", h),) * norms_per_layer,
         final_norm=NormSpec("rmsnorm", h),
@@ -412,6 +428,7 @@ def _phi3(c: _Config, model_type: str) -> ArchSpec:
         max_position_embeddings=c.int("max_position_embeddings", 4096, maximum=2**27),
         gated_mlp=True,
         hidden_act=c.str("hidden_act", "silu"),
+        sliding_window=_sliding_window(c, model_type),
         layer_linears=(
             LinearSpec("qkv_proj", h, (heads + 2 * kv) * d, False, role="qkv"),
             LinearSpec("o_proj", heads * d, h, False, role="o"),

@@ -339,6 +339,11 @@ def step_moments(plan: StepPlan, b: int, s: int) -> tuple[tuple[Phase, ...], tup
     """The worst moment of each phase, and the allocated bytes of every moment, at ``b, s``: from
     the plan's fitted polynomial once the plan is in use again (only the worst moments get their
     terms), else from the formulas. Both are exact; tests hold them equal."""
+    window = plan.arch.sliding_window
+    if window and s >= window:
+        # past the window transformers masks explicitly: a different polynomial, so no fit here
+        moments = plan.moments_at(b, s)
+        return _worst_per_phase(moments), tuple(m.allocated_bytes for m in moments)
     if plan not in _USED_ONCE:
         if len(_USED_ONCE) >= MAX_USED_ONCE:
             _USED_ONCE.clear()
