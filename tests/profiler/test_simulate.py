@@ -15,7 +15,7 @@ pytest.importorskip("peft")
 
 import torch  # noqa: E402
 
-from estimator import EstimateRequest, LoraSpec, QuantSpec  # noqa: E402
+from estimator import EstimateRequest, LoraSpec, QuantSpec, estimate  # noqa: E402
 from profiler import BuildError, measure, simulate  # noqa: E402
 from profiler.kernels import TargetKernels, cuda_sdpa_backend  # noqa: E402
 from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
@@ -28,11 +28,11 @@ pytestmark = [
 ALL_LINEAR = LoraSpec(r=4, alpha=8.0, target_modules="all-linear")
 
 
-def _request(family, method, device="cpu", **kw):
+def _request(family, method, device="cpu", config_changes=None, **kw):
     base = dict(method=method, device=device, dtype="bf16", batch_size=2, seq_len=16, lora=ALL_LINEAR,
                 quant=QuantSpec() if method == "qlora" else None)
     base.update(kw)
-    return EstimateRequest({"config": TINY_CONFIGS[family]}, **base)
+    return EstimateRequest({"config": {**TINY_CONFIGS[family], **(config_changes or {})}}, **base)
 
 
 CROSS_CHECKS = {
@@ -47,6 +47,7 @@ CROSS_CHECKS = {
     "gpt2-full-attention-dropout": _request("gpt2", "full"),  # CPU sdpa takes the math path
     "falcon-lora-masked": _request("falcon-serial", "lora"),
     "mixtral-lora-experts": _request("mixtral", "lora"),
+    "mistral-sliding-window-mask": _request("mistral", "lora", config_changes={"sliding_window": 8}),
     "phi3-inference": _request("phi3", "inference"),
 }
 
@@ -59,6 +60,16 @@ def test_simulation_matches_the_cpu_measurement(request_):
     assert simulated["phase_peaks"].keys() == measured["phase_peaks"].keys()
     for phase, value in measured["phase_peaks"].items():
         assert simulated["phase_peaks"][phase] == pytest.approx(value, rel=0.01), phase
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_the_estimate_equals_the_simulation_past_a_sliding_window(method, device):
+    """The mechanism the catalog simulations found: past the window transformers passes sdpa a mask
+    (converted to an additive one and kept by every layer) and repeats k, v for it."""
+    request_ = _request("mistral", method, device=device, config_changes={"sliding_window": 8}, seq_len=32)
+    simulated = simulate(request_)["measured"]["peak_allocated_bytes"]
+    assert estimate(request_).peak_allocated_bytes == pytest.approx(simulated, rel=0.01)
 
 
 def test_a_simulation_is_marked_as_one():
