@@ -96,15 +96,9 @@ def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Prog
     training = req.method != "inference"
     model = prepare_for_training(model, req) if training else model.eval()
     optimizer = make_optimizer(model, req) if training else None
-    vocab = model.config.get_text_config().vocab_size
     counter = Counter(device, model)
     with counter:
-        counter.begin()
-        load = counter.end("load", 0)
-        if training:
-            readings = _train(model, optimizer, counter, req, vocab, steps, device, report)
-        else:
-            readings = _prefill(model, counter, req, vocab, device, report)
+        load, readings = run_phases(model, optimizer, counter, req, steps, device, report)
     return {
         "request": prediction["request"],
         "prediction": prediction,
@@ -114,6 +108,18 @@ def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Prog
         "environment": environment(device),
         "duration_s": round(time.perf_counter() - started, 3),
     }
+
+
+def run_phases(model, optimizer, counter: Counter, req: EstimateRequest, steps: int, device: torch.device,
+               report: Progress) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The load reading, then the readings of every training step (or of the prefill), with
+    ``counter`` active."""
+    vocab = model.config.get_text_config().vocab_size
+    counter.begin()
+    load = counter.end("load", 0)
+    if optimizer is not None:
+        return load, _train(model, optimizer, counter, req, vocab, steps, device, report)
+    return load, _prefill(model, counter, req, vocab, device, report)
 
 
 def _tokens(req: EstimateRequest, vocab: int, device: torch.device) -> torch.Tensor:

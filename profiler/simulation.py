@@ -31,7 +31,7 @@ from estimator.request import normalize
 
 from .build import TORCH_DTYPES, BuildError, make_optimizer, prepare_for_training, source_config
 from .kernels import TargetKernels
-from .run import Counter, Progress, _prefill, _train, _trainable, summarize, versions
+from .run import Counter, Progress, _trainable, run_phases, summarize, versions
 
 META = torch.device("meta")
 SIMULATED_STEPS = 2  # step one allocates the optimizer state; step two is the steady state
@@ -45,27 +45,29 @@ def simulate(request: EstimateRequest, steps: int = SIMULATED_STEPS, progress: P
     shape of :func:`profiler.measure`'s, with ``environment.device`` ``meta``."""
     report = progress or (lambda phase, step, total: None)
     req, _ = normalize(request)
-    target = req.device
     if req.optimizer not in SIMULATED_OPTIMIZERS and req.method != "inference":
         raise BuildError(f"optimizer {req.optimizer!r} runs bitsandbytes' C kernels, which have no meta "
                          f"implementation; simulated optimizers: {', '.join(SIMULATED_OPTIMIZERS)}")
     prediction = to_document(estimate(req))
     started = time.perf_counter()
+    try:
+        return _simulate(req, steps, report, allow_hub, prediction, started)
+    except (RuntimeError, NotImplementedError) as exc:  # an op without a meta implementation
+        raise BuildError(f"cannot be simulated on the meta device: {type(exc).__name__}: {exc}") from exc
+
+
+def _simulate(req: EstimateRequest, steps: int, report: Progress, allow_hub: bool, prediction: dict[str, Any],
+              started: float) -> dict[str, Any]:
+    target = req.device
     report("load", 0, steps)
     model = meta_model(req, allow_hub)
     training = req.method != "inference"
     model = prepare_for_training(model, req) if training else model.eval()
     optimizer = make_optimizer(model, req, foreach=target == "cuda") if training else None
-    vocab = model.config.get_text_config().vocab_size
     counter = Counter(META, model, also_count=("cpu",) if target == "cpu" else ())
     kernels = TargetKernels(target)
     with meta_answers(), kernels, counter:
-        counter.begin()
-        load = counter.end("load", 0)
-        if training:
-            readings = _train(model, optimizer, counter, req, vocab, steps, META, report)
-        else:
-            readings = _prefill(model, counter, req, vocab, META, report)
+        load, readings = run_phases(model, optimizer, counter, req, steps, META, report)
     measured = summarize(load, readings, COUNTER.format(target=target))
     measured["attention_kernels"] = kernels.backends
     return {

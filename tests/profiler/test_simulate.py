@@ -168,6 +168,12 @@ def test_qlora_layers_hold_what_bitsandbytes_lays_out():
     assert not isinstance(model.lm_head, bnb.nn.Linear4bit)  # transformers keeps the output layer
 
 
+def test_what_meta_cannot_run_is_refused_with_the_reason():
+    """QLoRA of fused MoE experts: prepare_kbit makes them fp32, torch's grouped matmul (meta) takes bf16."""
+    with pytest.raises(BuildError, match="meta device"):
+        simulate(_request("mixtral", "qlora"))
+
+
 def test_bitsandbytes_optimizers_are_refused_with_the_reason():
     with pytest.raises(BuildError, match="meta"):
         simulate(_request("llama-gqa", "lora", optimizer="adamw_8bit"))
