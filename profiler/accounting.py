@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -36,9 +37,14 @@ class LiveTensorBytes(TorchDispatchMode):
     for a simulation: meta storages hold no memory but have their size and identity), with a
     peak that can be reset."""
 
-    def __init__(self, device_types: tuple[str, ...] = ("cpu",)) -> None:
+    def __init__(self, device_types: tuple[str, ...] = ("cpu",),
+                 workspace: Callable[[Any, tuple, dict], int] | None = None) -> None:
+        """``workspace(func, args, kwargs)``: bytes an op allocates inside itself and frees before it
+        returns, where a simulation knows them (the target's kernels); they count towards the peak,
+        next to the op's outputs."""
         super().__init__()
         self.device_types = device_types
+        self.workspace = workspace
         self._live: dict[int, int] = {}
         self.current_bytes = 0
         self.peak_bytes = 0
@@ -73,11 +79,16 @@ class LiveTensorBytes(TorchDispatchMode):
 
     # ---- the dispatch hook -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         flat, _ = tree_flatten(out)
         for t in flat:
             if isinstance(t, torch.Tensor):
                 self.track(t)
+        if self.workspace is not None:
+            extra = self.workspace(func, args, kwargs)
+            if extra:
+                self.peak_bytes = max(self.peak_bytes, self.current_bytes + extra)
         return out
 
 

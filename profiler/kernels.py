@@ -16,8 +16,15 @@ outputs):
 - ``dropout`` on CUDA is the fused ``native_dropout`` (a bool mask); elsewhere
   ``input * bernoulli noise`` keeps a noise tensor of the input's dtype.
 
-Not seen, on either target: memory a kernel allocates inside itself and frees before returning
-(the CUDA flash backward's fp32 ``dq`` accumulator, cuBLAS workspaces), as on the CPU counter.
+- bitsandbytes' ``gemm_4bit`` on CUDA (``backends/cuda/ops.py``) runs its fused kernel only for
+  inputs of at most 1,536 rows (below that, a per-architecture heuristic decides; counted as fused
+  here) with ``in_features`` a multiple of the blocksize; otherwise it dequantizes the whole weight
+  to the input's dtype inside the op (plus, nested, two fp32 absmax vectors) and frees it before
+  returning. The CUDA allocator counts that buffer, so the simulation adds it as the op's
+  workspace (``cuda_workspace_bytes``).
+
+Not seen, on either target: other memory a kernel allocates inside itself and frees before
+returning (the CUDA flash backward's fp32 ``dq`` accumulator, cuBLAS workspaces).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ FLASH_MAX_HEAD_DIM = 256  # cuda/sdp_utils.cpp, check_head_dim_size_flash
 FLASH_PAD_MULTIPLE = 8  # attention.cpp: pad_last_dim<8> before the CUDA flash kernel
 MEM_EFF_BIAS_ALIGNMENT = 16  # attention.cpp: preprocess_mask pads the bias's last dim to 16
 CPU_FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION, as _fused_sdp_choice returns it
+GEMM_4BIT_CUSTOM_MAX_M = 1536  # bitsandbytes backends/cuda/ops.py: _gemm_4bit_custom_max_m
 
 
 def cuda_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -65,6 +73,22 @@ def cpu_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         choice = torch.ops.aten._fused_sdp_choice(probe(query), probe(key), probe(value), mask, dropout_p,
                                                   is_causal, enable_gqa=enable_gqa)
     return "cpu_flash" if choice == CPU_FLASH else "math"
+
+
+def cuda_workspace_bytes(func, args: tuple, kwargs: dict) -> int:
+    """Bytes a CUDA kernel allocates inside the op and frees before returning, for the ops whose
+    buffer a simulation can size: bitsandbytes' ``gemm_4bit`` when it falls back to dequantize +
+    ``F.linear`` (see the module doc)."""
+    if getattr(func, "name", lambda: "")() != "bitsandbytes::gemm_4bit":
+        return 0
+    A, _, shape_b, absmax, blocksize = args[:5]
+    k = A.shape[-1]
+    rows = A.numel() // k
+    if rows <= GEMM_4BIT_CUSTOM_MAX_M and k % blocksize == 0:
+        return 0
+    dequantized = math.prod(shape_b) * A.element_size()
+    nested = args[7] if len(args) > 7 else kwargs.get("absmax_8bit")
+    return dequantized + (2 * nested.numel() * 4 if nested is not None else 0)  # fp32 absmax, then + offset
 
 
 def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -31,16 +31,18 @@ CUDA_COUNTER = "torch.cuda.max_memory_allocated (reserved and NVML used recorded
 class Counter:
     """One interface over the CPU and CUDA counters: reset at a phase start, read at its end."""
 
-    def __init__(self, device: torch.device, model: torch.nn.Module, also_count: tuple[str, ...] = ()):
+    def __init__(self, device: torch.device, model: torch.nn.Module, also_count: tuple[str, ...] = (),
+                 workspace=None):
         """``also_count``: further device types whose tensors count (a simulation targeting the
-        CPU counts the host tensors torch keeps beside the meta ones, e.g. optimizer step counts)."""
+        CPU counts the host tensors torch keeps beside the meta ones, e.g. optimizer step counts);
+        ``workspace``: kernel-internal bytes a simulation adds (see ``LiveTensorBytes``)."""
         self.device = device
         if device.type == "cuda":
             self.cuda = CudaCounters(device)
             self.live = None
         else:
             self.cuda = None
-            self.live = LiveTensorBytes((device.type, *also_count))
+            self.live = LiveTensorBytes((device.type, *also_count), workspace)
             self.live.track_all(model_tensors(model))
 
     def __enter__(self) -> Counter:

@@ -30,7 +30,7 @@ from estimator import EstimateRequest, estimate, to_document
 from estimator.request import normalize
 
 from .build import TORCH_DTYPES, BuildError, make_optimizer, prepare_for_training, source_config
-from .kernels import TargetKernels
+from .kernels import TargetKernels, cuda_workspace_bytes
 from .run import Counter, Progress, _trainable, run_phases, summarize, versions
 
 META = torch.device("meta")
@@ -64,7 +64,8 @@ def _simulate(req: EstimateRequest, steps: int, report: Progress, allow_hub: boo
     training = req.method != "inference"
     model = prepare_for_training(model, req) if training else model.eval()
     optimizer = make_optimizer(model, req, foreach=target == "cuda") if training else None
-    counter = Counter(META, model, also_count=("cpu",) if target == "cpu" else ())
+    counter = Counter(META, model, also_count=("cpu",) if target == "cpu" else (),
+                      workspace=cuda_workspace_bytes if target == "cuda" else None)
     kernels = TargetKernels(target)
     with meta_answers(), kernels, counter:
         load, readings = run_phases(model, optimizer, counter, req, steps, META, report)

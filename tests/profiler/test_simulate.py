@@ -177,3 +177,27 @@ def test_what_meta_cannot_run_is_refused_with_the_reason():
 def test_bitsandbytes_optimizers_are_refused_with_the_reason():
     with pytest.raises(BuildError, match="meta"):
         simulate(_request("llama-gqa", "lora", optimizer="adamw_8bit"))
+
+
+@pytest.mark.parametrize("rows,expected", [(2048, True), (1536, False)], ids=["fallback", "fused"])
+def test_cuda_gemm_4bit_dequantizes_inside_the_op_past_1536_rows(rows, expected):
+    """bitsandbytes' CUDA gemm_4bit: above 1,536 input rows it dequantizes the whole weight to the
+    input's dtype inside the op (and the nested absmax to fp32, twice); the allocator sees that."""
+    import bitsandbytes as bnb
+
+    from profiler.accounting import LiveTensorBytes
+    from profiler.kernels import cuda_workspace_bytes
+
+    out_f, in_f = 256, 512
+    packed, state = bnb.functional.quantize_4bit(torch.empty(out_f, in_f, dtype=torch.bfloat16, device="meta"),
+                                                 blocksize=64, compress_statistics=True, quant_type="nf4")
+    a = torch.empty(rows, in_f, dtype=torch.bfloat16, device="meta")
+
+    def peak(workspace) -> int:
+        counter = LiveTensorBytes(("meta",), workspace=workspace)
+        with counter:
+            bnb.matmul_4bit(a, packed.t(), quant_state=state)
+        return counter.peak_bytes
+
+    workspace = out_f * in_f * 2 + 2 * state.absmax.numel() * 4  # bf16 weight; fp32 absmax, then + offset
+    assert peak(cuda_workspace_bytes) - peak(None) == (workspace if expected else 0)
