@@ -23,6 +23,9 @@ outputs):
   returning. The CUDA allocator counts that buffer, so the simulation adds it as the op's
   workspace (``cuda_workspace_bytes``).
 
+Cross-entropy needs no routing: its CUDA and CPU kernels allocate what the meta kernels do
+(``log_softmax``'s output, ``nll_loss``'s gradient).
+
 Not seen, on either target: other memory a kernel allocates inside itself and frees before
 returning (the CUDA flash backward's fp32 ``dq`` accumulator, cuBLAS workspaces).
 """
