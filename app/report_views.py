@@ -115,7 +115,8 @@ def reports_context(rows: list[Row], filters: dict[str, str], query_string: str)
     return {
         "rows": [{**row_document(r), **_three_columns(r, simulations), "error": f"{100 * r.error:+.2f}",
                   "paper_error": f"{100 * r.paper_error:+.1f}"} for r in sel],
-        "table": table, "simulated_table": stats_document(accuracy_table(simulated)) if simulated else None, "filters": filters, "options": options, "query": query_string,
+        "table": table, "simulated_table": stats_document(accuracy_table(simulated)) if simulated else None,
+        "filters": filters, "options": options, "query": query_string,
         "scatter": scatter([(r.measured_bytes, r.predicted_bytes, r.method, f"{r.case}: {100 * r.error:+.2f} %",
                              f"/reports/{r.id}") for r in sel]),
         "histograms": hists, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,

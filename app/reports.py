@@ -166,7 +166,7 @@ def simulations_by_plan(table_rows: Iterable[Row]) -> dict[tuple[str, str], Row]
 
 def plan_evidence(db: Database, request_doc: dict[str, Any]) -> dict[str, Any]:
     """What is stored for one plan on its device type: the latest simulation and the latest
-    measurement (``{"simulated": {id, bytes} | None, "measured": {id, bytes, device_kind} | None}``),
+    measurement (``{"simulated": {id, bytes, device_kind} | None, "measured": ... | None}``),
     matched on the request without its device (read from the stored documents, not re-estimated)."""
     key, device = plan_key(request_doc), request_doc["device"]
     found: dict[str, Any] = {"simulated": None, "measured": None}
