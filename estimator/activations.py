@@ -106,7 +106,8 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
             total += t * width * LORA_BYTES  # this module's own fp32 cast of its input
         else:
             shared_saved.add(group)
-    if fused_attention(arch, st):
+    copied = arch.attention_output_copied and not _cuda_memory_efficient(arch, st)
+    if fused_attention(arch, st) and not copied:
         # o_proj reads the fused kernel's output, laid out (b, s, heads, head_dim): the transpose and
         # reshape before o_proj are views, so what o_proj keeps is what attention_saved counts
         shared_saved.discard("attn_out")
@@ -137,6 +138,11 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         return _sdpa_math_saved(arch, st)
     if _kv_expanded(arch, st):
         qkv = t * 3 * arch.q_dim * a
+    elif arch.v_views_fused_qkv:
+        # q and k leave the fused projection's output through RoPE (new tensors), v as a view of it
+        # that the fused kernel keeps as it is (eager's matmul keeps a contiguous copy instead):
+        # saving v keeps the whole fused output alive
+        qkv += t * (arch.q_dim + arch.kv_dim) * a
     out = t * arch.q_dim * a
     lse = b * n * s * F
     return qkv + out + lse + sdpa_mask_saved(arch, st)
@@ -157,6 +163,11 @@ def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return st.batch * st.seq * row * st.stream_bytes
 
 
+def _cuda_memory_efficient(arch: ArchSpec, st: ActivationSetting) -> bool:
+    """Whether sdpa runs CUDA's memory-efficient kernel (flash takes 16-bit inputs without a mask)."""
+    return st.device == "cuda" and st.attn == "sdpa" and (st.stream_bytes == F or sdpa_masked(arch, st))
+
+
 def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
     """Whether k and v reach the kernel with every query head under GQA: transformers repeats them
     (``repeat_kv``) when it passes a mask, and on CUDA an fp32 stream (QLoRA's) runs the
@@ -164,7 +175,7 @@ def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
     grouped heads natively)."""
     if arch.kv_dim == arch.q_dim:
         return False
-    return sdpa_masked(arch, st) or (st.device == "cuda" and st.stream_bytes == F)
+    return sdpa_masked(arch, st) or _cuda_memory_efficient(arch, st)
 
 
 def _eager_probs_saved(arch: ArchSpec, a: float) -> float:

@@ -142,6 +142,16 @@ class ArchSpec:
     # the sequence reaches the window, instead of passing ``is_causal`` (masking_utils,
     # ``_ignore_causal_mask_sdpa``: ``kv_length >= local_attention_size``).
     sliding_window: int = 0
+    # How transformers' attention code lays tensors out (a fact of each family's modeling code):
+    # - ``v_views_fused_qkv``: v is a view of the fused qkv projection's output while q and k leave
+    #   it through RoPE as new tensors (Phi-3), so saving v keeps the whole output alive;
+    # - ``attention_output_copied``: q reaches attention laid out (b, heads, s, d) (Phi-3's RoPE
+    #   concatenates), the flash kernels' output follows q's layout, and the reshape before the
+    #   output projection copies it (CUDA's memory-efficient kernel always lays its output out
+    #   (b, s, heads, d)). Checked against simulations for Phi-3 only; GPT-NeoX and Falcon share
+    #   parts of this and are not modelled yet.
+    v_views_fused_qkv: bool = False
+    attention_output_copied: bool = False
     # Whether eager attention computes its softmax in fp32 (Llama and most since) or in the
     # stream's dtype (GPT-2).
     softmax_fp32: bool = True
@@ -429,6 +439,8 @@ def _phi3(c: _Config, model_type: str) -> ArchSpec:
         gated_mlp=True,
         hidden_act=c.str("hidden_act", "silu"),
         sliding_window=_sliding_window(c, model_type),
+        v_views_fused_qkv=True,
+        attention_output_copied=True,
         layer_linears=(
             LinearSpec("qkv_proj", h, (heads + 2 * kv) * d, False, role="qkv"),
             LinearSpec("o_proj", heads * d, h, False, role="o"),
