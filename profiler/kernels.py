@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import _disable_current_modes
 
+from estimator.activations import MEM_EFF_BIAS_ALIGNMENT
+
 TARGETS = ("cuda", "cpu")
 HALF = (torch.float16, torch.bfloat16)
 FLASH_MAX_HEAD_DIM = 256  # cuda/sdp_utils.cpp, check_head_dim_size_flash
 FLASH_PAD_MULTIPLE = 8  # attention.cpp: pad_last_dim<8> before the CUDA flash kernel
-MEM_EFF_BIAS_ALIGNMENT = 16  # attention.cpp: preprocess_mask pads the bias's last dim to 16
 CPU_FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION, as _fused_sdp_choice returns it
 GEMM_4BIT_CUSTOM_MAX_M = 1536  # bitsandbytes backends/cuda/ops.py: _gemm_4bit_custom_max_m
 
@@ -84,14 +85,15 @@ def cuda_workspace_bytes(func, args: tuple, kwargs: dict) -> int:
     ``F.linear`` (see the module doc)."""
     if getattr(func, "name", lambda: "")() != "bitsandbytes::gemm_4bit":
         return 0
-    A, _, shape_b, absmax, blocksize = args[:5]
+    A, _, shape_b, _, blocksize = args[:5]
     k = A.shape[-1]
     rows = A.numel() // k
     if rows <= GEMM_4BIT_CUSTOM_MAX_M and k % blocksize == 0:
         return 0
     dequantized = math.prod(shape_b) * A.element_size()
     nested = args[7] if len(args) > 7 else kwargs.get("absmax_8bit")
-    return dequantized + (2 * nested.numel() * 4 if nested is not None else 0)  # fp32 absmax, then + offset
+    fp32_bytes = 4
+    return dequantized + (2 * nested.numel() * fp32_bytes if nested is not None else 0)  # absmax, then + offset
 
 
 def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
