@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, select, update
+from sqlalchemy import DateTime, Integer, String, Text, create_engine, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -137,6 +137,10 @@ class Database:
     def list_jobs(self, limit: int) -> list[Job]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+
+    def count_jobs(self, status: str) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(Job).where(Job.status == status)) or 0
 
     def claim_next(self, worker: str) -> Job | None:
         """Move the oldest queued job to running for ``worker``; None when there is none.
