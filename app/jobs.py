@@ -14,21 +14,27 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from estimator import EstimateRequest
+from estimator import EstimateError, EstimateRequest, gpus
+from estimator.units import GIB
 
+from .checkpoints import resolve_checkpoint
 from .core.config import Settings
 from .db import Database, Job
-from .schemas import ProfileIn, VariantIn
+from .schemas import CheckpointModel, ProfileIn, VariantIn
 from .services import run_estimate, to_request, variant_label
 
 log = logging.getLogger("tunefit.worker")
 
 
 def job_label(body: ProfileIn) -> str:
-    model = body.model if isinstance(body.model, str) else "config.json"
+    if isinstance(body.model, CheckpointModel):
+        model = Path(body.model.checkpoint).name
+    else:
+        model = body.model if isinstance(body.model, str) else "config.json"
     where = f"simulated for {body.simulated_device}" if body.simulated_device else body.device
     return f"{model} {variant_label(body, VariantIn())} batch {body.batch_size} seq {body.seq_len} {where}"
 
@@ -45,17 +51,67 @@ class QueueUnavailable(Exception):
     """The job queue (the Celery broker) could not take a job."""
 
 
+class QueueFull(Exception):
+    """``TUNEFIT_MAX_QUEUED_JOBS`` jobs wait already."""
+
+
+class JobTooLarge(EstimateError):
+    """The estimate says the job would not fit the memory it would run in."""
+
+
 Dispatch = Callable[[Job, ProfileIn], None]
 
 
-def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None) -> Job:
+def with_checked_checkpoint(body: ProfileIn, roots: Sequence[Path]) -> ProfileIn:
+    """``body`` with its local checkpoint's path checked and made real (see ``app.checkpoints``)."""
+    if not isinstance(body.model, CheckpointModel):
+        return body
+    real = resolve_checkpoint(body.model.checkpoint, roots)
+    return body.model_copy(update={"model": CheckpointModel(checkpoint=str(real))})
+
+
+def worker_memory(body: ProfileIn, settings: Settings) -> tuple[int | None, str]:
+    """The memory a job would run in, as far as the service knows it, and what that is.
+
+    A CPU job runs under the worker's memory guard; a CUDA job on some worker's GPU, at most the
+    largest GPU in the catalog; a simulation allocates nothing.
+    """
+    if body.simulated_device is not None:
+        return None, ""
+    if body.device == "cpu":
+        return settings.job_memory_limit_bytes, "the CPU worker's memory guard (TUNEFIT_JOB_MEMORY_LIMIT_BYTES)"
+    largest = max(gpus().values(), key=lambda g: g.memory_bytes)
+    return largest.memory_bytes, f"the largest GPU in the catalog ({largest.name})"
+
+
+def check_fits(peak_bytes: int, body: ProfileIn, settings: Settings) -> None:
+    """Refuse a job whose estimated peak exceeds the memory it would run in, with the estimate."""
+    capacity, what = worker_memory(body, settings)
+    if capacity is not None and peak_bytes > capacity:
+        raise JobTooLarge("device", f"the estimate is {peak_bytes / GIB:.2f} GiB at peak, more than the "
+                                    f"{capacity / GIB:.2f} GiB of {what}: not queued")
+
+
+def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
+               settings: Settings | None = None) -> Job:
     """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here.
+
+    With ``settings`` the service's admission rules apply too: a local checkpoint only under the
+    configured directories, at most ``max_queued_jobs`` waiting (:class:`QueueFull`), and an
+    estimated peak that fits the memory the job would run in (:class:`JobTooLarge`).
 
     With a fleet (``dispatch``), the job is stored first and its id then sent to the broker; if
     the broker cannot take it, the job is marked failed with the reason and :class:`QueueUnavailable`
     raised.
     """
-    run_estimate(job_request(body)[0])
+    if settings is not None:
+        body = with_checked_checkpoint(body, settings.checkpoint_dirs)
+    estimated = run_estimate(job_request(body)[0])
+    if settings is not None:
+        check_fits(estimated.peak_bytes, body, settings)
+        if db.count_jobs("queued") >= settings.max_queued_jobs:
+            raise QueueFull(f"{settings.max_queued_jobs} profiling jobs are waiting already "
+                            "(TUNEFIT_MAX_QUEUED_JOBS); try again later")
     job = db.create_job(body.model_dump_json(), job_label(body), body.steps)
     if dispatch is not None:
         try:
@@ -101,9 +157,13 @@ def run_job(db: Database, settings: Settings, job: Job, device_kind: str | None,
     of the same job recorded one first); returns the outcome's status."""
     from profiler.isolate import run_isolated
 
-    body = ProfileIn.model_validate_json(job.request_json)
     log.info("job %s: %s", job.id, job.label)
-    request, simulated = job_request(body)
+    try:  # the checkpoint's links may have changed since the job was queued
+        body = with_checked_checkpoint(ProfileIn.model_validate_json(job.request_json), settings.checkpoint_dirs)
+        request, simulated = job_request(body)
+    except EstimateError as exc:
+        db.finish_first(job.id, "failed", error=f"refused: {exc}")
+        return "failed"
     outcome = run_isolated(
         request, steps=job.steps, simulated=simulated, timeout_s=settings.job_timeout_s,
         memory_limit_bytes=settings.job_memory_limit_bytes,

@@ -21,11 +21,13 @@ from .core.answers import AnswerCache
 from .core.config import Settings, get_settings
 from .core.limits import BodySizeLimit
 from .db import Database
-from .jobs import QueueUnavailable, Worker
+from .core.security import RateLimiter
+from .jobs import QueueFull, QueueUnavailable, Worker
 from .reports import import_jsonl
 from .web import router as web
 
 log = logging.getLogger("tunefit")
+QUEUE_FULL_RETRY_S = 60  # a CPU job of the validation matrix takes about that long
 
 
 @asynccontextmanager
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.templates = Jinja2Templates(directory=str(settings.templates_dir))
     app.state.answers = AnswerCache(settings.answer_cache_size)
+    app.state.job_limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     app.state.worker = None
     app.state.celery = None
     if settings.executor == "celery":
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(EstimateError, _invalid_input)
     app.add_exception_handler(RequestValidationError, _invalid_body)
     app.add_exception_handler(QueueUnavailable, _queue_unavailable)
+    app.add_exception_handler(QueueFull, _queue_full)
     app.include_router(api_v1)
     app.include_router(web)
 
@@ -97,6 +101,10 @@ async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONR
 
 async def _queue_unavailable(_request: Request, exc: QueueUnavailable) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(QUEUE_FULL_RETRY_S)})
 
 
 def _redacted(url: str | None) -> str:

@@ -61,6 +61,15 @@ class ConfigModel(_Strict):
         return config
 
 
+class CheckpointModel(_Strict):
+    """A local checkpoint directory (profiling jobs only): read only under the service's configured
+    checkpoint directories (``TUNEFIT_CHECKPOINT_DIRS``), never with the checkpoint's own code."""
+
+    checkpoint: str = Field(..., min_length=1, max_length=1024,
+                            description="directory with config.json and weights, absolute or relative to a "
+                                        "configured checkpoint directory")
+
+
 class LoraIn(_Strict):
     """peft ``LoraConfig`` / ``VeraConfig`` settings (ignored for methods full and inference)."""
 
@@ -135,6 +144,8 @@ class ProfileIn(SettingIn):
     """``POST /api/v1/profile``: measure a setting for real, or simulate it on the meta device
     (validated like an estimate)."""
 
+    model: str | ConfigModel | CheckpointModel = Field(
+        ..., description="catalog id, {'config': {...config.json...}}, or {'checkpoint': 'directory'}")
     steps: int = Field(3, ge=1, le=20, description="training steps; step one allocates the optimizer state")
     device: Literal[(*DEVICES, "meta")] = Field(
         "cuda", description="'cuda' or 'cpu' to measure there; 'meta' to simulate the step on the meta device "

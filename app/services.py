@@ -5,6 +5,7 @@ Routes parse and render; everything in between happens here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from estimator import (
@@ -23,7 +24,8 @@ from estimator import (
 from estimator.document import request_document
 from estimator.units import GIB
 
-from .schemas import CapacityIn, CompareIn, EstimateIn, QuantIn, SettingIn, VariantIn
+from .checkpoints import read_config
+from .schemas import CapacityIn, CheckpointModel, CompareIn, EstimateIn, QuantIn, SettingIn, VariantIn
 
 NO_VARIANT = VariantIn()
 # Methods whose base can be quantized: the others train an unquantized base.
@@ -35,7 +37,14 @@ class ConfigReadError(EstimateError):
 
 
 def _model_arg(body: SettingIn) -> Any:
-    return body.model if isinstance(body.model, str) else dict(body.model.config)
+    """What the estimator (and profiler) take as the model: an id, a config dict, or for a local
+    checkpoint (its path already checked, see ``app.checkpoints``) both its path and its config."""
+    if isinstance(body.model, str):
+        return body.model
+    if isinstance(body.model, CheckpointModel):
+        directory = Path(body.model.checkpoint)
+        return {"checkpoint": str(directory), "config": read_config(directory)}
+    return dict(body.model.config)
 
 
 def _lora_spec(r: int, alpha: float | None, targets, variant: str, dropout: float) -> LoraSpec:

@@ -9,6 +9,7 @@ from starlette.datastructures import QueryParams
 from estimator import EstimateError
 
 from . import jobs
+from .api.deps import guard_job_creation
 from .paper_views import paper_context, parse_paper_query
 from .report_views import filters_from, measurement_context, report_csv, report_document, reports_context
 from .reports import rows as report_rows
@@ -36,6 +37,7 @@ def index(request: Request) -> HTMLResponse:
         state.db.add_plan(request.url.query, plan_label(context["form"]), doc["peak_bytes"])
         context["evidence"] = evidence_context(plan_evidence(state.db, doc["request"]), doc)
     context["recent"] = recent_rows(state.db.recent_plans(state.settings.recent_plans))
+    context["token_required"] = state.settings.api_token is not None
     return state.templates.TemplateResponse(request, "index.html", context)
 
 
@@ -44,9 +46,10 @@ async def create_job(request: Request) -> RedirectResponse:
     """"Measure it" (or "Simulate it", ``device=meta``): queue the plan as a profiling job, then
     show the job's page."""
     form = QueryParams((await request.body()).decode("utf-8", "replace"))
+    guard_job_creation(request, form.get("token") or None)
     try:
         body = profile_from_plan(form.get("plan", ""), form.get("steps", "3"), simulated=form.get("device") == "meta")
-        job = jobs.create_job(request.app.state.db, body)
+        job = jobs.create_job(request.app.state.db, body, settings=request.app.state.settings)
     except EstimateError as exc:
         raise HTTPException(422, str(exc)) from exc
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)

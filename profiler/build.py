@@ -46,7 +46,7 @@ def source_config(model: Any, allow_hub: bool = False) -> tuple[dict[str, Any] |
             raise
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(model).to_dict(), None
+    return AutoConfig.from_pretrained(model, trust_remote_code=False).to_dict(), None
 
 
 def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool = False) -> torch.nn.Module:
@@ -55,7 +55,8 @@ def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool =
 
     config_dict, checkpoint = source_config(request.model, allow_hub)
     dtype = TORCH_DTYPES[request.dtype]
-    kwargs = {"dtype": dtype, "attn_implementation": request.attn_implementation}
+    # A checkpoint's own modelling code (``auto_map``) never runs: only transformers' classes.
+    kwargs = {"dtype": dtype, "attn_implementation": request.attn_implementation, "trust_remote_code": False}
     quant = request.quant
     if quant is not None and quant.enabled:
         if checkpoint is None:
@@ -64,7 +65,7 @@ def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool =
                 return _load_quantized(tmp, request, kwargs, device)
         return _load_quantized(checkpoint, request, kwargs, device)
     if checkpoint is not None:
-        return AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs).to(device)
+        return AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True, **kwargs).to(device)
     config = AutoConfig.for_model(**config_dict)
     with device:
         return AutoModelForCausalLM.from_config(config, **kwargs)
@@ -86,7 +87,8 @@ def _load_quantized(path: str, request: EstimateRequest, kwargs: dict[str, Any],
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.type,
                                  bnb_4bit_use_double_quant=quant.double_quant,
                                  bnb_4bit_compute_dtype=TORCH_DTYPES[request.dtype])
-    return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, device_map=str(device), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, device_map=str(device),
+                                                local_files_only=True, **kwargs)
 
 
 def prepare_for_training(model: torch.nn.Module, request: EstimateRequest) -> torch.nn.Module:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..core.answers import AnswerCache
+from ..core.security import check_token
 from ..jobs import Dispatch
+
+bearer = HTTPBearer(auto_error=False, description="the service's API token (TUNEFIT_API_TOKEN), when it sets one")
 
 
 def answers(request: Request) -> AnswerCache:
@@ -23,3 +27,19 @@ def dispatcher(request: Request) -> Dispatch | None:
     from ..fleet import dispatch
 
     return lambda job, body: dispatch(app.state.celery, job, body.target, body.device)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def guard_job_creation(request: Request, presented: str | None) -> None:
+    """Creating a profiling job: this client's rate limit, then the API token when one is set."""
+    request.app.state.job_limiter.take(client_address(request))
+    check_token(request.app.state.settings.api_token, presented)
+
+
+def may_create_jobs(request: Request,
+                    credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    """The API's guard on job creation (``Authorization: Bearer <token>``)."""
+    guard_job_creation(request, credentials.credentials if credentials else None)

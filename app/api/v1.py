@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from .. import jobs, services
 from ..core.routing import JSONBodyRoute
 from ..report_views import report_document
 from ..reports import rows as report_rows
-from .deps import answers, dispatcher
+from .deps import answers, dispatcher, may_create_jobs
 from ..schemas import (
     CapacityIn,
     CapacityOut,
@@ -77,11 +77,20 @@ async def compare(body: CompareIn, request: Request) -> JSONResponse:
     return JSONResponse(answers(request).answer("compare", body, services.compare_document))
 
 
-@router.post("/profile", status_code=202, response_model=JobOut,
-             responses={**ERRORS, 503: {"model": ErrorOut, "description": "the job queue (broker) is unreachable"}})
+JOB_ERRORS = {
+    **ERRORS,
+    401: {"model": ErrorOut, "description": "the service sets an API token and the request lacks it"},
+    429: {"model": ErrorOut, "description": "this client created too many jobs lately (see Retry-After)"},
+    503: {"model": ErrorOut, "description": "the queue is full, or its broker unreachable"},
+}
+
+
+@router.post("/profile", status_code=202, response_model=JobOut, responses=JOB_ERRORS,
+             dependencies=[Depends(may_create_jobs)])
 def create_profile(body: ProfileIn, request: Request) -> JSONResponse:
-    """Queue a real measurement of the setting; poll its ``url`` for progress and the result."""
-    job = jobs.create_job(request.app.state.db, body, dispatcher(request))
+    """Queue a real measurement of the setting (or a meta-device simulation); poll its ``url`` for
+    progress and the result. Refused (422) when the estimate exceeds the memory it would run in."""
+    job = jobs.create_job(request.app.state.db, body, dispatcher(request), request.app.state.settings)
     return JSONResponse(jobs.job_document(job), status_code=202)
 
 

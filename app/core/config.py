@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(3600.0, gt=0)
     job_memory_limit_bytes: int = Field(default_factory=lambda: _host_memory_fraction(0.8), ge=2**26)
     job_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    # Access to profiling jobs (estimates are public): see app/core/security.py and app/checkpoints.py.
+    api_token: SecretStr | None = None  # when set, creating a job needs `Authorization: Bearer <token>`
+    job_rate_per_minute: float = Field(10.0, ge=0)  # jobs one client may create a minute; 0: no limit
+    job_rate_burst: int = Field(5, ge=1)  # jobs one client may create at once
+    max_queued_jobs: int = Field(100, ge=1)  # jobs waiting for a worker; past it new ones are refused (503)
+    checkpoint_dirs: list[Path] = []  # local checkpoints are read only under these; empty: none
     allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests
     # Who runs profiling jobs: `local` (a worker polling the database; in-process with `tunefit
     # serve`) or `celery` (workers on any host, fed through a Redis broker; see README "Scaling out").
@@ -59,6 +65,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(2, ge=1)  # deliveries of a job whose worker died, before it fails
     job_busy_retry_s: float = Field(30.0, gt=0)  # a duplicate delivery looks again after this long
     workers_inspect_timeout_s: float = Field(1.0, gt=0)  # GET /api/v1/workers waits this long for replies
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        """``TUNEFIT_API_TOKEN=`` (empty) means no token, not a token nobody can send."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _broker_for_celery(self) -> "Settings":
