@@ -83,7 +83,7 @@ def fleet(redis_url, tmp_path_factory):
            "TUNEFIT_DATA_DIR": str(data), "TUNEFIT_CELERY_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
            "TUNEFIT_CELERY_RESTORE_INTERVAL_S": "1", "TUNEFIT_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_S),
            "TUNEFIT_JOB_BUSY_RETRY_S": "2", "TUNEFIT_JOB_TIMEOUT_S": "120", "TUNEFIT_RUN_WORKER": "false"}
-    settings = Settings(executor="celery", broker_url=redis_url, data_dir=data, run_worker=False,
+    settings = Settings(executor="celery", broker_url=redis_url, data_dir=data, run_worker=False, job_rate_per_minute=0,
                         celery_visibility_timeout_s=VISIBILITY_S, workers_inspect_timeout_s=1.0)
     workers = {}
     logs = []
