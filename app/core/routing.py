@@ -5,8 +5,9 @@ FastAPI's own request handler decodes a JSON body with the standard library, par
 dependency solver: together more than the cached estimate costs. For an ``async def
 endpoint(body: Model, request: Request)`` sent as JSON, this route runs pydantic's
 ``model_validate_json`` on the raw bytes instead (one pass in Rust) and calls the endpoint
-directly. Everything else (other signatures, other content types, sync endpoints) goes through
-FastAPI's handler unchanged, and OpenAPI is built from the same declaration either way.
+directly. Everything else (other signatures, routes with dependencies, other content types, sync
+endpoints) goes through FastAPI's handler unchanged, and OpenAPI is built from the same
+declaration either way.
 Validation errors are raised as FastAPI's, located under ``body`` as FastAPI locates them.
 """
 
@@ -57,7 +58,7 @@ class JSONBodyRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         standard = super().get_route_handler()
         model = json_body_model(self.endpoint)
-        if model is None:
+        if model is None or self.dependencies:  # dependencies (an auth guard) run in FastAPI's path only
             return standard
         endpoint = self.endpoint
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,3 +105,15 @@ def test_is_json(value, expected):
 ], ids=lambda x: getattr(x, "__name__", str(x)))
 def test_which_api_endpoints_take_the_fast_path(endpoint, model):
     assert json_body_model(endpoint) is model
+
+
+def test_a_route_with_dependencies_runs_them():
+    """A guard declared as a dependency (the job token) must not be skipped by the fast path."""
+    def deny() -> None:
+        raise HTTPException(401, "no")
+
+    router = APIRouter(route_class=JSONBodyRoute)
+    router.add_api_route("/guarded", echo, methods=["POST"], dependencies=[Depends(deny)])
+    app = FastAPI()
+    app.include_router(router)
+    assert TestClient(app).post("/guarded", json={"name": "x"}).status_code == 401
