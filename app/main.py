@@ -20,8 +20,8 @@ from .api.v1 import router as api_v1
 from .core.answers import AnswerCache
 from .core.config import Settings, get_settings
 from .core.limits import BodySizeLimit
-from .db import Database
 from .core.security import RateLimiter
+from .db import Database
 from .jobs import QueueFull, QueueUnavailable, Worker
 from .reports import import_jsonl
 from .web import router as web

@@ -12,8 +12,8 @@ from . import jobs
 from .api.deps import guard_job_creation
 from .paper_views import paper_context, parse_paper_query
 from .report_views import filters_from, measurement_context, report_csv, report_document, reports_context
-from .reports import rows as report_rows
 from .reports import plan_evidence, to_row
+from .reports import rows as report_rows
 from .views import (
     evidence_context,
     job_context,

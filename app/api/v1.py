@@ -12,7 +12,6 @@ from .. import jobs, services
 from ..core.routing import JSONBodyRoute
 from ..report_views import report_document
 from ..reports import rows as report_rows
-from .deps import answers, dispatcher, may_create_jobs
 from ..schemas import (
     CapacityIn,
     CapacityOut,
@@ -27,6 +26,7 @@ from ..schemas import (
     ProfileIn,
     WorkerOut,
 )
+from .deps import answers, dispatcher, may_create_jobs
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], route_class=JSONBodyRoute)
 ERRORS = {404: {"model": ErrorOut, "description": "unknown model or GPU id (close matches suggested)"},

@@ -133,9 +133,10 @@ def test_the_planning_page_escapes_user_input(client, params):
     _assert_escaped(page, shown=params.get("method") != XSS)  # an unknown method is named by its choices
 
 def test_job_pages_escape_labels_and_requests(tmp_path, client):
+    from fastapi.testclient import TestClient
+
     from app.core.config import Settings
     from app.main import create_app
-    from fastapi.testclient import TestClient
 
     checkpoint = tmp_path / "models" / XSS.replace("/", "")
     checkpoint.mkdir(parents=True)
