@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from estimator import EstimateError, estimate
 from estimator.document import request_from_document
 
 from profiler.device import slug
 
-from .db import Database
+from .db import Database, Measurement
 
 REPORTS_DATA = Path(__file__).resolve().parents[1] / "reports" / "data"
 # Other calculators' rules, as their documentation states them (bytes per parameter of the model):
@@ -181,13 +186,40 @@ def plan_evidence(db: Database, request_doc: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+class RowCache:
+    """Every stored measurement's row, each estimated once per process.
+
+    Measurements are only ever added, never changed, and a row is a pure function of its
+    measurement and this estimator; so each is estimated when first seen, and a call reads only the
+    measurements stored since the last (ids above the highest seen). Without it every report
+    request estimated every measurement again (about 0.1-0.3 s for the 236 shipped ones).
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, Row | None] = {}
+        self._last_id = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, db: Database) -> list[Row]:
+        with self._lock:
+            with Session(db.engine) as session:
+                fresh = list(session.scalars(select(Measurement).where(Measurement.id > self._last_id)
+                                             .order_by(Measurement.id)))
+            for m in fresh:
+                self._rows[m.id] = to_row(m.id, m.source, m.split, m.result)
+                self._last_id = m.id
+            return [row for row in self._rows.values() if row is not None]
+
+
+_row_caches: weakref.WeakKeyDictionary[Database, RowCache] = weakref.WeakKeyDictionary()
+_row_caches_lock = threading.Lock()
+
+
 def rows(db: Database) -> list[Row]:
-    out = []
-    for m in db.measurements():
-        row = to_row(m.id, m.source, m.split, m.result)
-        if row is not None:
-            out.append(row)
-    return out
+    """The rows of every measurement in ``db``, in the order they were stored."""
+    with _row_caches_lock:
+        cache = _row_caches.setdefault(db, RowCache())
+    return cache(db)
 
 
 FILTERS = ("method", "family", "split", "device", "device_kind", "source", "dtype", "attn")

@@ -111,3 +111,20 @@ def test_one_plan_measured_on_several_devices_is_shown_side_by_side(client):
     assert [r["case"] for r in only_gpu["rows"]] == [gpu["case"]] and only_gpu["by_device"]["plans"] == []
     html = client.get("/reports").text
     assert 'id="by-device"' in html and "cuda.h100-80gb-hbm3" in html
+
+
+def test_each_measurement_is_estimated_once_and_new_ones_appear(tmp_path, monkeypatch):
+    from app import reports
+    from app.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'reports.db'}")
+    stored = reports.import_jsonl(db)
+    calls = []
+    real_to_row = reports.to_row
+    monkeypatch.setattr(reports, "to_row", lambda *args: calls.append(args[0]) or real_to_row(*args))
+    first = reports.rows(db)
+    assert reports.rows(db) == first and len(calls) == stored
+    db.add_measurements([("job:new", "job", "", {**db.measurements()[0].result, "case": "new one"})])
+    latest = reports.rows(db)
+    assert len(calls) == stored + 1 and latest[:-1] == first and latest[-1].case == "new one"
+    assert reports.rows(Database(f"sqlite:///{tmp_path / 'other.db'}")) == []  # caches are per database
