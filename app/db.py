@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, func, select, update
+from sqlalchemy import DateTime, Integer, String, Text, create_engine, event, func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger("tunefit.db")
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
@@ -85,27 +93,95 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-class Database:
-    """Engine and session factory; tables are created on start."""
+# SQLite under concurrent writers (the server, `tunefit worker` processes, threads): a connection
+# waits up to its busy timeout for a lock; past it, or when SQLite answers "locked" at once (it
+# does, to avoid a deadlock, when a reading transaction wants to write while another writes), the
+# whole transaction runs again after a growing pause, up to this many times.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+LOCKED_RETRIES = 8
+LOCKED_FIRST_PAUSE_S = 0.05
+LOCKED_MAX_PAUSE_S = 2.0
 
-    def __init__(self, url: str):
+T = TypeVar("T")
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    message = str(exc.orig).lower()
+    return "locked" in message or "busy" in message
+
+
+def retried_when_locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Run ``method`` (one whole transaction) again when the database is locked or busy."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        pause = LOCKED_FIRST_PAUSE_S
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                return method(*args, **kwargs)
+            except OperationalError as exc:
+                if not _is_locked(exc) or attempt == LOCKED_RETRIES:
+                    raise
+                log.warning("database busy (%s); trying again in %.2f s", exc.orig, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, LOCKED_MAX_PAUSE_S)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _sqlite_engine(url: str, busy_timeout_s: float, immediate: bool) -> Engine:
+    """A SQLite engine in WAL mode (readers and a writer do not block each other); with
+    ``immediate``, every transaction takes the write lock as it begins (``BEGIN IMMEDIATE``), so a
+    writer waits for its turn at the start instead of failing halfway (SQLAlchemy's pysqlite recipe:
+    the driver's own transaction handling off, BEGIN emitted in the ``begin`` event)."""
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Engine and session factory; tables are created on start.
+
+    Reads go through ``engine``; writes through ``sessions``, whose transactions on SQLite begin
+    with the write lock. Every method is one transaction, run again when the database is locked.
+    """
+
+    def __init__(self, url: str, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S):
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
-        self.engine: Engine = create_engine(url, connect_args=connect_args)
-        Base.metadata.create_all(self.engine)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if url.startswith("sqlite"):
+            self.engine: Engine = _sqlite_engine(url, busy_timeout_s, immediate=False)
+            writer = _sqlite_engine(url, busy_timeout_s, immediate=True)
+        else:
+            self.engine = writer = create_engine(url)
+        retried_when_locked(Base.metadata.create_all)(writer)
+        self.sessions = sessionmaker(writer, expire_on_commit=False)
 
     # ---- plans ----------------------------------------------------------------------------------
+    @retried_when_locked
     def add_plan(self, query: str, label: str, peak_bytes: int) -> None:
         with self.sessions.begin() as session:
             session.add(Plan(query=query, label=label[:200], peak_bytes=peak_bytes))
 
+    @retried_when_locked
     def recent_plans(self, limit: int) -> list[Plan]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Plan).order_by(Plan.id.desc()).limit(limit)))
 
     # ---- measurements ---------------------------------------------------------------------------
+    @retried_when_locked
     def add_measurements(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> int:
         """Insert ``(key, source, split, result)`` rows whose key is new; returns how many."""
         with self.sessions.begin() as session:
@@ -115,51 +191,60 @@ class Database:
             session.add_all(fresh)
             return len(fresh)
 
+    @retried_when_locked
     def measurements(self) -> list[Measurement]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Measurement).order_by(Measurement.id)))
 
+    @retried_when_locked
     def get_measurement(self, measurement_id: int) -> Measurement | None:
         with Session(self.engine) as session:
             return session.get(Measurement, measurement_id)
 
     # ---- jobs -----------------------------------------------------------------------------------
+    @retried_when_locked
     def create_job(self, request_json: str, label: str, steps: int) -> Job:
-        job = Job(request_json=request_json, label=label[:200], steps=steps, status="queued")
         with self.sessions.begin() as session:
+            job = Job(request_json=request_json, label=label[:200], steps=steps, status="queued")
             session.add(job)
         return job
 
+    @retried_when_locked
     def get_job(self, job_id: str) -> Job | None:
         with Session(self.engine) as session:
             return session.get(Job, job_id)
 
+    @retried_when_locked
     def list_jobs(self, limit: int) -> list[Job]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
 
+    @retried_when_locked
     def count_jobs(self, status: str) -> int:
         with Session(self.engine) as session:
             return session.scalar(select(func.count()).select_from(Job).where(Job.status == status)) or 0
 
+    @retried_when_locked
     def claim_next(self, worker: str) -> Job | None:
         """Move the oldest queued job to running for ``worker``; None when there is none.
 
-        The conditional update makes the claim atomic: two workers never run one job.
+        The conditional update makes the claim atomic: two workers never run one job. When other
+        workers took every candidate first, the next ones are looked at.
         """
         with self.sessions.begin() as session:
-            candidates = session.scalars(select(Job.id).where(Job.status == "queued")
-                                         .order_by(Job.created_at).limit(5)).all()
-            for job_id in candidates:
-                moment = now()
-                claimed = session.execute(
-                    update(Job).where(Job.id == job_id, Job.status == "queued").values(
-                        status="running", worker=worker, started_at=moment, heartbeat_at=moment,
-                        attempts=Job.attempts + 1)).rowcount
-                if claimed:
-                    return session.get(Job, job_id)
+            while candidates := session.scalars(select(Job.id).where(Job.status == "queued")
+                                                .order_by(Job.created_at).limit(5)).all():
+                for job_id in candidates:
+                    moment = now()
+                    claimed = session.execute(
+                        update(Job).where(Job.id == job_id, Job.status == "queued").values(
+                            status="running", worker=worker, started_at=moment, heartbeat_at=moment,
+                            attempts=Job.attempts + 1)).rowcount
+                    if claimed:
+                        return session.get(Job, job_id)
         return None
 
+    @retried_when_locked
     def claim_delivered(self, job_id: str, worker: str, stale_after_s: float, max_attempts: int) -> tuple[str, Job | None]:
         """A broker delivered ``job_id`` to ``worker``: decide what this delivery does.
 
@@ -193,6 +278,7 @@ class Database:
                 return "busy", job
         return "run", self.get_job(job_id)
 
+    @retried_when_locked
     def finish_first(self, job_id: str, status: str, result: dict[str, Any] | None = None,
                      error: str | None = None) -> bool:
         """Record the outcome unless the job has one already; True if this call recorded it
@@ -216,6 +302,7 @@ class Database:
     def requeue(self, job_id: str) -> None:
         self._update(job_id, status="queued", worker=None, started_at=None, progress_json=None)
 
+    @retried_when_locked
     def fail_stale(self, silent_for_s: float) -> int:
         """Mark failed the running jobs whose worker has been silent for ``silent_for_s``: it died
         while running them (they are not retried: a job that killed its worker may do it again)."""
@@ -229,6 +316,7 @@ class Database:
                 job.status, job.error, job.finished_at = "failed", reason, now()
             return len(stale)
 
+    @retried_when_locked
     def _update(self, job_id: str, **values: Any) -> None:
         with self.sessions.begin() as session:
             session.execute(update(Job).where(Job.id == job_id).values(**values))
