@@ -26,7 +26,9 @@ from profiler.device import slug
 
 from .db import Database, Measurement
 
-REPORTS_DATA = Path(__file__).resolve().parents[1] / "reports" / "data"
+_REPO_REPORTS = Path(__file__).resolve().parents[1] / "reports" / "data"
+# The repository's reports/data (editable install), else ./reports/data (the Docker image's WORKDIR).
+REPORTS_DATA = _REPO_REPORTS if _REPO_REPORTS.is_dir() else Path.cwd() / "reports" / "data"
 # Other calculators' rules, as their documentation states them (bytes per parameter of the model):
 RULE_ADAM_4X = "4× weights for Adam training, 1× for LoRA / inference (16-bit weights)"
 RULE_4BIT_ALL = "every weight at 4 bits (0.5 byte/param) under QLoRA, else as the 4× rule"
