@@ -168,7 +168,8 @@ def run_job(db: Database, settings: Settings, job: Job, device_kind: str | None,
         request, steps=job.steps, simulated=simulated, timeout_s=settings.job_timeout_s,
         memory_limit_bytes=settings.job_memory_limit_bytes,
         on_progress=lambda progress: db.set_progress(job.id, progress),
-        heartbeat=lambda: db.heartbeat(job.id), cancel=cancel, allow_hub=settings.allow_hub)
+        heartbeat=lambda: db.heartbeat(job.id), cancel=cancel, allow_hub=settings.allow_hub,
+        niceness=settings.job_niceness)
     if outcome.status == "cancelled":
         db.requeue(job.id)
         log.info("job %s: back in the queue (worker stopping)", job.id)

@@ -8,11 +8,14 @@ import io
 import json
 from typing import Any
 
+import orjson
+
 from estimator import ESTIMATOR_VERSION, estimate
 from estimator.document import request_from_document
 from estimator.units import GIB
 
 from .charts import METHOD_COLOURS, histogram, paired_bars, scatter, stacked_chart
+from .db import Database
 from .reports import (
     FILTERS,
     Row,
@@ -20,6 +23,7 @@ from .reports import (
     by_device,
     filtered,
     measured_and_simulated,
+    row_cache,
     simulations_by_plan,
 )
 
@@ -54,6 +58,13 @@ def report_document(rows: list[Row], filters: dict[str, str]) -> dict[str, Any]:
     return {"estimator_version": ESTIMATOR_VERSION, "filters": filters, "rows": [row_document(r) for r in sel],
             "accuracy": stats_document(accuracy_table(measured)),
             "accuracy_simulated": stats_document(accuracy_table(simulated)), "by_device": by_device_document(sel)}
+
+
+def report_json(db: Database, filters: dict[str, str]) -> bytes:
+    """``report_document`` of every stored measurement as JSON bytes, made again only when a
+    measurement was added (``GET /api/v1/reports``)."""
+    return row_cache(db).derived(db, ("json", tuple(sorted(filters.items()))),
+                                 lambda table_rows: orjson.dumps(report_document(table_rows, filters)))
 
 
 def by_device_document(sel: list[Row]) -> dict[str, Any]:

@@ -11,10 +11,10 @@ import json
 import statistics
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -201,6 +201,7 @@ class RowCache:
         self._rows: dict[int, Row | None] = {}
         self._last_id = 0
         self._lock = threading.Lock()
+        self._derived: dict[Any, tuple[int, Any]] = {}  # key: (last id it was made from, value)
 
     def __call__(self, db: Database) -> list[Row]:
         with self._lock:
@@ -212,16 +213,37 @@ class RowCache:
                 self._last_id = m.id
             return [row for row in self._rows.values() if row is not None]
 
+    def derived(self, db: Database, key: Any, make: Callable[[list[Row]], T]) -> T:
+        """``make(rows)``, made again only when measurements were added since (a report document
+        is a pure function of the rows and its filters: ``key``)."""
+        table_rows = self(db)
+        with self._lock:
+            version = self._last_id
+            known = self._derived.get(key)
+            if known is not None and known[0] == version:
+                return known[1]
+        value = make(table_rows)
+        with self._lock:
+            if len(self._derived) >= MAX_DERIVED:
+                self._derived.clear()
+            self._derived[key] = (version, value)
+        return value
 
+
+MAX_DERIVED = 256  # report documents kept per database (one per filter combination asked for)
+T = TypeVar("T")
 _row_caches: weakref.WeakKeyDictionary[Database, RowCache] = weakref.WeakKeyDictionary()
 _row_caches_lock = threading.Lock()
 
 
+def row_cache(db: Database) -> RowCache:
+    with _row_caches_lock:
+        return _row_caches.setdefault(db, RowCache())
+
+
 def rows(db: Database) -> list[Row]:
     """The rows of every measurement in ``db``, in the order they were stored."""
-    with _row_caches_lock:
-        cache = _row_caches.setdefault(db, RowCache())
-    return cache(db)
+    return row_cache(db)(db)
 
 
 FILTERS = ("method", "family", "split", "device", "device_kind", "source", "dtype", "attn")

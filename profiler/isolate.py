@@ -48,8 +48,11 @@ def _exit_with_parent(poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child(conn, request: EstimateRequest, steps: int, allow_hub: bool, simulated: bool = False) -> None:
+def _child(conn, request: EstimateRequest, steps: int, allow_hub: bool, simulated: bool = False,
+           niceness: int = 0) -> None:
     _exit_with_parent()
+    if niceness > 0:  # the service's own work first; what a step allocates does not depend on it
+        os.nice(niceness)
     if simulated:
         from .simulation import simulate as measure
     else:
@@ -81,16 +84,18 @@ def resident_bytes(pid: int) -> int | None:
 def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_limit_bytes: int | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  heartbeat: Callable[[], None] | None = None, cancel: Callable[[], bool] | None = None,
-                 allow_hub: bool = False, simulated: bool = False) -> Outcome:
+                 allow_hub: bool = False, simulated: bool = False, niceness: int = 0) -> Outcome:
     """Measure ``request`` in a child process; never raises for what happens in the child.
 
     ``heartbeat`` is called about once a second while the child works; when ``cancel`` returns
     True the child is stopped and the outcome is ``cancelled``. ``simulated``: simulate the step on
-    the meta device (``profiler.simulation``) instead of measuring it.
+    the meta device (``profiler.simulation``) instead of measuring it. ``niceness``: the child's CPU
+    priority is lowered by this much (``os.nice``), so a server in the same host stays responsive.
     """
     ctx = mp.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(child_conn, request, steps, allow_hub, simulated), daemon=True)
+    child = ctx.Process(target=_child, args=(child_conn, request, steps, allow_hub, simulated, niceness),
+                        daemon=True)
     child.start()
     child_conn.close()
     deadline = time.monotonic() + timeout_s

@@ -10,8 +10,7 @@ from fastapi.responses import Response
 
 from .. import jobs, services
 from ..core.routing import JSONBodyRoute
-from ..report_views import report_document
-from ..reports import rows as report_rows
+from ..report_views import report_json
 from ..schemas import (
     CapacityIn,
     CapacityOut,
@@ -125,4 +124,4 @@ def reports(request: Request, method: str | None = None, family: str | None = No
     accuracy table (median / max |predicted - measured| / measured, in %)."""
     filters = {k: v for k, v in dict(method=method, family=family, split=split, device=device, device_kind=device_kind, source=source,
                                      dtype=dtype, attn=attn).items() if v}
-    return JSONResponse(report_document(report_rows(request.app.state.db), filters))
+    return JSONResponse(report_json(request.app.state.db, filters))

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(3600.0, gt=0)
     job_memory_limit_bytes: int = Field(default_factory=lambda: _host_memory_fraction(0.8), ge=2**26)
     job_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    # A job's measurement process runs this much below normal CPU priority (os.nice), so estimates
+    # stay fast while a CPU job runs on the same host (bench/load.py); memory does not depend on it.
+    job_niceness: int = Field(10, ge=0, le=19)
     # Access to profiling jobs (estimates are public): see app/core/security.py and app/checkpoints.py.
     api_token: SecretStr | None = None  # when set, creating a job needs `Authorization: Bearer <token>`
     job_rate_per_minute: float = Field(10.0, ge=0)  # jobs one client may create a minute; 0: no limit

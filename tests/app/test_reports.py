@@ -128,3 +128,25 @@ def test_each_measurement_is_estimated_once_and_new_ones_appear(tmp_path, monkey
     latest = reports.rows(db)
     assert len(calls) == stored + 1 and latest[:-1] == first and latest[-1].case == "new one"
     assert reports.rows(Database(f"sqlite:///{tmp_path / 'other.db'}")) == []  # caches are per database
+
+
+def test_the_report_document_is_made_again_only_when_measurements_are_added(tmp_path, monkeypatch):
+    import orjson
+
+    from app import report_views, reports
+    from app.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'reports.db'}")
+    reports.import_jsonl(db)
+    made = []
+    real = report_views.report_document
+    monkeypatch.setattr(report_views, "report_document", lambda rows, f: made.append(f) or real(rows, f))
+    first = report_views.report_json(db, {"method": "lora"})
+    assert report_views.report_json(db, {"method": "lora"}) == first and len(made) == 1
+    assert orjson.loads(first) == real(reports.rows(db), {"method": "lora"})
+    report_views.report_json(db, {"method": "full"})
+    assert len(made) == 2  # other filters, another document
+    lora = next(m.result for m in db.measurements() if m.result["request"]["method"] == "lora")
+    db.add_measurements([("job:later", "job", "", {**lora, "case": "added later"})])
+    again = orjson.loads(report_views.report_json(db, {"method": "lora"}))
+    assert len(made) == 3 and again["rows"][-1]["case"] == "added later"

@@ -1,5 +1,8 @@
 """Measurements in a child process: a result, or a readable reason; the caller never falls over."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("torch", reason="needs the [profiler] extra")
@@ -41,3 +44,25 @@ def test_the_memory_guard_stops_a_child_over_its_limit():
 def test_the_time_limit_stops_a_hanging_child():
     outcome = run_isolated(TINY, steps=1, timeout_s=0.5)
     assert outcome.status == "failed" and "timed out after 0.5 s" in outcome.error
+
+
+def _niceness_of_children() -> list[int]:
+    """The nice value (field 19 of /proc/<pid>/stat) of this process's children."""
+    values = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                values.append(int(fields[16]))
+    return values
+
+
+def test_the_measurement_runs_at_lower_cpu_priority():
+    seen: list[list[int]] = []
+    outcome = run_isolated(TINY, steps=1, timeout_s=120, niceness=7,
+                           on_progress=lambda _: seen.append(_niceness_of_children()))
+    assert outcome.status == "done"
+    assert seen and all(os.nice(0) + 7 in values for values in seen)
