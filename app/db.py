@@ -168,6 +168,7 @@ class Database:
             self.engine = writer = create_engine(url)
         retried_when_locked(Base.metadata.create_all)(writer)
         self.sessions = sessionmaker(writer, expire_on_commit=False)
+        self.measurements_added = 0  # by this process: caches of derived reports look at it
 
     # ---- plans ----------------------------------------------------------------------------------
     @retried_when_locked
@@ -189,7 +190,8 @@ class Database:
             fresh = [Measurement(key=k, source=src, split=split, result_json=json.dumps(res))
                      for k, src, split, res in rows if k not in known]
             session.add_all(fresh)
-            return len(fresh)
+        self.measurements_added += len(fresh)
+        return len(fresh)
 
     @retried_when_locked
     def measurements(self) -> list[Measurement]:

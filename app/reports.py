@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -200,23 +201,34 @@ class RowCache:
     def __init__(self) -> None:
         self._rows: dict[int, Row | None] = {}
         self._last_id = 0
+        self._read_at = float("-inf")  # when the database was last asked for new measurements
+        self._added_seen = -1  # the database object's count of measurements this process added, then
         self._lock = threading.Lock()
         self._derived: dict[Any, tuple[int, Any]] = {}  # key: (last id it was made from, value)
 
-    def __call__(self, db: Database) -> list[Row]:
+    def __call__(self, db: Database, max_age_s: float = 0.0) -> list[Row]:
+        """The rows; with ``max_age_s``, the database is asked for new measurements only when this
+        process added some or it was last asked longer ago than that (other processes, a fleet's
+        workers, add them too), so a burst of report requests reads it once."""
         with self._lock:
-            with Session(db.engine) as session:
-                fresh = list(session.scalars(select(Measurement).where(Measurement.id > self._last_id)
-                                             .order_by(Measurement.id)))
-            for m in fresh:
-                self._rows[m.id] = to_row(m.id, m.source, m.split, m.result)
-                self._last_id = m.id
+            if db.measurements_added != self._added_seen or time.monotonic() - self._read_at >= max_age_s:
+                self._read_new(db)
             return [row for row in self._rows.values() if row is not None]
 
-    def derived(self, db: Database, key: Any, make: Callable[[list[Row]], T]) -> T:
+    def _read_new(self, db: Database) -> None:
+        with Session(db.engine) as session:
+            fresh = list(session.scalars(select(Measurement).where(Measurement.id > self._last_id)
+                                         .order_by(Measurement.id)))
+        for m in fresh:
+            self._rows[m.id] = to_row(m.id, m.source, m.split, m.result)
+            self._last_id = m.id
+        self._read_at = time.monotonic()
+        self._added_seen = db.measurements_added
+
+    def derived(self, db: Database, key: Any, make: Callable[[list[Row]], T], max_age_s: float = 0.0) -> T:
         """``make(rows)``, made again only when measurements were added since (a report document
         is a pure function of the rows and its filters: ``key``)."""
-        table_rows = self(db)
+        table_rows = self(db, max_age_s)
         with self._lock:
             version = self._last_id
             known = self._derived.get(key)

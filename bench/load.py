@@ -11,7 +11,12 @@ answers, timeouts, broken connections); the server process's CPU time per reques
 much of the window a profiling job was running. Exits 1 when a request or a job failed or the
 goal (no errors; p99 of estimates under 100 ms while a job runs) was missed.
 
-Run: python bench/load.py [--seconds 60] [--clients 64] [--json out.json]
+Run: python bench/load.py [--seconds 60] [--clients 64] [--think-ms 0] [--json out.json]
+
+With ``--think-ms 0`` (default) every client sends its next request as soon as the last is
+answered: the server is saturated, and by Little's law the mean latency is then the number of
+clients over the throughput. ``--think-ms`` gives each client a pause between requests, as people
+and scripts that read the answers have.
 """
 
 from __future__ import annotations
@@ -125,7 +130,8 @@ async def keep_a_job_running(url: str, jobs: Jobs, current: str, window: tuple[f
             await asyncio.sleep(0.5)
 
 
-async def client_loop(url: str, kinds, tallies: dict[str, Tally], rng: random.Random, window: tuple[float, float]):
+async def client_loop(url: str, kinds, tallies: dict[str, Tally], rng: random.Random, window: tuple[float, float],
+                      think_s: float):
     host, port = url.removeprefix("http://").split(":")
     names = list(kinds)
     weights = [kinds[k][0] for k in names]
@@ -145,6 +151,8 @@ async def client_loop(url: str, kinds, tallies: dict[str, Tally], rng: random.Ra
             if start >= window[0]:  # the warm-up is not counted
                 tallies[kind].latencies.append(time.perf_counter() - start)
                 tallies[kind].errors += status != 200
+            if think_s:  # a person reads the answer before the next request
+                await asyncio.sleep(rng.expovariate(1 / think_s))
     finally:
         conn.close()
 
@@ -164,7 +172,7 @@ async def first_job_running(url: str, jobs: Jobs, timeout: float = 120) -> str:
     raise RuntimeError("the first profiling job did not start")
 
 
-async def run(url: str, seconds: float, warmup: float, clients: int, jobs_on: bool, seed: int):
+async def run(url: str, seconds: float, warmup: float, clients: int, jobs_on: bool, seed: int, think_s: float):
     kinds = request_kinds()
     tallies = {k: Tally() for k in kinds}
     jobs = Jobs()
@@ -174,7 +182,8 @@ async def run(url: str, seconds: float, warmup: float, clients: int, jobs_on: bo
     window = (begin, begin + seconds)
     if jobs_on:
         background = asyncio.create_task(keep_a_job_running(url, jobs, first, window))
-    await asyncio.gather(*(client_loop(url, kinds, tallies, random.Random(seed + i), window) for i in range(clients)))
+    await asyncio.gather(*(client_loop(url, kinds, tallies, random.Random(seed + i), window, think_s)
+                           for i in range(clients)))
     if background is not None:
         await background
     return tallies, jobs
@@ -196,7 +205,9 @@ def summarize(tallies: dict[str, Tally], seconds: float) -> list[dict]:
 
 
 def print_report(report: dict) -> None:
-    print(f"tunefit serve (one process, in-process worker), {report['clients']} keep-alive clients, "
+    pause = (f"each pausing {report['think_ms']:g} ms on average (exponential) between requests"
+             if report["think_ms"] else "each sending its next request at once (saturation)")
+    print(f"tunefit serve (one process, in-process worker), {report['clients']} keep-alive clients {pause}, "
           f"{report['seconds']:g} s after {report['warmup']:g} s warm-up, {os.cpu_count()} CPU cores shared by "
           f"server, profiling jobs and clients")
     jobs = report["jobs"]
@@ -216,13 +227,14 @@ def print_report(report: dict) -> None:
     print(f"goal (0 errors, estimate p99 < {ESTIMATE_P99_GOAL_S * 1e3:.0f} ms while a job runs): {verdict}")
 
 
-def measure(seconds: float = 60, warmup: float = 5, clients: int = 64, jobs: bool = True, seed: int = 0) -> dict:
+def measure(seconds: float = 60, warmup: float = 5, clients: int = 64, jobs: bool = True, seed: int = 0,
+            think_ms: float = 0.0) -> dict:
     """Run the load against a fresh server and return the report (see :func:`print_report`)."""
     with tempfile.TemporaryDirectory() as data_dir:
         proc, url = start_server(data_dir)
         try:
             cpu_before = server_cpu_seconds(proc.pid)
-            tallies, job_tally = asyncio.run(run(url, seconds, warmup, clients, jobs, seed))
+            tallies, job_tally = asyncio.run(run(url, seconds, warmup, clients, jobs, seed, think_ms / 1e3))
             cpu = server_cpu_seconds(proc.pid) - cpu_before
         finally:
             proc.terminate()
@@ -234,7 +246,7 @@ def measure(seconds: float = 60, warmup: float = 5, clients: int = 64, jobs: boo
     running = 100 * job_tally.running_s / seconds if jobs else 0.0
     goal = (total["errors"] == 0 and not job_tally.failed and estimates.get("p99_ms", float("inf")) < 1e3 *
             ESTIMATE_P99_GOAL_S and (not jobs or running > 50))
-    return {"seconds": seconds, "warmup": warmup, "clients": clients, "rows": rows,
+    return {"seconds": seconds, "warmup": warmup, "clients": clients, "think_ms": think_ms, "rows": rows,
             "server_cpu_us_per_request": 1e6 * cpu / max(total["requests"], 1),
             "jobs": {"started": job_tally.started, "done": job_tally.done, "failed": job_tally.failed,
                      "running_percent": running},
@@ -246,11 +258,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="mean pause of a client between its requests (0: back to back, the saturation test)")
     parser.add_argument("--no-jobs", action="store_true", help="no background profiling job")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the report to this file")
     args = parser.parse_args()
-    report = measure(args.seconds, args.warmup, args.clients, not args.no_jobs, args.seed)
+    report = measure(args.seconds, args.warmup, args.clients, not args.no_jobs, args.seed, args.think_ms)
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

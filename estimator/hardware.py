@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from .catalog import Gpu, get_gpu, gpus
@@ -29,11 +30,31 @@ def fit_table(peak_bytes: int, gpu_ids: list[str] | None = None) -> list[GpuFit]
     return [GpuFit(g.id, peak_bytes <= g.usable_bytes, g.usable_bytes - peak_bytes) for g in table]
 
 
-def _fits(request: EstimateRequest, gpu: Gpu, **changes) -> bool:
+# Within one capacity query, the peak of each setting tried, so that the searches of the 24 GPUs
+# (which try many of the same batch sizes, sequence lengths and GPU counts) estimate each once:
+# (the query's request, {changes: peak bytes, or None when the estimator refuses it}).
+_PEAKS: ContextVar[tuple[EstimateRequest, dict] | None] = ContextVar("_PEAKS", default=None)
+
+
+def _peak(request: EstimateRequest, **changes) -> int | None:
+    """Peak bytes of ``request`` with ``changes`` (None when refused), remembered per query."""
+    memo = _PEAKS.get()
+    known = memo[1] if memo is not None and memo[0] is request else None
+    key = tuple(sorted(changes.items()))
+    if known is not None and key in known:
+        return known[key]
     try:
-        return estimate(replace(request, **changes)).peak_bytes <= gpu.usable_bytes
+        peak = estimate(replace(request, **changes)).peak_bytes
     except EstimateError:
-        return False
+        peak = None
+    if known is not None:
+        known[key] = peak
+    return peak
+
+
+def _fits(request: EstimateRequest, gpu: Gpu, **changes) -> bool:
+    peak = _peak(request, **changes)
+    return peak is not None and peak <= gpu.usable_bytes
 
 
 # Every term is rounded up to whole bytes on its own, and the allocator slack once more, so an
@@ -198,7 +219,7 @@ def gpus_needed(request: EstimateRequest, gpu_id: str, sharding: str = "zero3", 
     """
     gpu = get_gpu(gpu_id)
     if single_fits is None:
-        single_fits = _fits(replace(request, sharding="none", num_gpus=1), gpu)
+        single_fits = _fits(request, gpu, sharding="none", num_gpus=1)
     if single_fits:
         return 1
     curve = curve or _inverse(request, sharding)
@@ -256,6 +277,14 @@ def capacity(request: EstimateRequest, gpu_ids: list[str] | None = None, shardin
     The curves in ``b``, ``s`` and ``N`` are solved once per request (a handful of exact
     estimates), then each GPU costs arithmetic plus exact checks only near its boundaries.
     """
+    token = _PEAKS.set((request, {}))
+    try:
+        return _capacity_rows(request, gpu_ids, sharding)
+    finally:
+        _PEAKS.reset(token)
+
+
+def _capacity_rows(request: EstimateRequest, gpu_ids: list[str] | None, sharding: str) -> list[Capacity]:
     est: Estimate = estimate(request)
     seq_limit = est.arch.max_position_embeddings
     batch_curve = _quadratic(request, "batch_size", CHECK_BATCH)

@@ -67,13 +67,13 @@ async def estimate(body: EstimateIn, request: Request) -> JSONResponse:
 @router.post("/capacity", response_model=CapacityOut, responses=ERRORS)
 async def capacity(body: CapacityIn, request: Request) -> JSONResponse:
     """For every catalog GPU (or those named): fits, max batch, max sequence, GPUs needed."""
-    return JSONResponse(answers(request).answer("capacity", body, services.capacity_document))
+    return JSONResponse(await answers(request).answer_in_thread("capacity", body, services.capacity_document))
 
 
 @router.post("/compare", response_model=CompareOut, responses=ERRORS)
 async def compare(body: CompareIn, request: Request) -> JSONResponse:
     """The same model under several methods or ranks (default: full vs LoRA vs QLoRA)."""
-    return JSONResponse(answers(request).answer("compare", body, services.compare_document))
+    return JSONResponse(await answers(request).answer_in_thread("compare", body, services.compare_document))
 
 
 JOB_ERRORS = {
@@ -116,7 +116,7 @@ def get_profile(job_id: str, request: Request) -> JSONResponse:
 
 
 @router.get("/reports")
-def reports(request: Request, method: str | None = None, family: str | None = None, split: str | None = None,
+async def reports(request: Request, method: str | None = None, family: str | None = None, split: str | None = None,
             device: str | None = None, device_kind: str | None = None, source: str | None = None,
             dtype: str | None = None,
             attn: str | None = None) -> JSONResponse:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 
 class AnswerCache:
@@ -25,16 +26,35 @@ class AnswerCache:
 
     def answer(self, kind: str, body: BaseModel, build: Callable[[Any], dict[str, Any]]) -> bytes:
         """The JSON of ``build(body)``, from the cache when this request was answered before."""
+        key, cached = self._lookup(kind, body)
+        if cached is not None:
+            return cached
+        return self._store(key, orjson.dumps(build(body)))
+
+    async def answer_in_thread(self, kind: str, body: BaseModel, build: Callable[[Any], dict[str, Any]]) -> bytes:
+        """:meth:`answer`, building a missing answer in the thread pool: a build that takes
+        milliseconds (a capacity search over every GPU) then does not hold up the event loop, which
+        goes on answering the quick requests in between (the GIL is handed over every few ms)."""
+        key, cached = self._lookup(kind, body)
+        if cached is not None:
+            return cached
+        return self._store(key, await run_in_threadpool(lambda: orjson.dumps(build(body))))
+
+    def _lookup(self, kind: str, body: BaseModel) -> tuple[tuple[str, str] | None, bytes | None]:
         if not self.size:
-            return orjson.dumps(build(body))
+            return None, None
         key = (kind, body.model_dump_json())
         cached = self._entries.get(key)
         if cached is not None:
             self.hits += 1
             self._entries.move_to_end(key)
-            return cached
-        self.misses += 1
-        answer = orjson.dumps(build(body))
+        else:
+            self.misses += 1
+        return key, cached
+
+    def _store(self, key: tuple[str, str] | None, answer: bytes) -> bytes:
+        if key is None:
+            return answer
         self._entries[key] = answer
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)

@@ -111,3 +111,22 @@ def test_capacity_sweep_equals_exact_search(req, sharding):
             assert row.gpus_needed is None
         else:
             assert row.gpus_needed == _exact_gpus_needed(req, row.gpu, sharding), row.gpu
+
+
+@pytest.mark.parametrize("model", ["mistral-7b", "llama-2-7b"], ids=["sliding-window", "plain"])
+def test_a_capacity_query_estimates_each_setting_once(model, monkeypatch):
+    from estimator import hardware
+
+    tried = []
+    real = hardware.estimate
+    monkeypatch.setattr(hardware, "estimate", lambda r: tried.append((r.batch_size, r.seq_len, r.sharding,
+                                                                        r.num_gpus)) or real(r))
+    request = EstimateRequest("mistral-7b" if model == "mistral-7b" else model, method="qlora", seq_len=777)
+    rows = capacity(request)
+    repeated = {t for t in tried if tried.count(t) > 1}
+    # Only the points the curves are fitted and checked at (hardware._solve: batch 1, 2, 3, 64;
+    # sequence 1, 2, 3, 4096; GPUs 2, 4, 8) and the request itself may be estimated twice (once
+    # for a curve, once by a search); every point a search tries is estimated once.
+    fit_points = 4 + 4 + 3 + 1
+    assert len(repeated) <= fit_points, sorted(repeated)
+    assert len(rows) == 24
