@@ -96,16 +96,16 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
                settings: Settings | None = None) -> Job:
     """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here.
 
-    With ``settings`` the service's admission rules apply too: a local checkpoint only under the
-    configured directories, at most ``max_queued_jobs`` waiting (:class:`QueueFull`), and an
-    estimated peak that fits the memory the job would run in (:class:`JobTooLarge`).
+    A local checkpoint is read only under the configured directories (none without ``settings``).
+    With ``settings`` the service's admission rules apply too: at most ``max_queued_jobs``
+    waiting (:class:`QueueFull`), and an estimated peak that fits the memory the job would run in
+    (:class:`JobTooLarge`).
 
     With a fleet (``dispatch``), the job is stored first and its id then sent to the broker; if
     the broker cannot take it, the job is marked failed with the reason and :class:`QueueUnavailable`
     raised.
     """
-    if settings is not None:
-        body = with_checked_checkpoint(body, settings.checkpoint_dirs)
+    body = with_checked_checkpoint(body, settings.checkpoint_dirs if settings is not None else [])
     estimated = run_estimate(job_request(body)[0])
     if settings is not None:
         check_fits(estimated.peak_bytes, body, settings)

@@ -46,13 +46,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: str, command: list[str] | None = None, env: dict[str, str] | None = None,
+                 timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
+    """A server on a free port with ``data_dir``: one uvicorn worker of the app, or ``command`` (its
+    port appended as ``--port N``), with ``env`` added to the environment; its process and URL."""
     port = _free_port()
-    env = {**os.environ, "TUNEFIT_DATA_DIR": data_dir}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning"], env=env)
+    argv = ([*command, "--port", str(port)] if command else
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
+             str(port), "--workers", "1", "--log-level", "warning"])
+    proc = subprocess.Popen(argv, env={**os.environ, "TUNEFIT_DATA_DIR": data_dir, **(env or {})},
+                            stdout=subprocess.DEVNULL if command else None, stderr=subprocess.DEVNULL if command else None)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/healthz").status_code == 200:

@@ -38,7 +38,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_bench import Connection, _free_port, estimate_bodies, percentile, server_cpu_seconds  # noqa: E402
+import api_bench  # noqa: E402
+from api_bench import Connection, estimate_bodies, percentile, server_cpu_seconds  # noqa: E402
 
 ESTIMATE_P99_GOAL_S = 0.100
 REQUEST_TIMEOUT_S = 30.0
@@ -90,21 +91,9 @@ class Jobs:
 def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
     """``tunefit serve`` as a user starts it, worker in-process; no job rate limit (the bench
     queues jobs itself), room in the queue."""
-    port = _free_port()
-    env = {**os.environ, "TUNEFIT_DATA_DIR": data_dir, "TUNEFIT_RUN_WORKER": "true", "TUNEFIT_WORKER_POLL_S": "0.2",
-           "TUNEFIT_JOB_RATE_PER_MINUTE": "0", "TUNEFIT_MAX_QUEUED_JOBS": "1000"}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the server did not start")
+    env = {"TUNEFIT_RUN_WORKER": "true", "TUNEFIT_WORKER_POLL_S": "0.2", "TUNEFIT_JOB_RATE_PER_MINUTE": "0",
+           "TUNEFIT_MAX_QUEUED_JOBS": "1000"}
+    return api_bench.start_server(data_dir, [sys.executable, "-m", "app.cli", "serve"], env, timeout_s=60)
 
 
 async def keep_a_job_running(url: str, jobs: Jobs, current: str, window: tuple[float, float]) -> None:

@@ -20,6 +20,7 @@ import pytest
 from app.db import Database
 from app.jobs import create_job
 from app.schemas import ProfileIn
+from tests.app.processes import children
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "batch_size": 1,
@@ -62,19 +63,6 @@ def _process(args: list[str], env: dict[str, str], log: Path):
             proc.wait(timeout=30)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -96,7 +84,7 @@ def test_a_worker_killed_mid_job_fails_that_job_and_the_next_worker_goes_on(tmp_
     log = tmp_path / "worker.log"
     with _process(["worker"], _env(tmp_path), log) as worker:
         _wait(lambda: db.get_job(killed_job).progress, "the first job to report progress", logs=log)
-        measuring = _children(worker.pid)
+        measuring = children(worker.pid)
         assert measuring, "the job runs in a child process"
         os.kill(worker.pid, signal.SIGKILL)  # the worker only: its child must notice on its own
         worker.wait(timeout=10)

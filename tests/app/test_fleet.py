@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.db import Database, now
 from app.main import create_app
+from tests.app.processes import descendants
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "dtype": "fp32",
@@ -157,28 +158,6 @@ def test_a_batch_of_jobs_is_stored_once_each(fleet):
     assert {measured[f"job:{i}"]["device_kind"] for i in ids} == {"cpu"}
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        out += kids
-        todo += kids
-    return out
-
-
 def test_a_worker_killed_mid_job_hands_it_to_another(fleet):
     """Documented: the unacknowledged message comes back after the visibility timeout and the job
     runs again on a live worker (attempt 2); its result is stored once; the killed worker's
@@ -194,7 +173,7 @@ def test_a_worker_killed_mid_job_hands_it_to_another(fleet):
 
     victim = _wait(owner, 60, "a worker to start the job", 0.5)
     pid = _worker_pid(victim["name"])
-    orphans = _wait(lambda: _descendants(pid), 30, "the measurement process to start", 0.2)
+    orphans = _wait(lambda: descendants(pid), 30, "the measurement process to start", 0.2)
     os.kill(pid, signal.SIGKILL)
     workers[pid].wait(timeout=10)
     assert client.get(f"/api/v1/profile/{job_id}").json()["status"] == "running"
