@@ -126,10 +126,42 @@ def _linear_solve(matrix: list[tuple[float, ...]], ys: list[float]) -> tuple[flo
     return tuple(a[r][n] / a[r][r] for r in range(n))
 
 
-def _quadratic(request: EstimateRequest, field_name: str, check_at: int) -> _Curve:
+def _quadratic(request: EstimateRequest, field_name: str, check_at: int, start: int = 1) -> _Curve:
     """Moments in the batch size or the sequence length: every term is a sum of products of
-    ``b``, ``s`` and ``s²`` (the eager attention matrix), so each is quadratic in either."""
-    return _solve(lambda x: (1.0, x, x * x), (1, 2, 3), check_at, request, lambda x: {field_name: x})
+    ``b``, ``s`` and ``s²`` (the eager attention matrix), so each is quadratic in either (fitted at
+    ``start`` and the next two values)."""
+    return _solve(lambda x: (1.0, x, x * x), (start, start + 1, start + 2), check_at, request,
+                  lambda x: {field_name: x})
+
+
+@dataclass(frozen=True)
+class _SeqCurves:
+    """Moments in the sequence length: one quadratic below the sliding window (``window`` 0:
+    none) and another from it on, where transformers hands attention an explicit mask (a
+    different polynomial: ``estimate.step_moments``)."""
+
+    below: _Curve
+    above: _Curve | None
+    window: int
+
+
+def _seq_curves(request: EstimateRequest, upper: int) -> _SeqCurves:
+    window = estimate(request).arch.sliding_window
+    if not window or window + 2 > upper:
+        return _SeqCurves(_quadratic(request, "seq_len", CHECK_SEQ), None, 0)
+    below = _quadratic(request, "seq_len", min(CHECK_SEQ, window - 1))
+    above = _quadratic(request, "seq_len", min(2 * window, upper), start=window)
+    return _SeqCurves(below, above, window)
+
+
+def _largest_seq(request: EstimateRequest, gpu: Gpu, upper: int, curves: _SeqCurves) -> int:
+    """Largest sequence length in [1, upper] that fits, piece by piece of ``curves``."""
+    if curves.above is None:
+        return _largest(request, gpu, "seq_len", upper, curves.below)
+    below = _largest(request, gpu, "seq_len", curves.window - 1, curves.below)
+    if below < curves.window - 1:
+        return below
+    return max(below, _largest(request, gpu, "seq_len", upper, curves.above, lower=curves.window))
 
 
 def _inverse(request: EstimateRequest, sharding: str) -> _Curve:
@@ -164,8 +196,8 @@ def _largest_root(c0: float, c1: float, c2: float, budget: float) -> float:
     return (-c1 + math.sqrt(c1 * c1 + 4 * c2 * (budget - c0))) / (2 * c2)
 
 
-def _largest(request: EstimateRequest, gpu: Gpu, field_name: str, upper: int, curve: _Curve) -> int:
-    """Largest value of ``field_name`` in [1, upper] that fits (0 if even 1 does not).
+def _largest(request: EstimateRequest, gpu: Gpu, field_name: str, upper: int, curve: _Curve, lower: int = 1) -> int:
+    """Largest value of ``field_name`` in [lower, upper] that fits (``lower - 1`` if none does).
 
     Solves each moment's quadratic for the allocator budget, then walks to the exact answer.
     """
@@ -175,19 +207,19 @@ def _largest(request: EstimateRequest, gpu: Gpu, field_name: str, upper: int, cu
         return _fits_on_curve(curve, x, budget, request, gpu, {field_name: x})
 
     if not curve.checked:
-        return _bisect_largest(fits, upper)
+        return _bisect_largest(fits, upper, lower)
     root = min(_largest_root(*row, budget) for row in curve.coefficients)
-    x = int(max(1, min(root, upper)))
-    while x >= 1 and not fits(x):
+    x = int(max(lower, min(root, upper)))
+    while x >= lower and not fits(x):
         x -= 1
-    while 1 <= x < upper and fits(x + 1):
+    while lower <= x < upper and fits(x + 1):
         x += 1
     return x
 
 
-def _bisect_largest(fits: Callable[[int], bool], upper: int) -> int:
-    """Largest ``x`` in [1, upper] with ``fits(x)`` (0 if none), assuming fit is monotone."""
-    lo, hi = 0, upper + 1  # fits(lo) holds (vacuously at 0); fits(hi) does not
+def _bisect_largest(fits: Callable[[int], bool], upper: int, lower: int = 1) -> int:
+    """Largest ``x`` in [lower, upper] with ``fits(x)`` (``lower - 1`` if none), assuming fit is monotone."""
+    lo, hi = lower - 1, upper + 1  # fits(lo) holds (taken as given); fits(hi) does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
@@ -205,7 +237,7 @@ def max_seq_len(request: EstimateRequest, gpu_id: str, limit: int | None = None)
     Bounded by ``limit`` (default: the model's ``max_position_embeddings``).
     """
     upper = limit or estimate(request).arch.max_position_embeddings
-    return _largest(request, get_gpu(gpu_id), "seq_len", upper, _quadratic(request, "seq_len", CHECK_SEQ))
+    return _largest_seq(request, get_gpu(gpu_id), upper, _seq_curves(request, upper))
 
 
 def gpus_needed(request: EstimateRequest, gpu_id: str, sharding: str = "zero3", curve: _Curve | None = None,
@@ -288,7 +320,7 @@ def _capacity_rows(request: EstimateRequest, gpu_ids: list[str] | None, sharding
     est: Estimate = estimate(request)
     seq_limit = est.arch.max_position_embeddings
     batch_curve = _quadratic(request, "batch_size", CHECK_BATCH)
-    seq_curve = _quadratic(request, "seq_len", CHECK_SEQ)
+    seq_curves = _seq_curves(request, seq_limit)
     training = request.method != "inference"
     gpu_curve = _inverse(request, sharding) if training else None
     rows = []
@@ -299,7 +331,7 @@ def _capacity_rows(request: EstimateRequest, gpu_ids: list[str] | None, sharding
             gpu=gpu.id, name=gpu.name, usable_bytes=gpu.usable_bytes, fits=fit.fits,
             headroom_bytes=fit.headroom_bytes,
             max_batch_size=_largest(request, gpu, "batch_size", MAX_BATCH, batch_curve),
-            max_seq_len=_largest(request, gpu, "seq_len", seq_limit, seq_curve),
+            max_seq_len=_largest_seq(request, gpu, seq_limit, seq_curves),
             gpus_needed=needed,
         ))
     return rows

@@ -96,6 +96,9 @@ SWEEP_CASES = {
     "full-13b-gc": EstimateRequest("llama-2-13b", method="full", gradient_checkpointing=True, seq_len=4096),
     "inference-mixtral-eager": EstimateRequest("mixtral-8x7b", method="inference", attn_implementation="eager"),
     "full-70b-adam8bit": EstimateRequest("llama-2-70b", method="full", optimizer="adamw_8bit", batch_size=2),
+    # a sliding window (4,096): the sequence search works piece by piece, below and past it
+    "qlora-mistral-window": EstimateRequest("mistral-7b", method="qlora", seq_len=777),
+    "lora-mistral-past-window": EstimateRequest("mistral-7b", method="lora", seq_len=6000, batch_size=2),
 }
 
 
