@@ -91,6 +91,19 @@ def _tolerance(value: float) -> float:
     return ROUNDING_BYTES + abs(value) * FLOAT_RELATIVE_ERROR
 
 
+def _undominated(rows: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], ...]:
+    """The rows no other row is at least as large as, coefficient by coefficient. Every basis
+    function is >= 0 where a curve is read (``1, x, x²`` for x >= 1; ``1, 1/N`` for N >= 1), so
+    such a row is never the largest moment: the maximum, each moment's roots and the GPU count
+    read off the curve do not change without it, and each later reading costs a few rows, not
+    one per moment of the step."""
+    kept: list[tuple[float, ...]] = []
+    for row in sorted(set(rows), key=lambda r: tuple(reversed(r)), reverse=True):
+        if not any(all(k >= c for k, c in zip(other, row)) for other in kept):
+            kept.append(row)
+    return tuple(kept)
+
+
 def _solve(basis: Callable, points: tuple[int, ...], check_at: int, request: EstimateRequest,
            changes: Callable[[int], dict]) -> _Curve:
     """Fit ``allocated = sum(c_j · basis_j(x))`` per moment through exact estimates at ``points``
@@ -109,7 +122,8 @@ def _solve(basis: Callable, points: tuple[int, ...], check_at: int, request: Est
         return curve
     f = basis(check_at)
     fitted = [sum(c * v for c, v in zip(row, f)) for row in curve.coefficients]
-    return replace(curve, checked=all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact)))
+    checked = all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact))
+    return replace(curve, coefficients=_undominated(curve.coefficients), checked=checked)
 
 
 def _linear_solve(matrix: list[tuple[float, ...]], ys: list[float]) -> tuple[float, ...]:
