@@ -133,3 +133,15 @@ def test_a_capacity_query_estimates_each_setting_once(model, monkeypatch):
     fit_points = 4 + 4 + 3 + 1
     assert len(repeated) <= fit_points, sorted(repeated)
     assert len(rows) == 24
+
+
+@pytest.mark.parametrize("rows,kept", [
+    (((1.0, 2.0, 3.0), (0.5, 2.0, 1.0)), {(1.0, 2.0, 3.0)}),
+    (((1.0, 0.0, 3.0), (5.0, 1.0, 0.0)), {(1.0, 0.0, 3.0), (5.0, 1.0, 0.0)}),  # they cross: both stay
+    (((2.0, 2.0), (2.0, 2.0), (1.0, 3.0)), {(2.0, 2.0), (1.0, 3.0)}),
+    (((-1.0, 4.0), (0.0, 4.0)), {(0.0, 4.0)}),
+], ids=["dominated", "crossing", "duplicate", "negative-constant"])
+def test_dominated_moments_are_dropped_from_a_curve(rows, kept):
+    from estimator.hardware import _undominated
+
+    assert set(_undominated(rows)) == kept
