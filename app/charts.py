@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from estimator.units import GIB
+from tunefit.estimator.units import GIB
 
 # Breakdown terms grouped the way the result page names them, with a colour each.
 GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from estimator import EstimateError
+from tunefit.estimator import EstimateError
 
 FIELD = "model.checkpoint"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KiB

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from estimator import (
+from tunefit.estimator import (
     EstimateError,
     EstimateRequest,
     LoraSpec,
@@ -17,8 +17,8 @@ from estimator import (
     models,
     to_document,
 )
-from estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, METHODS, OPTIMIZERS, SHARDING
-from estimator.units import GIB
+from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, METHODS, OPTIMIZERS, SHARDING
+from tunefit.estimator.units import GIB
 
 
 def _add_estimate_args(p: argparse.ArgumentParser) -> None:
@@ -167,7 +167,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     device for ``--target``) and print it next to the estimate."""
     simulated = args.command == "simulate"
     try:
-        from profiler import BuildError, measure, simulate
+        from tunefit.profiler import BuildError, measure, simulate
     except ImportError as exc:  # base install without the [profiler] extra
         raise EstimateError("profiler", f"needs the [profiler] extra (torch): {exc}") from exc
     if simulated and args.target:
@@ -222,7 +222,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     default = "meta-simulation.jsonl" if args.simulated else "cpu-validation.jsonl"
     data = Path(args.data) if args.data else REPORTS_DATA / default
     if args.run:
-        from profiler.validate import run_matrix
+        from tunefit.profiler.validate import run_matrix
 
         def report(i, n, case, result, note):
             print(f"[{i}/{n}] {case.id}: {note}", file=sys.stderr)

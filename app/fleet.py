@@ -116,7 +116,7 @@ def _worker_info(state) -> dict[str, Any]:
 
 def run_worker(settings: Settings, force_cpu: bool = False, loglevel: str = "INFO") -> None:
     """Start a Celery worker for this host's device (blocks until it stops)."""
-    from profiler.device import describe
+    from tunefit.profiler.device import describe
 
     device = describe(force_cpu=force_cpu)
     _state.update(device=device, settings=settings, db=Database(settings.sqlalchemy_url))

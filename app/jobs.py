@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from estimator import EstimateError, EstimateRequest, gpus
-from estimator.units import GIB
+from tunefit.estimator import EstimateError, EstimateRequest, gpus
+from tunefit.estimator.units import GIB
 
 from .checkpoints import resolve_checkpoint
 from .core.config import Settings
@@ -128,7 +128,7 @@ def local_workers(db: Database, worker: Worker | None) -> list[dict[str, Any]]:
     if worker is None:
         return []
     running = next((j for j in db.list_jobs(50) if j.status == "running" and j.worker == worker.name), None)
-    from profiler.device import versions
+    from tunefit.profiler.device import versions
 
     return [{"name": worker.name, "executor": "local", "kind": None, "device_name": None, "memory_bytes": None,
              "host": socket.gethostname(), "versions": versions(),
@@ -155,7 +155,7 @@ def run_job(db: Database, settings: Settings, job: Job, device_kind: str | None,
             cancel: Callable[[], bool] | None = None) -> str:
     """Measure a claimed job in a child process and record its outcome (unless another delivery
     of the same job recorded one first); returns the outcome's status."""
-    from profiler.isolate import run_isolated
+    from tunefit.profiler.isolate import run_isolated
 
     log.info("job %s: %s", job.id, job.label)
     try:  # the checkpoint's links may have changed since the job was queued

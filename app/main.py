@@ -12,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.templating import Jinja2Templates
 
-import profiler
-from estimator import ESTIMATOR_VERSION, EstimateError
-from estimator.errors import UnknownIdError
+from tunefit import profiler
+from tunefit.estimator import ESTIMATOR_VERSION, EstimateError
+from tunefit.estimator.errors import UnknownIdError
 
 from .api.v1 import router as api_v1
 from .core.answers import AnswerCache
@@ -119,7 +119,7 @@ async def _invalid_input(_request: Request, exc: EstimateError) -> JSONResponse:
 
 
 def __getattr__(name: str):
-    # ``uvicorn app.main:app`` builds the app on first access, so importing this module has no
+    # ``uvicorn tunefit.app.main:app`` builds the app on first access, so importing this module has no
     # side effects (no data directory created) for tests that build their own.
     if name == "app":
         return create_app()

@@ -6,10 +6,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from estimator import ESTIMATOR_VERSION, EstimateError, LoraSpec, adapter_params, get_model, models
-from estimator.adapters import ALL_LINEAR
-from estimator.paper import lora_ratio
-from estimator.units import GIB
+from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, LoraSpec, adapter_params, get_model, models
+from tunefit.estimator.adapters import ALL_LINEAR
+from tunefit.estimator.paper import lora_ratio
+from tunefit.estimator.units import GIB
 
 from .charts import log_bars, loss_curves
 
@@ -21,7 +21,7 @@ RANKS = (1, 2, 4, 8, 16, 32, 64)
 def toy_curves(r: int) -> dict[str, Any] | None:
     """The small experiment (torch, about a second on a CPU); None without the [profiler] extra."""
     try:
-        from profiler.toy import lora_toy_curves
+        from tunefit.profiler.toy import lora_toy_curves
     except ImportError:
         return None
     return lora_toy_curves(r=r)

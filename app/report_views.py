@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 
-from estimator import ESTIMATOR_VERSION, estimate
-from estimator.document import request_from_document
-from estimator.units import GIB
+from tunefit.estimator import ESTIMATOR_VERSION, estimate
+from tunefit.estimator.document import request_from_document
+from tunefit.estimator.units import GIB
 
 from .charts import METHOD_COLOURS, histogram, paired_bars, scatter, stacked_chart
 from .db import Database

@@ -12,6 +12,7 @@ import statistics
 import threading
 import time
 import weakref
+from importlib import resources
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +21,16 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from estimator import EstimateError, estimate
-from estimator.document import request_from_document
+from tunefit.estimator import EstimateError, estimate
+from tunefit.estimator.document import request_from_document
 
-from profiler.device import slug
+from tunefit.profiler.device import slug
 
 from .db import Database, Measurement
 
-_REPO_REPORTS = Path(__file__).resolve().parents[1] / "reports" / "data"
-# The repository's reports/data (editable install), else ./reports/data (the Docker image's WORKDIR).
-REPORTS_DATA = _REPO_REPORTS if _REPO_REPORTS.is_dir() else Path.cwd() / "reports" / "data"
+# The shipped measurements, package data of ``tunefit.reports`` (the repository's reports/data in an
+# editable install, where ``tunefit validate --run`` adds to them).
+REPORTS_DATA = Path(str(resources.files("tunefit.reports") / "data"))
 # Other calculators' rules, as their documentation states them (bytes per parameter of the model):
 RULE_ADAM_4X = "4× weights for Adam training, 1× for LoRA / inference (16-bit weights)"
 RULE_4BIT_ALL = "every weight at 4 bits (0.5 byte/param) under QLoRA, else as the 4× rule"

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from estimator.adapters import ALL_LINEAR, VARIANTS
-from estimator.quant import BLOCKSIZES, QUANT_TYPES
-from estimator.request import (
+from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS
+from tunefit.estimator.quant import BLOCKSIZES, QUANT_TYPES
+from tunefit.estimator.request import (
     ATTN_IMPLEMENTATIONS,
     DEVICES,
     MAX_BATCH,

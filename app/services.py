@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from estimator import (
+from tunefit.estimator import (
     Capacity,
     EstimateError,
     EstimateRequest,
@@ -21,8 +21,8 @@ from estimator import (
     models,
     to_document,
 )
-from estimator.document import request_document
-from estimator.units import GIB
+from tunefit.estimator.document import request_document
+from tunefit.estimator.units import GIB
 
 from .checkpoints import read_config
 from .schemas import CapacityIn, CheckpointModel, CompareIn, EstimateIn, QuantIn, SettingIn, VariantIn

@@ -11,10 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 
-from estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
-from estimator.adapters import ALL_LINEAR, VARIANTS
-from estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_SEQ, METHODS, OPTIMIZERS
-from estimator.units import GIB
+from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
+from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS
+from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_SEQ, METHODS, OPTIMIZERS
+from tunefit.estimator.units import GIB
 
 from . import services
 from .charts import gib_text, stacked_chart
@@ -116,7 +116,7 @@ def module_names(form: PlanForm) -> list[str]:
     """The LoRA-targetable module names of the chosen architecture (for the checkboxes)."""
     try:
         if form.config.strip():
-            from estimator import arch_from_config
+            from tunefit.estimator import arch_from_config
 
             return list(arch_from_config(json.loads(form.config)).linear_names)
         return list(get_model(form.model).arch.linear_names)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import QueryParams
 
-from estimator import EstimateError
+from tunefit.estimator import EstimateError
 
 from . import jobs
 from .api.deps import guard_job_creation

@@ -8,7 +8,7 @@ calculator rules, and per phase.
 
 import sys
 
-from app.cli import main
+from tunefit.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["validate", *sys.argv[1:]]))

@@ -1,6 +1,6 @@
 """REST API throughput and latency against a running server (one uvicorn worker).
 
-Starts ``uvicorn app.main:create_app --factory`` on a free port with a temporary data directory,
+Starts ``uvicorn tunefit.app.main:create_app --factory`` on a free port with a temporary data directory,
 then drives it with concurrent keep-alive clients (asyncio streams) and prints requests/s and p50/p99 latency of
 /healthz, /api/v1/estimate and /api/v1/capacity, measured in the same run. The ratio of estimate
 to healthz throughput shows what an estimate costs on top of the HTTP stack (goal >= 70 %).
@@ -52,7 +52,7 @@ def start_server(data_dir: str, command: list[str] | None = None, env: dict[str,
     port appended as ``--port N``), with ``env`` added to the environment; its process and URL."""
     port = _free_port()
     argv = ([*command, "--port", str(port)] if command else
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
+            [sys.executable, "-m", "uvicorn", "tunefit.app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
              str(port), "--workers", "1", "--log-level", "warning"])
     proc = subprocess.Popen(argv, env={**os.environ, "TUNEFIT_DATA_DIR": data_dir, **(env or {})},
                             stdout=subprocess.DEVNULL if command else None, stderr=subprocess.DEVNULL if command else None)

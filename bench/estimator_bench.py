@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from estimator import EstimateRequest, LoraSpec, capacity, estimate, gpus
+from tunefit.estimator import EstimateRequest, LoraSpec, capacity, estimate, gpus
 
 CASES = {
     "llama-2-7b qlora r16 all-linear": EstimateRequest("llama-2-7b", method="qlora",

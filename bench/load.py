@@ -93,7 +93,7 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
     queues jobs itself), room in the queue."""
     env = {"TUNEFIT_RUN_WORKER": "true", "TUNEFIT_WORKER_POLL_S": "0.2", "TUNEFIT_JOB_RATE_PER_MINUTE": "0",
            "TUNEFIT_MAX_QUEUED_JOBS": "1000"}
-    return api_bench.start_server(data_dir, [sys.executable, "-m", "app.cli", "serve"], env, timeout_s=60)
+    return api_bench.start_server(data_dir, [sys.executable, "-m", "tunefit.app.cli", "serve"], env, timeout_s=60)
 
 
 async def keep_a_job_running(url: str, jobs: Jobs, current: str, window: tuple[float, float]) -> None:

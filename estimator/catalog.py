@@ -48,7 +48,7 @@ class Gpu:
 
 
 def _data_dir():
-    return resources.files("estimator") / "data"
+    return resources.files("tunefit.estimator") / "data"
 
 
 @lru_cache(maxsize=1)

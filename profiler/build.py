@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from estimator import EstimateRequest, get_model
+from tunefit.estimator import EstimateRequest, get_model
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LEARNING_RATE = 1e-4  # any value: memory does not depend on it

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from estimator import EstimateRequest
+from tunefit.estimator import EstimateRequest
 
 POLL_S = 0.1
 HEARTBEAT_S = 1.0

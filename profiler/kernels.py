@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import _disable_current_modes
 
-from estimator.activations import MEM_EFF_BIAS_ALIGNMENT
+from tunefit.estimator.activations import MEM_EFF_BIAS_ALIGNMENT
 
 TARGETS = ("cuda", "cpu")
 HALF = (torch.float16, torch.bfloat16)

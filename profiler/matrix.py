@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from estimator import EstimateRequest, LoraSpec, QuantSpec
+from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec
 
 SEED = 20261123
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from estimator.request import QuantSpec
+from tunefit.estimator.request import QuantSpec
 
 
 def quantize_on_meta(model: torch.nn.Module, quant: QuantSpec, dtype: torch.dtype) -> torch.nn.Module:

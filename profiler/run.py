@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from estimator import EstimateRequest, estimate, to_document
-from estimator.request import normalize
+from tunefit.estimator import EstimateRequest, estimate, to_document
+from tunefit.estimator.request import normalize
 
 from .accounting import CudaCounters, LiveTensorBytes, collect, model_tensors
 from .build import BuildError, load_model, make_optimizer, prepare_for_training

@@ -26,8 +26,8 @@ from unittest.mock import patch
 
 import torch
 
-from estimator import EstimateRequest, estimate, to_document
-from estimator.request import normalize
+from tunefit.estimator import EstimateRequest, estimate, to_document
+from tunefit.estimator.request import normalize
 
 from .build import TORCH_DTYPES, BuildError, make_optimizer, prepare_for_training, source_config
 from .kernels import TargetKernels, cuda_workspace_bytes

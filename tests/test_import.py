@@ -6,7 +6,7 @@ import sys
 
 def test_import_estimator_loads_neither_torch_nor_fastapi():
     code = (
-        "import sys, estimator\n"
+        "import sys\nfrom tunefit import estimator\n"
         "estimator.estimate(estimator.EstimateRequest('llama-2-7b', method='qlora'))\n"
         "heavy = [m for m in ('torch', 'fastapi', 'transformers', 'pydantic') if m in sys.modules]\n"
         "print(','.join(heavy))\n"

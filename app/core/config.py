@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-_REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def _host_memory_fraction(fraction: float) -> int:
@@ -23,8 +21,9 @@ def _host_memory_fraction(fraction: float) -> int:
 
 
 def _default_templates_dir() -> Path:
-    """The repository's ``templates/`` (editable install), else ``./templates`` (the Docker image)."""
-    return _REPO_TEMPLATES if _REPO_TEMPLATES.is_dir() else Path.cwd() / "templates"
+    """The templates shipped as package data (``tunefit.templates``; the repository's ``templates/``
+    in an editable install)."""
+    return Path(str(resources.files("tunefit.templates")))
 
 
 class Settings(BaseSettings):

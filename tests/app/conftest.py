@@ -3,8 +3,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings
-from app.main import create_app
+from tunefit.app.core.config import Settings
+from tunefit.app.main import create_app
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core import security
-from app.core.config import Settings
-from app.core.security import RateLimited, RateLimiter, bearer_token
-from app.db import Database
-from app.jobs import Worker
-from app.main import create_app
+from tunefit.app.core import security
+from tunefit.app.core.config import Settings
+from tunefit.app.core.security import RateLimited, RateLimiter, bearer_token
+from tunefit.app.db import Database
+from tunefit.app.jobs import Worker
+from tunefit.app.main import create_app
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 GIB = 2**30

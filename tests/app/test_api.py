@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app.cli import main as cli_main
-from estimator import EstimateRequest, LoraSpec, capacity, get_model, gpus, models
+from tunefit.app.cli import main as cli_main
+from tunefit.estimator import EstimateRequest, LoraSpec, capacity, get_model, gpus, models
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 # ---- catalogs ------------------------------------------------------------------------------------

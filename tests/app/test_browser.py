@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from app.core.config import Settings
-from app.main import create_app
+from tunefit.app.core.config import Settings
+from tunefit.app.main import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

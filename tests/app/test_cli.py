@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app.cli import main
-from estimator import EstimateRequest, LoraSpec, QuantSpec, estimate, to_document
+from tunefit.app.cli import main
+from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate, to_document
 
 
 def test_json_output_equals_the_document(capsys):
@@ -83,7 +83,7 @@ def test_profile_prints_predicted_next_to_measured(tmp_path, capsys):
 
 
 def test_validate_prints_the_accuracy_table(capsys):
-    from app.reports import REPORTS_DATA, read_jsonl
+    from tunefit.app.reports import REPORTS_DATA, read_jsonl
 
     assert main(["validate"]) == 0
     out = capsys.readouterr().out

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db import Database
-from app.jobs import create_job
-from app.schemas import ProfileIn
+from tunefit.app.db import Database
+from tunefit.app.jobs import create_job
+from tunefit.app.schemas import ProfileIn
 from tests.app.processes import children
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
@@ -51,9 +51,9 @@ def _env(data: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def _process(args: list[str], env: dict[str, str], log: Path):
-    """``python -m app.cli <args>`` in its own session; killed with its children at the end."""
+    """``python -m tunefit.app.cli <args>`` in its own session; killed with its children at the end."""
     with open(log, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "tunefit.app.cli", *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield proc

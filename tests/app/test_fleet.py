@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings
-from app.db import Database, now
-from app.main import create_app
+from tunefit.app.core.config import Settings
+from tunefit.app.db import Database, now
+from tunefit.app.main import create_app
 from tests.app.processes import descendants
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
@@ -91,7 +91,7 @@ def fleet(redis_url, tmp_path_factory):
     for i in range(2):
         log = open(data / f"worker{i}.log", "w")
         logs.append(log)
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--executor", "celery", "--cpu"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "tunefit.app.cli", "worker", "--executor", "celery", "--cpu"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         workers[proc.pid] = proc
     try:

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.core.config import Settings
-from app.main import create_app
+from tunefit.app.core.config import Settings
+from tunefit.app.main import create_app
 
 # Examples per operation: a few hundred in `make test`; TUNEFIT_FUZZ_EXAMPLES sets another number.
 EXAMPLES = int(os.environ.get("TUNEFIT_FUZZ_EXAMPLES", "200"))

@@ -135,8 +135,8 @@ def test_the_planning_page_escapes_user_input(client, params):
 def test_job_pages_escape_labels_and_requests(tmp_path, client):
     from fastapi.testclient import TestClient
 
-    from app.core.config import Settings
-    from app.main import create_app
+    from tunefit.app.core.config import Settings
+    from tunefit.app.main import create_app
 
     checkpoint = tmp_path / "models" / XSS.replace("/", "")
     checkpoint.mkdir(parents=True)

@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import pytest
 
-from app.core.config import Settings
-from app.db import Database, now
-from app.jobs import Worker, create_job
-from app.schemas import ProfileIn
+from tunefit.app.core.config import Settings
+from tunefit.app.db import Database, now
+from tunefit.app.jobs import Worker, create_job
+from tunefit.app.schemas import ProfileIn
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "batch_size": 1,

@@ -5,10 +5,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from app.cli import main
-from app.fleet import queue_for, worker_queues
-from app.jobs import Worker, job_request
-from app.schemas import ProfileIn
+from tunefit.app.cli import main
+from tunefit.app.fleet import queue_for, worker_queues
+from tunefit.app.jobs import Worker, job_request
+from tunefit.app.schemas import ProfileIn
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 pytest.importorskip("torch", reason="needs the [profiler] extra")

@@ -7,8 +7,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from estimator import EstimateRequest, LoraSpec, QuantSpec, estimate
-from estimator.units import GIB
+from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate
+from tunefit.estimator.units import GIB
 
 QLORA_7B = {"submitted": "1", "model": "llama-2-7b", "method": "qlora", "r": "16", "all_linear": "on",
             "double_quant": "on", "batch_size": "1", "seq_len": "512", "gpu": "rtx-4090"}
@@ -82,7 +82,7 @@ def test_pasted_config_replaces_the_catalog_model(client):
 def test_measure_it_queues_a_job_and_its_page_shows_the_result(client, settings):
     import json
 
-    from app.jobs import Worker
+    from tunefit.app.jobs import Worker
     from tests.estimator.tiny_configs import TINY_CONFIGS
 
     plan = urlencode({"submitted": "1", "config": json.dumps(TINY_CONFIGS["qwen2"]), "method": "lora", "r": "4",
@@ -120,7 +120,7 @@ def test_paper_figures_page(client):
 
 def test_the_small_experiment_learns_with_both_methods():
     pytest.importorskip("torch", reason="needs the [profiler] extra")
-    from profiler.toy import lora_toy_curves
+    from tunefit.profiler.toy import lora_toy_curves
 
     curves = lora_toy_curves(r=4, steps=150)
     assert curves["trainable"]["lora"] == 4 * (64 + 64) < curves["trainable"]["full"]

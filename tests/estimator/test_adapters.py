@@ -7,10 +7,10 @@ meta device), wraps it with ``get_peft_model`` and compares peft's trainable cou
 
 import pytest
 
-from estimator import get_model
-from estimator.adapters import LoraSpec, adapter_params
-from estimator.arch import arch_from_config
-from estimator.errors import EstimateError
+from tunefit.estimator import get_model
+from tunefit.estimator.adapters import LoraSpec, adapter_params
+from tunefit.estimator.arch import arch_from_config
+from tunefit.estimator.errors import EstimateError
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 torch = pytest.importorskip("torch", reason="needs the [profiler] extra")

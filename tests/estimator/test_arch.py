@@ -2,7 +2,7 @@
 
 import pytest
 
-from estimator import EstimateError, arch_from_config, get_model, models
+from tunefit.estimator import EstimateError, arch_from_config, get_model, models
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 torch = pytest.importorskip("torch", reason="needs the [profiler] extra")

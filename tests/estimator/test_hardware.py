@@ -2,7 +2,7 @@
 
 import pytest
 
-from estimator import EstimateRequest, capacity, estimate, fit_table, get_gpu, gpus_needed, max_batch_size, max_seq_len
+from tunefit.estimator import EstimateRequest, capacity, estimate, fit_table, get_gpu, gpus_needed, max_batch_size, max_seq_len
 from dataclasses import replace
 
 CASES = [
@@ -118,7 +118,7 @@ def test_capacity_sweep_equals_exact_search(req, sharding):
 
 @pytest.mark.parametrize("model", ["mistral-7b", "llama-2-7b"], ids=["sliding-window", "plain"])
 def test_a_capacity_query_estimates_each_setting_once(model, monkeypatch):
-    from estimator import hardware
+    from tunefit.estimator import hardware
 
     tried = []
     real = hardware.estimate
@@ -142,6 +142,6 @@ def test_a_capacity_query_estimates_each_setting_once(model, monkeypatch):
     (((-1.0, 4.0), (0.0, 4.0)), {(0.0, 4.0)}),
 ], ids=["dominated", "crossing", "duplicate", "negative-constant"])
 def test_dominated_moments_are_dropped_from_a_curve(rows, kept):
-    from estimator.hardware import _undominated
+    from tunefit.estimator.hardware import _undominated
 
     assert set(_undominated(rows)) == kept

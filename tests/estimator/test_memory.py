@@ -4,10 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from estimator import EstimateRequest, LoraSpec, QuantSpec, arch_from_config, estimate, get_model
-from estimator import activations as act
-from estimator.memory import adam8bit_state_bytes, adam_state_bytes, optimizer_bytes, weight_bytes
-from estimator.quant import constants_4bit_bytes, int8_bytes, packed_4bit_bytes
+from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, arch_from_config, estimate, get_model
+from tunefit.estimator import activations as act
+from tunefit.estimator.memory import adam8bit_state_bytes, adam_state_bytes, optimizer_bytes, weight_bytes
+from tunefit.estimator.quant import constants_4bit_bytes, int8_bytes, packed_4bit_bytes
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 N = 4096 * 4096  # one 4096x4096 matrix
@@ -221,7 +221,7 @@ def test_zero3_divides_weights_grads_and_states():
     EstimateRequest("mixtral-8x7b", method="inference", seq_len=4096, sharding="zero3", num_gpus=4),
 ], ids=["qlora-dora", "config-full", "inference-sharded"])
 def test_request_document_round_trips(req):
-    from estimator.document import request_document, request_from_document
+    from tunefit.estimator.document import request_document, request_from_document
 
     est = estimate(req)
     again = estimate(request_from_document(request_document(est)))

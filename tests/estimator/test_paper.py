@@ -2,7 +2,7 @@
 
 import pytest
 
-from estimator import paper
+from tunefit.estimator import paper
 
 
 @pytest.mark.parametrize("double_quant,bits", [

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from estimator import EstimateError, EstimateRequest, LoraSpec, QuantSpec, estimate, get_model, to_document
-from estimator.adapters import VARIANTS
-from estimator.arch import arch_from_config
-from estimator.quant import BLOCKSIZES, QUANT_TYPES
-from estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_RANK, MAX_SEQ, OPTIMIZERS
+from tunefit.estimator import EstimateError, EstimateRequest, LoraSpec, QuantSpec, estimate, get_model, to_document
+from tunefit.estimator.adapters import VARIANTS
+from tunefit.estimator.arch import arch_from_config
+from tunefit.estimator.quant import BLOCKSIZES, QUANT_TYPES
+from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_RANK, MAX_SEQ, OPTIMIZERS
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
 EXAMPLES = 150

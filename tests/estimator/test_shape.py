@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from estimator import EstimateError, EstimateRequest, LoraSpec, QuantSpec, estimate, models, to_document
-from estimator.estimate import _shape_free, step_plan
-from estimator.request import normalize, resolve_model
-from estimator.shape import _quadratic, fit
+from tunefit.estimator import EstimateError, EstimateRequest, LoraSpec, QuantSpec, estimate, models, to_document
+from tunefit.estimator.estimate import _shape_free, step_plan
+from tunefit.estimator.request import normalize, resolve_model
+from tunefit.estimator.shape import _quadratic, fit
 from tests.estimator.tiny_configs import TINY_CONFIGS
 
-estimate_module = importlib.import_module("estimator.estimate")  # the package exports a function of that name
+estimate_module = importlib.import_module("tunefit.estimator.estimate")  # the package exports a function of that name
 
 # (b, s) far from the probes: large shapes, odd ones, one-token ones
 POINTS = [(1, 1), (1, 4096), (7, 1), (3, 777), (16, 2048), (64, 8192), (1, 131072), (1024, 1)]

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the [profiler] extra")
 
-from profiler.accounting import LiveTensorBytes, model_tensors  # noqa: E402
+from tunefit.profiler.accounting import LiveTensorBytes, model_tensors  # noqa: E402
 
 
 def test_counts_new_storages_once_and_releases_them():

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the [profiler] extra")
 pytest.importorskip("peft")
 
-from estimator import EstimateRequest, LoraSpec  # noqa: E402
-from profiler import measure  # noqa: E402
-from profiler.build import load_model  # noqa: E402
+from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
+from tunefit.profiler import measure  # noqa: E402
+from tunefit.profiler.build import load_model  # noqa: E402
 from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

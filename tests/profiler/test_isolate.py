@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("torch", reason="needs the [profiler] extra")
 
-from estimator import EstimateRequest, LoraSpec  # noqa: E402
-from profiler.isolate import run_isolated  # noqa: E402
+from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
+from tunefit.profiler.isolate import run_isolated  # noqa: E402
 from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
 TINY = EstimateRequest({"config": TINY_CONFIGS["llama-gqa"]}, method="lora", device="cpu", batch_size=1, seq_len=8,

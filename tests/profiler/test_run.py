@@ -5,8 +5,8 @@ import pytest
 pytest.importorskip("torch", reason="needs the [profiler] extra")
 pytest.importorskip("peft")
 
-from estimator import EstimateRequest, LoraSpec  # noqa: E402
-from profiler import BuildError, measure  # noqa: E402
+from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
+from tunefit.profiler import BuildError, measure  # noqa: E402
 from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
 pytestmark = [

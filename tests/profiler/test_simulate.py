@@ -15,9 +15,9 @@ pytest.importorskip("peft")
 
 import torch  # noqa: E402
 
-from estimator import EstimateRequest, LoraSpec, QuantSpec, estimate  # noqa: E402
-from profiler import BuildError, measure, simulate  # noqa: E402
-from profiler.kernels import TargetKernels, cuda_sdpa_backend  # noqa: E402
+from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate  # noqa: E402
+from tunefit.profiler import BuildError, measure, simulate  # noqa: E402
+from tunefit.profiler.kernels import TargetKernels, cuda_sdpa_backend  # noqa: E402
 from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
 pytestmark = [
@@ -168,7 +168,7 @@ def test_qlora_layers_hold_what_bitsandbytes_lays_out():
     absmax per 64 weights and an fp32 absmax per 256 of those: 0.127 bits of constants per weight."""
     import bitsandbytes as bnb
 
-    from profiler.simulation import meta_model
+    from tunefit.profiler.simulation import meta_model
 
     model = meta_model(_request("llama-gqa", "qlora"))
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -201,8 +201,8 @@ def test_cuda_gemm_4bit_dequantizes_inside_the_op_past_1536_rows(rows, expected)
     input's dtype inside the op (and the nested absmax to fp32, twice); the allocator sees that."""
     import bitsandbytes as bnb
 
-    from profiler.accounting import LiveTensorBytes
-    from profiler.kernels import cuda_workspace_bytes
+    from tunefit.profiler.accounting import LiveTensorBytes
+    from tunefit.profiler.kernels import cuda_workspace_bytes
 
     out_f, in_f = 256, 512
     packed, state = bnb.functional.quantize_4bit(torch.empty(out_f, in_f, dtype=torch.bfloat16, device="meta"),

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import BaseModel
 
-from app.core.answers import AnswerCache
+from tunefit.app.core.answers import AnswerCache
 
 
 class Body(BaseModel):

@@ -8,9 +8,9 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api import v1
-from app.core.routing import JSONBodyRoute, is_json, json_body_model
-from app.schemas import CapacityIn, CompareIn, EstimateIn
+from tunefit.app.api import v1
+from tunefit.app.core.routing import JSONBodyRoute, is_json, json_body_model
+from tunefit.app.schemas import CapacityIn, CompareIn, EstimateIn
 
 
 class Inner(BaseModel):

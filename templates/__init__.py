@@ -1,0 +1,1 @@
+"""The service's Jinja templates, package data read through ``importlib.resources``."""
