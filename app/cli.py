@@ -101,7 +101,8 @@ def render_table(doc: dict) -> str:
     fits = [f for f in doc["fits"]]
     if fits:
         lines += ["", "fits:"]
-        lines += [f"  {f['gpu']:20s}{'yes' if f['fits'] else 'no ':4s} headroom {_gib(f['headroom_bytes'])}" for f in fits]
+        lines += [f"  {f['gpu']:20s}{'yes' if f['fits'] else 'no ':4s} headroom {_gib(f['headroom_bytes'])}"
+                  for f in fits]
     lines += ["", "assumptions:"] + [f"  - {a}" for a in doc["assumptions"]]
     return "\n".join(lines)
 
@@ -192,16 +193,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     local) or consuming this device kind's Celery queue (executor celery)."""
     import logging
 
-    from .core.config import Settings, get_settings
-    from .db import Database
-    from .jobs import Worker
+    from tunefit.app.core.config import Settings, get_settings
+    from tunefit.app.core.db import Database
+    from tunefit.app.jobs.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     if args.executor:
         settings = Settings(**{**settings.model_dump(), "executor": args.executor})
     if settings.executor == "celery":
-        from .fleet import run_worker
+        from tunefit.app.jobs.fleet import run_worker
 
         run_worker(settings, force_cpu=args.cpu)
         return 0
@@ -217,7 +218,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Run the validation matrix's missing cases (with --run), then print the accuracy table."""
     from pathlib import Path
 
-    from .reports import REPORTS_DATA, accuracy_table, format_table, rows_from_files
+    from tunefit.app.reports.data import REPORTS_DATA, accuracy_table, format_table, rows_from_files
 
     default = "meta-simulation.jsonl" if args.simulated else "cpu-validation.jsonl"
     data = Path(args.data) if args.data else REPORTS_DATA / default
@@ -239,8 +240,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .core.config import get_settings
-    from .main import create_app
+    from tunefit.app.core.config import get_settings
+    from tunefit.app.main import create_app
 
     settings = get_settings()
     uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,

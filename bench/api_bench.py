@@ -52,10 +52,11 @@ def start_server(data_dir: str, command: list[str] | None = None, env: dict[str,
     port appended as ``--port N``), with ``env`` added to the environment; its process and URL."""
     port = _free_port()
     argv = ([*command, "--port", str(port)] if command else
-            [sys.executable, "-m", "uvicorn", "tunefit.app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
-             str(port), "--workers", "1", "--log-level", "warning"])
+            [sys.executable, "-m", "uvicorn", "tunefit.app.main:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", "--log-level", "warning"])
+    quiet = subprocess.DEVNULL if command else None
     proc = subprocess.Popen(argv, env={**os.environ, "TUNEFIT_DATA_DIR": data_dir, **(env or {})},
-                            stdout=subprocess.DEVNULL if command else None, stderr=subprocess.DEVNULL if command else None)
+                            stdout=quiet, stderr=quiet)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

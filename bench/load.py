@@ -132,7 +132,7 @@ async def client_loop(url: str, kinds, tallies: dict[str, Tally], rng: random.Ra
             _, method, path, body = kinds[kind]
             try:
                 status = await asyncio.wait_for(conn.request(method, path, body()), REQUEST_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
                 status = 0
                 conn.close()
                 conn = Connection(host, int(port))

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
-    def _broker_for_celery(self) -> "Settings":
+    def _broker_for_celery(self) -> Settings:
         if self.executor == "celery" and not self.broker_url:
             raise ValueError("executor 'celery' needs TUNEFIT_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
         return self

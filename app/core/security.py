@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 BEARER = "bearer"
 # Clients whose buckets are remembered; the least recently seen are forgotten past this (a
@@ -91,3 +92,14 @@ class RateLimiter:
             self._buckets[client] = (tokens - 1, now)
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def guard_job_creation(request: Request, presented: str | None) -> None:
+    """Creating a profiling job (API or form): this client's rate limit, then the API token when
+    one is set."""
+    request.app.state.job_limiter.take(client_address(request))
+    check_token(request.app.state.settings.api_token, presented)

@@ -7,13 +7,13 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.app.core import security
 from tunefit.app.core.config import Settings
+from tunefit.app.core.db import Database
 from tunefit.app.core.security import RateLimited, RateLimiter, bearer_token
-from tunefit.app.db import Database
-from tunefit.app.jobs import Worker
+from tunefit.app.jobs.worker import Worker
 from tunefit.app.main import create_app
-from tests.estimator.tiny_configs import TINY_CONFIGS
 
 GIB = 2**30
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "batch_size": 1,

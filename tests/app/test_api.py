@@ -3,10 +3,13 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
+from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.app.cli import main as cli_main
 from tunefit.estimator import EstimateRequest, LoraSpec, capacity, get_model, gpus, models
-from tests.estimator.tiny_configs import TINY_CONFIGS
 
 # ---- catalogs ------------------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ def test_capacity_rows_equal_the_estimator(client):
                           lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear"))
     expected = capacity(req, ["rtx-4090", "a100-80gb", "rtx-3060-12gb"], sharding="fsdp")
     assert [r["gpu"] for r in doc["rows"]] == ["rtx-4090", "a100-80gb", "rtx-3060-12gb"]
-    for row, exp in zip(doc["rows"], expected):
+    for row, exp in zip(doc["rows"], expected, strict=True):
         assert (row["fits"], row["max_batch_size"], row["max_seq_len"], row["gpus_needed"]) == (
             exp.fits, exp.max_batch_size, exp.max_seq_len, exp.gpus_needed)
     assert doc["multi_gpu"] == "fsdp"
@@ -209,15 +212,16 @@ def test_openapi_documents_every_endpoint(client):
 
 
 # Any JSON a client can send as a config gets a 200 or a located 422, never a 500.
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st  # noqa: E402
-
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                     max_leaves=8)
+_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(max_size=8))
+_json = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
 _keys = st.sampled_from(sorted({k for c in TINY_CONFIGS.values() for k in c}))
 
 
-@hyp_settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hyp_settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(base=st.sampled_from(sorted(TINY_CONFIGS)), changes=st.dictionaries(_keys, _json, max_size=3))
 def test_mutated_configs_never_crash(client, base, changes):
     config = {**TINY_CONFIGS[base], **changes}

@@ -46,7 +46,8 @@ def live_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     for binary in (CHROMIUM, CHROMEDRIVER):
-        assert shutil.which(binary), f"{binary} missing: install Debian's chromium and chromium-driver (bash .ci/run does)"
+        assert shutil.which(binary), (f"{binary} missing: install Debian's chromium and chromium-driver "
+                                      "(bash .ci/run does)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -83,7 +83,7 @@ def test_profile_prints_predicted_next_to_measured(tmp_path, capsys):
 
 
 def test_validate_prints_the_accuracy_table(capsys):
-    from tunefit.app.reports import REPORTS_DATA, read_jsonl
+    from tunefit.app.reports.data import REPORTS_DATA, read_jsonl
 
     assert main(["validate"]) == 0
     out = capsys.readouterr().out

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tunefit.app.db import Database
-from tunefit.app.jobs import create_job
-from tunefit.app.schemas import ProfileIn
 from tests.app.processes import children
 from tests.estimator.tiny_configs import TINY_CONFIGS
+from tunefit.app.core.db import Database
+from tunefit.app.jobs.schemas import ProfileIn
+from tunefit.app.jobs.service import create_job
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "batch_size": 1,
         "seq_len": 8, "lora": {"r": 4}, "steps": 1}

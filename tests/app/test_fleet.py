@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tunefit.app.core.config import Settings
-from tunefit.app.db import Database, now
-from tunefit.app.main import create_app
 from tests.app.processes import descendants
 from tests.estimator.tiny_configs import TINY_CONFIGS
+from tunefit.app.core.config import Settings
+from tunefit.app.core.db import Database, now
+from tunefit.app.main import create_app
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "dtype": "fp32",
         "seq_len": 16, "lora": {"r": 4}, "steps": 2}
@@ -91,8 +91,8 @@ def fleet(redis_url, tmp_path_factory):
     for i in range(2):
         log = open(data / f"worker{i}.log", "w")
         logs.append(log)
-        proc = subprocess.Popen([sys.executable, "-m", "tunefit.app.cli", "worker", "--executor", "celery", "--cpu"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = [sys.executable, "-m", "tunefit.app.cli", "worker", "--executor", "celery", "--cpu"]
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         workers[proc.pid] = proc
     try:
         with TestClient(create_app(settings)) as client:
@@ -178,7 +178,8 @@ def test_a_worker_killed_mid_job_hands_it_to_another(fleet):
     workers[pid].wait(timeout=10)
     assert client.get(f"/api/v1/profile/{job_id}").json()["status"] == "running"
     _wait(lambda: not any(Path(f"/proc/{p}").exists() for p in orphans), 15, "the killed worker's children to exit")
-    job = _wait(lambda: (_finished(client, [job_id]) or [None])[0], VISIBILITY_S + DEADLINE_S, "the job to run again", 1)
+    job = _wait(lambda: (_finished(client, [job_id]) or [None])[0], VISIBILITY_S + DEADLINE_S,
+                "the job to run again", 1)
     assert job["status"] == "done", job["error"]
     assert job["attempts"] == 2
     assert _worker_pid(Database(settings.sqlalchemy_url).get_job(job_id).worker) != pid

@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import pytest
 
-from tunefit.app.core.config import Settings
-from tunefit.app.db import Database, now
-from tunefit.app.jobs import Worker, create_job
-from tunefit.app.schemas import ProfileIn
 from tests.estimator.tiny_configs import TINY_CONFIGS
+from tunefit.app.core.config import Settings
+from tunefit.app.core.db import Database, now
+from tunefit.app.jobs.schemas import ProfileIn
+from tunefit.app.jobs.service import create_job
+from tunefit.app.jobs.worker import Worker
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "batch_size": 1,
         "seq_len": 8, "lora": {"r": 4}, "steps": 2}

@@ -6,7 +6,15 @@ import io
 
 import pytest
 
-from tunefit.app.reports import REPORTS_DATA, Stat, accuracy_table, read_jsonl, relative_error, rows_from_files, stat
+from tunefit.app.reports.data import (
+    REPORTS_DATA,
+    Stat,
+    accuracy_table,
+    read_jsonl,
+    relative_error,
+    rows_from_files,
+    stat,
+)
 
 VALIDATION = REPORTS_DATA / "cpu-validation.jsonl"
 
@@ -114,8 +122,8 @@ def test_one_plan_measured_on_several_devices_is_shown_side_by_side(client):
 
 
 def test_each_measurement_is_estimated_once_and_new_ones_appear(tmp_path, monkeypatch):
-    from tunefit.app import reports
-    from tunefit.app.db import Database
+    from tunefit.app.core.db import Database
+    from tunefit.app.reports import data as reports
 
     db = Database(f"sqlite:///{tmp_path / 'reports.db'}")
     stored = reports.import_jsonl(db)
@@ -133,8 +141,9 @@ def test_each_measurement_is_estimated_once_and_new_ones_appear(tmp_path, monkey
 def test_the_report_document_is_made_again_only_when_measurements_are_added(tmp_path, monkeypatch):
     import orjson
 
-    from tunefit.app import report_views, reports
-    from tunefit.app.db import Database
+    from tunefit.app.core.db import Database
+    from tunefit.app.reports import data as reports
+    from tunefit.app.reports import documents as report_views
 
     db = Database(f"sqlite:///{tmp_path / 'reports.db'}")
     reports.import_jsonl(db)

@@ -5,11 +5,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tunefit.app.cli import main
-from tunefit.app.fleet import queue_for, worker_queues
-from tunefit.app.jobs import Worker, job_request
-from tunefit.app.schemas import ProfileIn
 from tests.estimator.tiny_configs import TINY_CONFIGS
+from tunefit.app.cli import main
+from tunefit.app.jobs.fleet import queue_for, worker_queues
+from tunefit.app.jobs.schemas import ProfileIn
+from tunefit.app.jobs.service import job_request
+from tunefit.app.jobs.worker import Worker
 
 pytest.importorskip("torch", reason="needs the [profiler] extra")
 

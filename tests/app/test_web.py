@@ -1,8 +1,8 @@
 """The planning form, server-rendered (what a browser with JavaScript off gets)."""
 
 import re
-from html import escape
 import sqlite3
+from html import escape
 from urllib.parse import urlencode
 
 import pytest
@@ -82,8 +82,8 @@ def test_pasted_config_replaces_the_catalog_model(client):
 def test_measure_it_queues_a_job_and_its_page_shows_the_result(client, settings):
     import json
 
-    from tunefit.app.jobs import Worker
     from tests.estimator.tiny_configs import TINY_CONFIGS
+    from tunefit.app.jobs.worker import Worker
 
     plan = urlencode({"submitted": "1", "config": json.dumps(TINY_CONFIGS["qwen2"]), "method": "lora", "r": "4",
                       "device": "cpu", "batch_size": "1", "seq_len": "8"})

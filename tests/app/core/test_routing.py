@@ -8,9 +8,9 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunefit.app.api import v1
+from tunefit.app.api.routes import estimates, jobs
 from tunefit.app.core.routing import JSONBodyRoute, is_json, json_body_model
-from tunefit.app.schemas import CapacityIn, CompareIn, EstimateIn
+from tunefit.app.planning.schemas import CapacityIn, CompareIn, EstimateIn
 
 
 class Inner(BaseModel):
@@ -99,9 +99,9 @@ def test_is_json(value, expected):
 
 
 @pytest.mark.parametrize("endpoint,model", [
-    (v1.estimate, EstimateIn), (v1.capacity, CapacityIn), (v1.compare, CompareIn),
-    (v1.create_profile, None),  # sync: FastAPI runs it in a thread, as before
-    (v1.get_profile, None),  # no body
+    (estimates.estimate, EstimateIn), (estimates.capacity, CapacityIn), (estimates.compare, CompareIn),
+    (jobs.create_profile, None),  # sync: FastAPI runs it in a thread, as before
+    (jobs.get_profile, None),  # no body
 ], ids=lambda x: getattr(x, "__name__", str(x)))
 def test_which_api_endpoints_take_the_fast_path(endpoint, model):
     assert json_body_model(endpoint) is model

@@ -6,23 +6,16 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import QueryParams
 
+from tunefit.app.core.security import guard_job_creation
+from tunefit.app.jobs import service as jobs
+from tunefit.app.reports.data import plan_evidence, to_row
+from tunefit.app.reports.data import rows as report_rows
+from tunefit.app.reports.documents import filters_from, report_csv, report_document
+from tunefit.app.web.job_pages import job_context, jobs_context
+from tunefit.app.web.paper import paper_context, parse_paper_query
+from tunefit.app.web.plan import evidence_context, page_context, plan_label, profile_from_plan, recent_rows
+from tunefit.app.web.report_pages import measurement_context, reports_context
 from tunefit.estimator import EstimateError
-
-from . import jobs
-from .api.deps import guard_job_creation
-from .paper_views import paper_context, parse_paper_query
-from .report_views import filters_from, measurement_context, report_csv, report_document, reports_context
-from .reports import plan_evidence, to_row
-from .reports import rows as report_rows
-from .views import (
-    evidence_context,
-    job_context,
-    jobs_context,
-    page_context,
-    plan_label,
-    profile_from_plan,
-    recent_rows,
-)
 
 router = APIRouter(include_in_schema=False)
 
@@ -49,7 +42,8 @@ async def create_job(request: Request) -> RedirectResponse:
     guard_job_creation(request, form.get("token") or None)
     try:
         body = profile_from_plan(form.get("plan", ""), form.get("steps", "3"), simulated=form.get("device") == "meta")
-        job = jobs.create_job(request.app.state.db, body, settings=request.app.state.settings)
+        state = request.app.state
+        job = jobs.create_job(state.db, body, state.executor.dispatch, state.settings)
     except EstimateError as exc:
         raise HTTPException(422, str(exc)) from exc
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)

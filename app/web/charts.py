@@ -6,6 +6,7 @@ grouped by kind of memory, an axis in GiB (2^30 bytes).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -113,7 +114,8 @@ def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight:
         segments = []
         for name, n_bytes, colour in groups:
             width = n_bytes * scale
-            segments.append(Segment(name, n_bytes, gib_text(n_bytes), round(LABEL_WIDTH + x, 2), round(width, 2), colour))
+            segments.append(Segment(name, n_bytes, gib_text(n_bytes), round(LABEL_WIDTH + x, 2), round(width, 2),
+                                    colour))
             x += width
         total = sum(b for _, b, _ in groups)
         chart_rows.append(Row(label, gib_text(total), y, y + ROW_HEIGHT / 2 + 4, label == highlight, tuple(segments)))
@@ -225,14 +227,16 @@ HIST_BINS = (-20, -10, -5, -3, -1, 0, 1, 3, 5, 10, 20)  # error % bin edges; out
 def histogram(title: str, errors_percent: list[float], colour: str) -> Histogram:
     """Counts of signed errors (%) per bin, as bars."""
     edges = [-math.inf, *HIST_BINS, math.inf]
-    counts = [sum(1 for e in errors_percent if lo <= e < hi) for lo, hi in zip(edges, edges[1:])]
+    bins = list(itertools.pairwise(edges))
+    counts = [sum(1 for e in errors_percent if lo <= e < hi) for lo, hi in bins]
     width, height, bar_w = 360, 120, 360 / len(counts)
     most = max(counts) or 1
     bars = []
-    for i, (count, lo, hi) in enumerate(zip(counts, edges, edges[1:])):
+    for i, (count, (lo, hi)) in enumerate(zip(counts, bins, strict=True)):
         h = count / most * (height - 30)
         label = f"<{hi:g}" if lo == -math.inf else (f"≥{lo:g}" if hi == math.inf else f"{lo:g}…{hi:g}")
-        bars.append(Bar(round(i * bar_w + 2, 1), round(height - 20 - h, 1), round(bar_w - 4, 1), round(h, 1), label, count))
+        bars.append(Bar(round(i * bar_w + 2, 1), round(height - 20 - h, 1), round(bar_w - 4, 1), round(h, 1), label,
+                        count))
     return Histogram(title, width, height, colour, tuple(bars))
 
 
@@ -242,7 +246,7 @@ class PairedBars:
 
     width: int
     height: int
-    groups: tuple[tuple[str, float, tuple[Bar, Bar]], ...]  # (phase, label x, (predicted, measured))
+    groups: tuple[tuple[str, float, tuple[Bar, ...]], ...]  # (phase, label x, (predicted, measured))
 
     @property
     def label_y(self) -> int:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from tunefit.app.web.charts import log_bars, loss_curves
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, LoraSpec, adapter_params, get_model, models
 from tunefit.estimator.adapters import ALL_LINEAR
 from tunefit.estimator.paper import lora_ratio
 from tunefit.estimator.units import GIB
-
-from .charts import log_bars, loss_curves
 
 CURVE_COLOURS = {"full": "#e15759", "lora": "#4e79a7"}
 RANKS = (1, 2, 4, 8, 16, 32, 64)

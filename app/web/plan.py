@@ -11,14 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 
-from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
-from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS
-from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_SEQ, METHODS, OPTIMIZERS
-from tunefit.estimator.units import GIB
-
-from . import services
-from .charts import gib_text, stacked_chart
-from .schemas import (
+from tunefit.app.jobs.schemas import ProfileIn
+from tunefit.app.planning import service
+from tunefit.app.planning.schemas import (
     CapacityIn,
     CompareIn,
     ConfigModel,
@@ -26,9 +21,13 @@ from .schemas import (
     EstimateIn,
     LoraIn,
     Method,
-    ProfileIn,
     QuantIn,
 )
+from tunefit.app.web.charts import gib_text, stacked_chart
+from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
+from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS
+from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_SEQ, METHODS, OPTIMIZERS
+from tunefit.estimator.units import GIB
 
 BOOLEANS = ("all_linear", "double_quant", "gradient_checkpointing")
 DEFAULT_TARGETS = ["q_proj", "v_proj"]
@@ -149,9 +148,9 @@ def plan_label(form: PlanForm) -> str:
 def result_context(form: PlanForm) -> dict[str, Any]:
     """The result page: headline, breakdown, charts, GPU table, comparison, assumptions."""
     shared = setting_from_form(form)
-    doc = services.estimate_document(EstimateIn(**shared, gpu=form.gpu or None))
-    cap = services.capacity_document(CapacityIn(**shared))
-    compare = services.compare_document(CompareIn(**shared))  # default columns: full, LoRA, QLoRA
+    doc = service.estimate_document(EstimateIn(**shared, gpu=form.gpu or None))
+    cap = service.capacity_document(CapacityIn(**shared))
+    compare = service.compare_document(CompareIn(**shared))  # default columns: full, LoRA, QLoRA
     return {
         "doc": doc,
         "headline": _headline(doc),
@@ -239,7 +238,7 @@ def recent_rows(plans) -> list[dict[str, str]]:
     return [{"query": p.query, "label": p.label, "peak_gib": gib_text(p.peak_bytes)} for p in plans]
 
 
-# ---- profiling jobs ------------------------------------------------------------------------------
+# ---- measuring a plan ----------------------------------------------------------------------------
 
 JOB_STEPS = (1, 2, 3, 5)
 
@@ -270,65 +269,3 @@ def evidence_context(found: dict[str, Any], doc: dict[str, Any]) -> list[dict[st
         rows.append({"source": f"{source} ({item['device_kind']})", "gib": gib_text(item["bytes"]),
                      "error": f"{error:+.2f} %", "href": f"/reports/{item['id']}"})
     return rows
-
-
-def job_context(job_doc: dict[str, Any]) -> dict[str, Any]:
-    """A job page: status and progress, then predicted vs measured once it is done."""
-    progress = job_doc["progress"]
-    finished = job_doc["status"] in ("done", "failed")
-    context = {
-        "job": job_doc, "finished": finished, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,
-        "progress_text": _progress_text(job_doc["status"], progress),
-        "progress_value": _progress_value(progress), "rows": [], "measured": None,
-    }
-    result = job_doc["result"]
-    if result:
-        context.update(rows=_measured_rows(result), measured=_measured_summary(result))
-    return context
-
-
-def _progress_text(status: str, progress: dict[str, Any] | None) -> str:
-    if status == "queued":
-        return "waiting for a worker"
-    if status == "running" and progress:
-        return f"{progress['phase']} (step {progress['step']} of {progress['steps']})"
-    return status
-
-
-def _progress_value(progress: dict[str, Any] | None) -> str:
-    """How far along, as a fraction for <progress>: three phases per step."""
-    if not progress or not progress["steps"]:
-        return "0"
-    order = {"load": 0, "forward": 1, "backward": 2, "optimizer_step": 3, "prefill": 3}
-    done = (max(progress["step"] - 1, 0) * 3 + order.get(progress["phase"], 0)) / (3 * progress["steps"])
-    return f"{min(done, 1):.3f}"
-
-
-def _measured_rows(result: dict[str, Any]) -> list[dict[str, str]]:
-    predicted = {p["phase"]: p["allocated_bytes"] for p in result["prediction"]["phases"]}
-    predicted["peak"] = result["prediction"]["peak_allocated_bytes"]
-    measured = dict(result["measured"]["phase_peaks"], peak=result["measured"]["peak_allocated_bytes"])
-    rows = []
-    for phase, value in measured.items():
-        expected = predicted.get(phase)
-        rows.append({"phase": phase, "predicted": f"{expected:,}" if expected is not None else "—",
-                     "measured": f"{value:,}", "measured_gib": gib_text(value),
-                     "error": f"{100 * (expected - value) / value:+.1f}" if expected and value else "—"})
-    return rows
-
-
-def _measured_summary(result: dict[str, Any]) -> dict[str, Any]:
-    env = result["environment"]
-    return {
-        "what": "simulated" if result["environment"]["device"] == "meta" else "measured",
-        "counter": result["measured"]["counter"],
-        "steady": ", ".join(str(s) for s in result["measured"]["steady_state_steps"]),
-        "trainable_measured": f"{result['trainable_params']['trainable']:,}",
-        "trainable_predicted": f"{result['prediction']['params']['trainable']:,}",
-        "environment": [(k, v) for k, v in env.items() if v is not None],
-        "duration": f"{result['duration_s']:.1f}",
-    }
-
-
-def jobs_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"jobs": rows, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION}

@@ -12,21 +12,19 @@ import statistics
 import threading
 import time
 import weakref
-from importlib import resources
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tunefit.app.core.db import Database, Measurement
 from tunefit.estimator import EstimateError, estimate
 from tunefit.estimator.document import request_from_document
-
 from tunefit.profiler.device import slug
-
-from .db import Database, Measurement
 
 # The shipped measurements, package data of ``tunefit.reports`` (the repository's reports/data in an
 # editable install, where ``tunefit validate --run`` adds to them).
@@ -328,7 +326,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def rows_from_files(paths: Iterable[Path]) -> list[Row]:
     """Rows straight from measurement files (no database), numbered in file order."""
-    out = []
+    out: list[Row] = []
     for path in paths:
         for item in read_jsonl(path):
             row = to_row(len(out) + 1, item.get("source", path.stem), item.get("split", ""), item)

@@ -8,6 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunefit.app.core.checkpoints import read_config
+from tunefit.app.planning.schemas import (
+    CapacityIn,
+    CheckpointModel,
+    CompareIn,
+    EstimateIn,
+    QuantIn,
+    SettingIn,
+    VariantIn,
+)
 from tunefit.estimator import (
     Capacity,
     EstimateError,
@@ -23,9 +33,6 @@ from tunefit.estimator import (
 )
 from tunefit.estimator.document import request_document
 from tunefit.estimator.units import GIB
-
-from .checkpoints import read_config
-from .schemas import CapacityIn, CheckpointModel, CompareIn, EstimateIn, QuantIn, SettingIn, VariantIn
 
 NO_VARIANT = VariantIn()
 # Methods whose base can be quantized: the others train an unquantized base.
@@ -170,17 +177,3 @@ def gpu_list() -> list[dict[str, Any]]:
          "usable_gib": round(g.usable_bytes / GIB, 3), "source": g.source}
         for g in gpus().values()
     ]
-
-
-# ---- workers -----------------------------------------------------------------------------------
-
-
-def worker_list(state: Any) -> list[dict[str, Any]]:
-    """``GET /api/v1/workers``: Celery's live workers, or the in-process worker."""
-    if state.celery is not None:
-        from .fleet import list_workers
-
-        return list_workers(state.celery, state.settings.workers_inspect_timeout_s)
-    from .jobs import local_workers
-
-    return local_workers(state.db, state.worker)

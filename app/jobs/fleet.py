@@ -28,8 +28,9 @@ from typing import Any
 from celery import Celery
 from celery.worker.control import inspect_command
 
-from .core.config import Settings
-from .db import Database, Job
+from tunefit.app.core.config import Settings
+from tunefit.app.core.db import Database, Job
+from tunefit.app.jobs.runner import run_job
 
 log = logging.getLogger("tunefit.fleet")
 
@@ -83,8 +84,6 @@ def dispatch(app: Celery, job: Job, target: str, device: str) -> None:
 
 def _profile_task(task, job_id: str) -> str:
     """One delivery of a job (see the module docstring for what each case does)."""
-    from .jobs import run_job
-
     settings: Settings = _state["settings"]
     db: Database = _state["db"]
     name = task.request.hostname or f"celery:{os.getpid()}"
@@ -92,7 +91,7 @@ def _profile_task(task, job_id: str) -> str:
     log.info("job %s delivered to %s: %s", job_id, name, verdict)
     if verdict == "busy":
         raise task.retry(countdown=settings.job_busy_retry_s)
-    if verdict != "run":
+    if verdict != "run" or job is None:
         return verdict
     with _state_lock:
         _state["current_job"] = {"id": job.id, "label": job.label, "attempt": job.attempts}

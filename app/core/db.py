@@ -8,12 +8,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, event, func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import DateTime, Integer, String, Text, Update, create_engine, event, func, select, update
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -21,7 +21,7 @@ log = logging.getLogger("tunefit.db")
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -89,7 +89,7 @@ class Measurement(Base):
 def _aware(moment: datetime | None) -> datetime | None:
     """SQLite hands datetimes back without their zone; they were written in UTC."""
     if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=UTC)
     return moment
 
 
@@ -103,6 +103,11 @@ LOCKED_FIRST_PAUSE_S = 0.05
 LOCKED_MAX_PAUSE_S = 2.0
 
 T = TypeVar("T")
+
+
+def rows_updated(session: Session, statement: Update) -> int:
+    """How many rows an UPDATE changed (the conditional updates that claim and finish jobs)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def _is_locked(exc: OperationalError) -> bool:
@@ -238,16 +243,16 @@ class Database:
                                                 .order_by(Job.created_at).limit(5)).all():
                 for job_id in candidates:
                     moment = now()
-                    claimed = session.execute(
-                        update(Job).where(Job.id == job_id, Job.status == "queued").values(
-                            status="running", worker=worker, started_at=moment, heartbeat_at=moment,
-                            attempts=Job.attempts + 1)).rowcount
+                    claimed = rows_updated(session, update(Job).where(Job.id == job_id, Job.status == "queued").values(
+                        status="running", worker=worker, started_at=moment, heartbeat_at=moment,
+                        attempts=Job.attempts + 1))
                     if claimed:
                         return session.get(Job, job_id)
         return None
 
     @retried_when_locked
-    def claim_delivered(self, job_id: str, worker: str, stale_after_s: float, max_attempts: int) -> tuple[str, Job | None]:
+    def claim_delivered(self, job_id: str, worker: str, stale_after_s: float,
+                        max_attempts: int) -> tuple[str, Job | None]:
         """A broker delivered ``job_id`` to ``worker``: decide what this delivery does.
 
         ``("run", job)``: the job is now running for ``worker`` (first delivery, or its last
@@ -272,10 +277,10 @@ class Database:
                              f"(no heartbeat for {stale_after_s:g} s); not retried again")
                 return "lost", job
             moment = now()
-            claimed = session.execute(
-                update(Job).where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts).values(
+            claimed = rows_updated(session, update(Job).where(
+                Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts).values(
                     status="running", worker=worker[:100], started_at=moment, heartbeat_at=moment,
-                    attempts=job.attempts + 1, progress_json=None)).rowcount
+                    attempts=job.attempts + 1, progress_json=None))
             if not claimed:
                 return "busy", job
         return "run", self.get_job(job_id)
@@ -286,10 +291,10 @@ class Database:
         """Record the outcome unless the job has one already; True if this call recorded it
         (results are persisted by whoever finishes first)."""
         with self.sessions.begin() as session:
-            return bool(session.execute(
-                update(Job).where(Job.id == job_id, Job.status.not_in(("done", "failed"))).values(
+            return bool(rows_updated(session, update(Job).where(
+                Job.id == job_id, Job.status.not_in(("done", "failed"))).values(
                     status=status, finished_at=now(), heartbeat_at=now(), error=error,
-                    result_json=json.dumps(result) if result is not None else None)).rowcount)
+                    result_json=json.dumps(result) if result is not None else None)))
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._update(job_id, progress_json=json.dumps(progress), heartbeat_at=now())

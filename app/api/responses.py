@@ -1,0 +1,33 @@
+"""What API routes return: documents written by orjson, and the error responses OpenAPI lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi.responses import Response
+
+from tunefit.app.planning.schemas import ErrorOut
+
+
+class DocumentResponse(Response):
+    """The estimator's documents are plain JSON types already: written by orjson as they are (no
+    second validation); the routes' response models document them in OpenAPI."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else orjson.dumps(content)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "unknown model or GPU id (close matches suggested)"},
+    413: {"model": ErrorOut, "description": "request body too large"},
+    422: {"description": "invalid input, located by field"},
+}
+JOB_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorOut, "description": "the service sets an API token and the request lacks it"},
+    429: {"model": ErrorOut, "description": "this client created too many jobs lately (see Retry-After)"},
+    503: {"model": ErrorOut, "description": "the queue is full, or its broker unreachable"},
+}

@@ -1,0 +1,27 @@
+"""``/api/v1`` catalogs: models and GPUs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tunefit.app.api.responses import ERRORS, DocumentResponse
+from tunefit.app.core.routing import JSONBodyRoute
+from tunefit.app.planning import service
+from tunefit.app.planning.schemas import GpuOut, ModelOut
+
+router = APIRouter(route_class=JSONBodyRoute)
+
+
+@router.get("/models", response_model=list[ModelOut])
+async def list_models() -> DocumentResponse:
+    return DocumentResponse(service.model_list())
+
+
+@router.get("/models/{model_id}", response_model=ModelOut, responses=ERRORS)
+async def get_model(model_id: str) -> DocumentResponse:
+    return DocumentResponse(service.model_summary(model_id, with_config=True))
+
+
+@router.get("/gpus", response_model=list[GpuOut])
+async def list_gpus() -> DocumentResponse:
+    return DocumentResponse(service.gpu_list())

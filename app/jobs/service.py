@@ -1,0 +1,131 @@
+"""Profiling jobs: create them from validated requests (admission rules included) and show them.
+
+Running them is ``runner.run_job``, called by a worker: the in-process one (``worker``) or a
+Celery worker of the fleet (``fleet``); ``executor`` is the choice between the two.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tunefit.app.core.checkpoints import resolve_checkpoint
+from tunefit.app.core.config import Settings
+from tunefit.app.core.db import Database, Job
+from tunefit.app.jobs.schemas import ProfileIn
+from tunefit.app.planning.schemas import CheckpointModel, VariantIn
+from tunefit.app.planning.service import run_estimate, to_request, variant_label
+from tunefit.estimator import EstimateError, EstimateRequest, gpus
+from tunefit.estimator.units import GIB
+
+
+def job_label(body: ProfileIn) -> str:
+    if isinstance(body.model, CheckpointModel):
+        model = Path(body.model.checkpoint).name
+    else:
+        model = body.model if isinstance(body.model, str) else "config.json"
+    where = f"simulated for {body.simulated_device}" if body.simulated_device else body.device
+    return f"{model} {variant_label(body, VariantIn())} batch {body.batch_size} seq {body.seq_len} {where}"
+
+
+def job_request(body: ProfileIn) -> tuple[EstimateRequest, bool]:
+    """The estimator request a job runs, and whether it is simulated on the meta device (then the
+    request's device is the simulated one)."""
+    if body.simulated_device is None:
+        return to_request(body), False
+    return to_request(body.model_copy(update={"device": body.simulated_device})), True
+
+
+class QueueUnavailable(Exception):
+    """The job queue (the Celery broker) could not take a job."""
+
+
+class QueueFull(Exception):
+    """``TUNEFIT_MAX_QUEUED_JOBS`` jobs wait already."""
+
+
+class JobTooLarge(EstimateError):
+    """The estimate says the job would not fit the memory it would run in."""
+
+
+Dispatch = Callable[[Job, ProfileIn], None]
+
+
+def with_checked_checkpoint(body: ProfileIn, roots: Sequence[Path]) -> ProfileIn:
+    """``body`` with its local checkpoint's path checked and made real (see ``app.checkpoints``)."""
+    if not isinstance(body.model, CheckpointModel):
+        return body
+    real = resolve_checkpoint(body.model.checkpoint, roots)
+    return body.model_copy(update={"model": CheckpointModel(checkpoint=str(real))})
+
+
+def worker_memory(body: ProfileIn, settings: Settings) -> tuple[int | None, str]:
+    """The memory a job would run in, as far as the service knows it, and what that is.
+
+    A CPU job runs under the worker's memory guard; a CUDA job on some worker's GPU, at most the
+    largest GPU in the catalog; a simulation allocates nothing.
+    """
+    if body.simulated_device is not None:
+        return None, ""
+    if body.device == "cpu":
+        return settings.job_memory_limit_bytes, "the CPU worker's memory guard (TUNEFIT_JOB_MEMORY_LIMIT_BYTES)"
+    largest = max(gpus().values(), key=lambda g: g.memory_bytes)
+    return largest.memory_bytes, f"the largest GPU in the catalog ({largest.name})"
+
+
+def check_fits(peak_bytes: int, body: ProfileIn, settings: Settings) -> None:
+    """Refuse a job whose estimated peak exceeds the memory it would run in, with the estimate."""
+    capacity, what = worker_memory(body, settings)
+    if capacity is not None and peak_bytes > capacity:
+        raise JobTooLarge("device", f"the estimate is {peak_bytes / GIB:.2f} GiB at peak, more than the "
+                                    f"{capacity / GIB:.2f} GiB of {what}: not queued")
+
+
+def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
+               settings: Settings | None = None) -> Job:
+    """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here.
+
+    A local checkpoint is read only under the configured directories (none without ``settings``).
+    With ``settings`` the service's admission rules apply too: at most ``max_queued_jobs``
+    waiting (:class:`QueueFull`), and an estimated peak that fits the memory the job would run in
+    (:class:`JobTooLarge`).
+
+    With a fleet (``dispatch``), the job is stored first and its id then sent to the broker; if
+    the broker cannot take it, the job is marked failed with the reason and :class:`QueueUnavailable`
+    raised.
+    """
+    body = with_checked_checkpoint(body, settings.checkpoint_dirs if settings is not None else [])
+    estimated = run_estimate(job_request(body)[0])
+    if settings is not None:
+        check_fits(estimated.peak_bytes, body, settings)
+        if db.count_jobs("queued") >= settings.max_queued_jobs:
+            raise QueueFull(f"{settings.max_queued_jobs} profiling jobs are waiting already "
+                            "(TUNEFIT_MAX_QUEUED_JOBS); try again later")
+    job = db.create_job(body.model_dump_json(), job_label(body), body.steps)
+    if dispatch is not None:
+        try:
+            dispatch(job, body)
+        except Exception as exc:
+            reason = f"the job queue could not take the job: {type(exc).__name__}: {exc}"
+            db.finish_first(job.id, "failed", error=reason)
+            raise QueueUnavailable(reason) from exc
+    return job
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def job_document(job: Job, with_result: bool = True) -> dict[str, Any]:
+    """The API's view of a job."""
+    return {
+        "id": job.id, "status": job.status, "label": job.label, "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at), "attempts": job.attempts,
+        "worker": job.worker,
+        "progress": job.progress, "request": json.loads(job.request_json),
+        "result": job.result if with_result else None,
+        "error": job.error, "url": f"/api/v1/profile/{job.id}",
+    }
