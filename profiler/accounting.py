@@ -27,6 +27,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .device import query_nvml
+
+Workspace = Callable[[Any, tuple[Any, ...], dict[str, Any]], int]
+"""``workspace(func, args, kwargs)``: bytes an op allocates inside itself and frees before it returns."""
+
 
 def _storage_key(storage: torch.UntypedStorage) -> int:
     return storage._cdata
@@ -37,8 +42,7 @@ class LiveTensorBytes(TorchDispatchMode):
     for a simulation: meta storages hold no memory but have their size and identity), with a
     peak that can be reset."""
 
-    def __init__(self, device_types: tuple[str, ...] = ("cpu",),
-                 workspace: Callable[[Any, tuple, dict], int] | None = None) -> None:
+    def __init__(self, device_types: tuple[str, ...] = ("cpu",), workspace: Workspace | None = None) -> None:
         """``workspace(func, args, kwargs)``: bytes an op allocates inside itself and frees before it
         returns, where a simulation knows them (the target's kernels); they count towards the peak,
         next to the op's outputs."""
@@ -78,7 +82,8 @@ class LiveTensorBytes(TorchDispatchMode):
         self.peak_bytes = self.current_bytes
 
     # ---- the dispatch hook -------------------------------------------------------------------
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         flat, _ = tree_flatten(out)
@@ -124,7 +129,7 @@ def collect() -> None:
 class CudaCounters:
     """The CUDA caching allocator's counters plus NVML's device-level used memory."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self._nvml = _nvml_handle(device)
 
@@ -143,17 +148,12 @@ class CudaCounters:
         }
 
 
-def _nvml_handle(device: torch.device):
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-    except Exception:  # nvidia-ml-py missing or no driver: NVML figures are recorded as None
-        return None
+def _nvml_handle(device: torch.device) -> Any:
+    """NVML's handle of ``device``; None (its figures are recorded as None) without NVML."""
+    return query_nvml(lambda nvml: nvml.nvmlDeviceGetHandleByIndex(device.index or 0))
 
 
-def _nvml_used(handle) -> int | None:
+def _nvml_used(handle: Any) -> int | None:
     if handle is None:
         return None
     import pynvml

@@ -9,14 +9,22 @@ directory when no local checkpoint is given.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tunefit.estimator import EstimateRequest, get_model
+from tunefit.estimator import EstimateRequest, QuantSpec, get_model
+
+if TYPE_CHECKING:
+    from bitsandbytes.optim.adamw import AdamW8bit, PagedAdamW, PagedAdamW8bit
+    from peft import LoraConfig, VeraConfig
+    from transformers import PreTrainedModel
+
+    AdamClass = type[torch.optim.AdamW | AdamW8bit | PagedAdamW | PagedAdamW8bit]
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LEARNING_RATE = 1e-4  # any value: memory does not depend on it
@@ -26,17 +34,18 @@ class BuildError(ValueError):
     """The request cannot be built here (unknown source, method not available on this device)."""
 
 
-def source_config(model: Any, allow_hub: bool = False) -> tuple[dict[str, Any] | None, str | None]:
-    """(config dict, local checkpoint directory) for a request's ``model``.
+def source_config(model: Any, allow_hub: bool = False) -> tuple[dict[str, Any], str | None]:
+    """(config dict, local checkpoint directory or None) for a request's ``model``.
 
-    A catalog id or a config dict gives a config; ``{"checkpoint": path}`` a local directory; any
-    other string is a Hugging Face hub id, read only when ``allow_hub`` (never in tests).
+    A catalog id or a config dict gives a config; ``{"checkpoint": path}`` a local directory and
+    the config its ``config.json`` holds; any other string is a Hugging Face hub id, read only when
+    ``allow_hub`` (never in tests).
     """
     if isinstance(model, Mapping) and "checkpoint" in model:
         path = Path(str(model["checkpoint"]))
         if not (path / "config.json").is_file():
             raise BuildError(f"no config.json in checkpoint directory {path}")
-        return None, str(path)
+        return json.loads((path / "config.json").read_text()), str(path)
     if isinstance(model, Mapping):
         return dict(model.get("config", model)), None
     try:
@@ -49,9 +58,9 @@ def source_config(model: Any, allow_hub: bool = False) -> tuple[dict[str, Any] |
     return AutoConfig.from_pretrained(model, trust_remote_code=False).to_dict(), None
 
 
-def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool = False) -> torch.nn.Module:
+def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool = False) -> PreTrainedModel:
     """The base model in ``request.dtype`` on ``device`` (quantized for qlora / a quantized inference)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     config_dict, checkpoint = source_config(request.model, allow_hub)
     dtype = TORCH_DTYPES[request.dtype]
@@ -61,37 +70,46 @@ def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool =
     if quant is not None and quant.enabled:
         if checkpoint is None:
             with tempfile.TemporaryDirectory() as tmp:
-                _random_model(config_dict, kwargs).save_pretrained(tmp)
-                return _load_quantized(tmp, request, kwargs, device)
-        return _load_quantized(checkpoint, request, kwargs, device)
+                random_model(config_dict, **kwargs).save_pretrained(tmp)
+                return _load_quantized(tmp, quant, kwargs, device)
+        return _load_quantized(checkpoint, quant, kwargs, device)
     if checkpoint is not None:
-        return AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True, **kwargs).to(device)
-    config = AutoConfig.for_model(**config_dict)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True, **kwargs)
+        # transformers wraps ``to`` with functools.wraps, whose typeshed type does not bind ``self``
+        return model.to(device)  # type: ignore[arg-type]
     with device:
-        return AutoModelForCausalLM.from_config(config, **kwargs)
+        return random_model(config_dict, **kwargs)
 
 
-def _random_model(config_dict: dict[str, Any], kwargs: dict[str, Any]) -> torch.nn.Module:
+def random_model(config_dict: dict[str, Any], **kwargs: Any) -> PreTrainedModel:
+    """transformers' causal LM for ``config_dict`` with random weights, built on the current
+    default device (``with device:``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(**config_dict), **kwargs)
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config_dict), **kwargs)
+    return model
 
 
-def _load_quantized(path: str, request: EstimateRequest, kwargs: dict[str, Any], device: torch.device):
+def vocab_size(model: PreTrainedModel) -> int:
+    """The size of the model's token vocabulary (a multimodal model's text part's)."""
+    return int(model.config.get_text_config().vocab_size)
+
+
+def _load_quantized(path: str, quant: QuantSpec, kwargs: dict[str, Any], device: torch.device) -> PreTrainedModel:
+    """The checkpoint at ``path`` quantized as ``quant`` says, computing in the model's dtype."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    quant = request.quant
     if quant.type == "int8":
         bnb = BitsAndBytesConfig(load_in_8bit=True)
     else:
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.type,
-                                 bnb_4bit_use_double_quant=quant.double_quant,
-                                 bnb_4bit_compute_dtype=TORCH_DTYPES[request.dtype])
-    return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, device_map=str(device),
-                                                local_files_only=True, **kwargs)
+                                 bnb_4bit_use_double_quant=quant.double_quant, bnb_4bit_compute_dtype=kwargs["dtype"])
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=bnb, device_map=str(device), local_files_only=True, **kwargs)
+    return model
 
 
-def prepare_for_training(model: torch.nn.Module, request: EstimateRequest) -> torch.nn.Module:
+def prepare_for_training(model: PreTrainedModel, request: EstimateRequest) -> torch.nn.Module:
     """Make the parameters that train trainable: all (full), or peft adapters (lora, qlora)."""
     gc_kwargs = {"use_reentrant": False}
     if request.method == "qlora" and request.prepare_kbit:
@@ -101,16 +119,17 @@ def prepare_for_training(model: torch.nn.Module, request: EstimateRequest) -> to
                                                 gradient_checkpointing_kwargs=gc_kwargs)
     elif request.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    trained: torch.nn.Module = model
     if request.method in ("lora", "qlora"):
         from peft import get_peft_model
 
-        model = get_peft_model(model, peft_config(request))
-    model.config.use_cache = False
-    model.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
-    return model
+        trained = get_peft_model(model, peft_config(request))
+    model.config.use_cache = False  # the base model's config, which peft's wrapper reads too
+    trained.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
+    return trained
 
 
-def peft_config(request: EstimateRequest):
+def peft_config(request: EstimateRequest) -> LoraConfig | VeraConfig:
     """peft's config for the request's adapter settings."""
     lora = request.lora
     targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
@@ -120,7 +139,9 @@ def peft_config(request: EstimateRequest):
         return VeraConfig(r=lora.r, target_modules=targets, vera_dropout=lora.dropout)
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets, lora_dropout=lora.dropout,
+    # peft annotates lora_alpha as int but only divides by it: a fractional alpha scales as given
+    alpha: Any = lora.alpha
+    return LoraConfig(r=lora.r, lora_alpha=alpha, target_modules=targets, lora_dropout=lora.dropout,
                       use_rslora=lora.variant == "rslora", use_dora=lora.variant == "dora")
 
 
@@ -134,10 +155,12 @@ def make_optimizer(model: torch.nn.Module, request: EstimateRequest,
     name = request.optimizer
     if name in ("adamw", "paged_adamw", "adamw_8bit", "paged_adamw_8bit"):
         cls = _adam_class(name)
-        torch_kwargs = {"foreach": foreach} if name == "adamw" else {}
+        torch_kwargs: dict[str, Any] = {"foreach": foreach} if name == "adamw" else {}
         if request.method in ("lora", "qlora") and request.lora.variant == "lora+":
+            from peft import PeftModel
             from peft.optimizers import create_loraplus_optimizer
 
+            assert isinstance(model, PeftModel)  # prepare_for_training wrapped it for lora / qlora
             return create_loraplus_optimizer(model, optimizer_cls=cls, lr=LEARNING_RATE,
                                              loraplus_lr_ratio=request.lora.loraplus_lr_ratio, **torch_kwargs)
         return cls(params, lr=LEARNING_RATE, **torch_kwargs)
@@ -145,10 +168,11 @@ def make_optimizer(model: torch.nn.Module, request: EstimateRequest,
     return torch.optim.SGD(params, lr=LEARNING_RATE, momentum=momentum, foreach=foreach)
 
 
-def _adam_class(name: str):
+def _adam_class(name: str) -> AdamClass:
     if name == "adamw":
         return torch.optim.AdamW
-    import bitsandbytes as bnb
+    from bitsandbytes.optim.adamw import AdamW8bit, PagedAdamW, PagedAdamW8bit
 
-    return {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw": bnb.optim.PagedAdamW,
-            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name]
+    classes: dict[str, AdamClass] = {"adamw_8bit": AdamW8bit, "paged_adamw": PagedAdamW,
+                                     "paged_adamw_8bit": PagedAdamW8bit}
+    return classes[name]

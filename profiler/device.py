@@ -3,6 +3,9 @@
 A worker names its device kind ``cuda.<gpu name>`` (one worker per GPU: set
 ``CUDA_VISIBLE_DEVICES``; the first visible GPU is the one described) or ``cpu``. Jobs are routed
 by that kind.
+
+The host facts a measurement records (physical memory, library versions, the NVIDIA driver) are
+read here too, and none of them imports torch: the service imports this module without it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,17 @@ import os
 import platform
 import re
 import socket
+from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "celery")
+from tunefit.estimator.units import GIB
+
+WORKER_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "celery")
+# What a host is taken to have where the OS does not say (the default memory guard needs a number).
+FALLBACK_HOST_MEMORY_BYTES = 16 * GIB
+
+T = TypeVar("T")
 
 
 def slug(name: str) -> str:
@@ -23,20 +33,39 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "unknown"
 
 
-def _nvml_gpu() -> tuple[str, int] | None:
+# ---- NVML ------------------------------------------------------------------------------------
+def query_nvml(query: Callable[[Any], T]) -> T | None:
+    """``query(pynvml)`` with NVML initialised, or None where nvidia-ml-py is not installed, no
+    driver answers or the query fails. ``nvmlInit`` counts its calls, so initialising again for
+    every query is safe."""
     try:
         import pynvml
-    except ImportError:
-        return None
-    try:
+
         pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() < 1:
-            return None
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        name = pynvml.nvmlDeviceGetName(handle)
-        return (name.decode() if isinstance(name, bytes) else name), int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-    except Exception:  # no driver, no device: a CPU host
+        return query(pynvml)
+    except Exception:  # ImportError (no nvidia-ml-py), NVMLError (no driver, no such device)
         return None
+
+
+def nvml_text(value: str | bytes) -> str:
+    """An NVML string: older nvidia-ml-py releases return bytes, newer ones str."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version, or None where NVML cannot tell."""
+    return query_nvml(lambda nvml: nvml_text(nvml.nvmlSystemGetDriverVersion()))
+
+
+def _first_gpu(nvml: Any) -> tuple[str, int] | None:
+    if nvml.nvmlDeviceGetCount() < 1:
+        return None
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    return nvml_text(nvml.nvmlDeviceGetName(handle)), int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
+
+
+def _nvml_gpu() -> tuple[str, int] | None:
+    return query_nvml(_first_gpu)  # None on a CPU host: no driver, no device
 
 
 def _torch_gpu() -> tuple[str, int] | None:
@@ -50,28 +79,44 @@ def _torch_gpu() -> tuple[str, int] | None:
     return props.name, int(props.total_memory)
 
 
-def _host_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+# ---- the host ----------------------------------------------------------------------------------
+def physical_memory_bytes() -> int | None:
+    """This host's physical memory (POSIX ``sysconf``), or None where the OS does not tell."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+def host_memory_bytes() -> int:
+    """This host's physical memory, or 16 GiB where the OS does not tell: a number to size a
+    default by (a measurement records :func:`physical_memory_bytes`, unknown stays unknown)."""
+    known = physical_memory_bytes()
+    return known if known is not None else FALLBACK_HOST_MEMORY_BYTES
+
+
+def versions(packages: Iterable[str] = WORKER_PACKAGES) -> dict[str, str | None]:
+    """Python's version and each package's installed version (None where it is not installed),
+    read from the packages' metadata: nothing is imported."""
+    return {"python": platform.python_version(), **{name: _installed_version(name) for name in packages}}
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def describe(force_cpu: bool = False) -> dict[str, Any]:
     """``{kind, device, device_name, memory_bytes, host, versions}`` of this host's device."""
     gpu = None if force_cpu else (_nvml_gpu() or _torch_gpu())
+    memory: int | None
     if gpu is not None:
         name, memory = gpu
         kind, device = f"cuda.{slug(name)}", "cuda"
     else:
-        name, memory = platform.processor() or platform.machine(), _host_memory()
+        name, memory = platform.processor() or platform.machine(), physical_memory_bytes()
         kind, device = "cpu", "cpu"
     return {"kind": kind, "device": device, "device_name": name, "memory_bytes": memory,
             "host": socket.gethostname(), "versions": versions()}

@@ -17,13 +17,15 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from tunefit.estimator import EstimateRequest
+from tunefit.estimator.units import MIB
 
 POLL_S = 0.1
 HEARTBEAT_S = 1.0
-MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def _exit_with_parent(poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child(conn, request: EstimateRequest, steps: int, allow_hub: bool, simulated: bool = False,
+def _child(conn: Connection, request: EstimateRequest, steps: int, allow_hub: bool, simulated: bool = False,
            niceness: int = 0) -> None:
     _exit_with_parent()
     if niceness > 0:  # the service's own work first; what a step allocates does not depend on it
@@ -75,7 +77,7 @@ def resident_bytes(pid: int) -> int | None:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * 1024  # "VmRSS: <n> kB", where the kernel's kB is 1024 bytes
     except (OSError, ValueError):
         return None
     return None
@@ -97,6 +99,8 @@ def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_
     child = ctx.Process(target=_child, args=(child_conn, request, steps, allow_hub, simulated, niceness),
                         daemon=True)
     child.start()
+    pid = child.pid
+    assert pid is not None  # a started process has one
     child_conn.close()
     deadline = time.monotonic() + timeout_s
     next_beat = 0.0
@@ -119,7 +123,7 @@ def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_
                 return Outcome("cancelled", error="stopped before it finished")
             if time.monotonic() > deadline:
                 return Outcome("failed", error=f"timed out after {timeout_s:g} s (time limit)")
-            rss = resident_bytes(child.pid)
+            rss = resident_bytes(pid)
             if memory_limit_bytes is not None and rss is not None and rss > memory_limit_bytes:
                 return Outcome("failed", error=(f"memory guard: the measurement used {rss / MIB:,.0f} MiB of host "
                                                 f"memory, over the {memory_limit_bytes / MIB:,.0f} MiB limit"))
@@ -133,7 +137,7 @@ def run_isolated(request: EstimateRequest, steps: int, timeout_s: float, memory_
         parent_conn.close()
 
 
-def _exit_reason(child) -> Outcome:
+def _exit_reason(child: BaseProcess) -> Outcome:
     child.join(timeout=10)
     code = child.exitcode
     if code is not None and code < 0:

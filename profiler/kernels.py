@@ -33,19 +33,51 @@ returning (the CUDA flash backward's fp32 ``dq`` accumulator, cuBLAS workspaces)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
 from torch.utils._python_dispatch import _disable_current_modes
 
-from tunefit.estimator.activations import MEM_EFF_BIAS_ALIGNMENT
+from tunefit.estimator.units import FP32_BYTES
 
 TARGETS = ("cuda", "cpu")
 HALF = (torch.float16, torch.bfloat16)
-FLASH_MAX_HEAD_DIM = 256  # cuda/sdp_utils.cpp, check_head_dim_size_flash
-FLASH_PAD_MULTIPLE = 8  # attention.cpp: pad_last_dim<8> before the CUDA flash kernel
-CPU_FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION, as _fused_sdp_choice returns it
-GEMM_4BIT_CUSTOM_MAX_M = 1536  # bitsandbytes backends/cuda/ops.py: _gemm_4bit_custom_max_m
+
+# The kernels' own constants, read from their sources (torch 2.13.0, bitsandbytes 0.50.2) and not
+# from the estimator: the simulation checks the estimator, so it must not share its mistakes.
+# tests/profiler/test_kernels.py holds the two statements of a fact to each other.
+FLASH_MAX_HEAD_DIM = 256
+"""torch 2.13.0 ``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``, ``check_head_dim_size_flash``:
+``max_size = c10::SymInt(256)`` (CUDA build)."""
+FLASH_PAD_MULTIPLE = 8
+"""torch 2.13.0 ``aten/src/ATen/native/transformers/attention.cpp``, ``scaled_dot_product_attention``:
+``pad_last_dim<8, false>`` on q, k, v before the CUDA flash kernel."""
+MEM_EFF_BIAS_ALIGNMENT = 8
+"""torch 2.13.0 ``aten/src/ATen/native/transformers/attention.cpp``, ``preprocess_mask``:
+``constexpr int mem_eff_alignment = 8``; a bias whose strides are not multiples of it is padded
+(``pad_bias``) and sliced back. torch's own Python repeats it: ``torch/_inductor/lowering.py``,
+``sdpa_constraint``, ``ALIGNMENT = 8`` ("the minimum alignment required by SDPA kernels for
+attention_bias"). Earlier releases' ``pad_bias`` aligned to 16 (``int align_to = 16``)."""
+GEMM_MIN_ALIGNMENT_SM80 = 4
+"""torch 2.13.0 ``cuda/sdp_utils.cpp``, ``minimum_gemm_alignment``: ``matmul_alignment_mn = 4`` on
+sm80+, raised to ``128 / bits_per_scalar`` (``TENSOR_CORE_ACCESS_BITS``) where tensor cores run
+(every dtype on sm80+): 8 for fp16/bf16, 4 for fp32. The memory-efficient kernel takes head dims
+that are multiples of it (``check_head_dim_size_mem_efficient``)."""
+TENSOR_CORE_ACCESS_BITS = 128
+CPU_FLASH = int(SDPBackend.FLASH_ATTENTION.value)
+"""What ``torch.ops.aten._fused_sdp_choice`` returns for the CPU flash kernel: torch's own enum."""
+GEMM_4BIT_CUSTOM_MAX_M = 1536
+"""bitsandbytes 0.50.2 ``bitsandbytes/backends/cuda/ops.py``: ``_gemm_4bit_custom_max_m = 1536``
+(CUDA; 256 on ROCm), the most input rows ``gemm_4bit`` runs its fused kernel for."""
+
+
+def mem_eff_head_dim_alignment(dtype: torch.dtype) -> int:
+    """The multiple of which CUDA's memory-efficient kernel takes head dims, on sm80+ (see
+    ``GEMM_MIN_ALIGNMENT_SM80``)."""
+    return max(GEMM_MIN_ALIGNMENT_SM80, TENSOR_CORE_ACCESS_BITS // (dtype.itemsize * 8))
 
 
 def cuda_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -56,7 +88,7 @@ def cuda_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     same_dim = key.shape[-1] == d and value.shape[-1] == d
     if query.dtype in HALF and attn_mask is None and same_dim and d <= FLASH_MAX_HEAD_DIM:
         return "flash"
-    alignment = 8 if query.dtype in HALF else 4
+    alignment = mem_eff_head_dim_alignment(query.dtype)
     if query.dtype in (*HALF, torch.float32) and key.shape[-1] == d and d % alignment == 0 \
             and value.shape[-1] % alignment == 0:
         return "efficient"
@@ -79,7 +111,7 @@ def cpu_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     return "cpu_flash" if choice == CPU_FLASH else "math"
 
 
-def cuda_workspace_bytes(func, args: tuple, kwargs: dict) -> int:
+def cuda_workspace_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """Bytes a CUDA kernel allocates inside the op and frees before returning, for the ops whose
     buffer a simulation can size: bitsandbytes' ``gemm_4bit`` when it falls back to dequantize +
     ``F.linear`` (see the module doc)."""
@@ -92,8 +124,7 @@ def cuda_workspace_bytes(func, args: tuple, kwargs: dict) -> int:
         return 0
     dequantized = math.prod(shape_b) * A.element_size()
     nested = args[7] if len(args) > 7 else kwargs.get("absmax_8bit")
-    fp32_bytes = 4
-    return dequantized + (2 * nested.numel() * fp32_bytes if nested is not None else 0)  # absmax, then + offset
+    return dequantized + (2 * nested.numel() * FP32_BYTES if nested is not None else 0)  # absmax, then + offset
 
 
 def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -108,7 +139,8 @@ def _scale(query: torch.Tensor, scale: float | None) -> float:
     return scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])
 
 
-def _flash(query, key, value, dropout_p, is_causal, scale):
+def _flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout_p: float, is_causal: bool,
+           scale: float | None) -> torch.Tensor:
     """attention.cpp, case flash_attention on CUDA: pad the head dim to a multiple of 8, run the
     kernel, slice the output back."""
     d = query.shape[-1]
@@ -121,9 +153,11 @@ def _flash(query, key, value, dropout_p, is_causal, scale):
     return out[..., :d] if pad else out
 
 
-def _efficient(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+def _efficient(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+               dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool) -> torch.Tensor:
     """attention.cpp, case efficient_attention; GQA heads are expanded first (the op's meta
-    backward takes equal head counts)."""
+    backward takes equal head counts). The bias is padded as ``preprocess_mask`` pads it: by its
+    strides, which for the contiguous masks ``_additive`` makes come down to the last dim."""
     if enable_gqa and key.shape[-3] != query.shape[-3]:
         groups = query.shape[-3] // key.shape[-3]
         key, value = key.repeat_interleave(groups, -3), value.repeat_interleave(groups, -3)
@@ -139,7 +173,8 @@ def _efficient(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         query, key, value, bias, compute_lse, dropout_p, is_causal, scale=scale)[0]
 
 
-def _cpu_flash(query, key, value, attn_mask, dropout_p, is_causal, scale):
+def _cpu_flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+               dropout_p: float, is_causal: bool, scale: float | None) -> torch.Tensor:
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         query, key, value, dropout_p, is_causal, attn_mask=_additive(attn_mask, query.dtype), scale=scale)[0]
 
@@ -154,12 +189,12 @@ class TargetKernels:
     checkpointing recomputes layers inside the autograd engine, where such a mode is not active.
     """
 
-    def __init__(self, target: str):
+    def __init__(self, target: str) -> None:
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
         self.target = target
         self.backends: dict[str, int] = {}
-        self._saved: dict[str, object] = {}
+        self._saved: dict[str, Callable[..., torch.Tensor]] = {}
 
     def __enter__(self) -> TargetKernels:
         self._saved = {"scaled_dot_product_attention": F.scaled_dot_product_attention, "dropout": F.dropout}
@@ -168,12 +203,13 @@ class TargetKernels:
             F.dropout = self._dropout
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for name, func in self._saved.items():
             setattr(F, name, func)
 
-    def _attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                   enable_gqa=False):
+    def _attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0, is_causal: bool = False,
+                   scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
         if self.target == "cuda":
             backend = cuda_sdpa_backend(query, key, value, attn_mask)
         else:
@@ -188,7 +224,8 @@ class TargetKernels:
         return self._saved["scaled_dot_product_attention"](query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                                                            is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
 
-    def _dropout(self, input, p=0.5, training=True, inplace=False):
+    def _dropout(self, input: torch.Tensor, p: float = 0.5, training: bool = True,
+                 inplace: bool = False) -> torch.Tensor:
         """``at::dropout`` on CUDA: ``native_dropout`` when training with 0 < p < 1."""
         if not training or not 0 < p < 1 or input.numel() == 0 or inplace:
             return self._saved["dropout"](input, p, training, inplace)

@@ -71,7 +71,8 @@ def _wide(config: dict) -> bool:
 
 def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bool, attn: str,
              rng: random.Random) -> EstimateRequest:
-    targets = rng.choice([("q_proj", "v_proj"), "all-linear"])
+    choices: list[tuple[str, ...] | str] = [("q_proj", "v_proj"), "all-linear"]
+    targets = rng.choice(choices)
     if config["model_type"] == "gpt2" and targets != "all-linear":
         targets = ("c_attn",)
     if config["model_type"] == "phi3" and targets != "all-linear":

@@ -20,9 +20,14 @@ weight, freed before it returns) is not seen, as on the CPU counter.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from tunefit.estimator.request import QuantSpec
+from tunefit.estimator import QuantSpec
+
+if TYPE_CHECKING:
+    from bitsandbytes.nn.modules import Linear4bit
 
 
 def quantize_on_meta(model: torch.nn.Module, quant: QuantSpec, dtype: torch.dtype) -> torch.nn.Module:
@@ -47,13 +52,16 @@ def quantize_on_meta(model: torch.nn.Module, quant: QuantSpec, dtype: torch.dtyp
     return model
 
 
-def _quantize_layer(module, dtype: torch.dtype, blocksize: int) -> None:
+def _quantize_layer(module: Linear4bit, dtype: torch.dtype, blocksize: int) -> None:
     """The layer's weight, loaded in ``dtype`` and quantized by bitsandbytes (on meta)."""
     import bitsandbytes as bnb
+    from bitsandbytes.nn.modules import Params4bit
 
     old = module.weight
+    assert isinstance(old, Params4bit)  # Linear4bit keeps its weight as one
     weight = torch.empty(module.out_features, module.in_features, dtype=dtype, device="meta")
-    packed, state = bnb.functional.quantize_4bit(weight, blocksize=blocksize, compress_statistics=old.compress_statistics,
+    packed, state = bnb.functional.quantize_4bit(weight, blocksize=blocksize,
+                                                 compress_statistics=old.compress_statistics,
                                                  quant_type=old.quant_type, quant_storage=old.quant_storage)
     module.weight = bnb.nn.Params4bit(data=packed, requires_grad=False, quant_state=state, blocksize=blocksize,
                                       compress_statistics=old.compress_statistics, quant_type=old.quant_type,

@@ -19,61 +19,59 @@ import torch
 from tunefit.estimator import EstimateRequest, estimate, to_document
 from tunefit.estimator.request import normalize
 
-from .accounting import CudaCounters, LiveTensorBytes, collect, model_tensors
-from .build import BuildError, load_model, make_optimizer, prepare_for_training
+from .accounting import CudaCounters, LiveTensorBytes, Workspace, collect, model_tensors
+from .build import BuildError, load_model, make_optimizer, prepare_for_training, vocab_size
+from .device import driver_version, physical_memory_bytes, versions
 
 Progress = Callable[[str, int, int], None]
 DEFAULT_STEPS = 3
 CPU_COUNTER = "live tensor storage bytes (TorchDispatchMode, exact on CPU)"
 CUDA_COUNTER = "torch.cuda.max_memory_allocated (reserved and NVML used recorded beside it)"
+MEASURED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes")  # whose allocations are measured
 
 
 class Counter:
     """One interface over the CPU and CUDA counters: reset at a phase start, read at its end."""
 
     def __init__(self, device: torch.device, model: torch.nn.Module, also_count: tuple[str, ...] = (),
-                 workspace=None):
+                 workspace: Workspace | None = None) -> None:
         """``also_count``: further device types whose tensors count (a simulation targeting the
         CPU counts the host tensors torch keeps beside the meta ones, e.g. optimizer step counts);
         ``workspace``: kernel-internal bytes a simulation adds (see ``LiveTensorBytes``)."""
         self.device = device
+        self.meter: CudaCounters | LiveTensorBytes
         if device.type == "cuda":
-            self.cuda = CudaCounters(device)
-            self.live = None
+            self.meter = CudaCounters(device)
         else:
-            self.cuda = None
-            self.live = LiveTensorBytes((device.type, *also_count), workspace)
-            self.live.track_all(model_tensors(model))
+            self.meter = LiveTensorBytes((device.type, *also_count), workspace)
+            self.meter.track_all(model_tensors(model))
 
     def __enter__(self) -> Counter:
-        if self.live is not None:
-            self.live.__enter__()
+        if isinstance(self.meter, LiveTensorBytes):
+            self.meter.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.live is not None:
-            self.live.__exit__(*exc)
+    def __exit__(self, *exc: object) -> None:
+        if isinstance(self.meter, LiveTensorBytes):
+            self.meter.__exit__(*exc)
 
     def begin(self) -> None:
         collect()
-        if self.live is not None:
-            self.live.reset_peak()
-        else:
-            self.cuda.reset_peak()
+        self.meter.reset_peak()
 
     def end(self, phase: str, step: int) -> dict[str, Any]:
-        if self.live is not None:
-            peak = self.live.peak_bytes  # before gc: the peak already happened
+        if isinstance(self.meter, LiveTensorBytes):
+            peak = self.meter.peak_bytes  # before gc: the peak already happened
             collect()
             return {"phase": phase, "step": step, "peak_allocated_bytes": peak,
-                    "allocated_bytes": self.live.current_bytes}
-        reading = self.cuda.reading()
+                    "allocated_bytes": self.meter.current_bytes}
+        reading = self.meter.reading()
         collect()
         return {"phase": phase, "step": step, **reading}
 
     @property
     def name(self) -> str:
-        return CUDA_COUNTER if self.cuda is not None else CPU_COUNTER
+        return CUDA_COUNTER if isinstance(self.meter, CudaCounters) else CPU_COUNTER
 
 
 def _device(request: EstimateRequest) -> torch.device:
@@ -94,13 +92,13 @@ def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Prog
     started = time.perf_counter()
     torch.manual_seed(0)
     report("load", 0, steps)
-    model = load_model(req, device, allow_hub)
+    base = load_model(req, device, allow_hub)
     training = req.method != "inference"
-    model = prepare_for_training(model, req) if training else model.eval()
+    model = prepare_for_training(base, req) if training else base.eval()
     optimizer = make_optimizer(model, req) if training else None
     counter = Counter(device, model)
     with counter:
-        load, readings = run_phases(model, optimizer, counter, req, steps, device, report)
+        load, readings = run_phases(model, optimizer, counter, req, vocab_size(base), steps, device, report)
     return {
         "request": prediction["request"],
         "prediction": prediction,
@@ -112,11 +110,11 @@ def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Prog
     }
 
 
-def run_phases(model, optimizer, counter: Counter, req: EstimateRequest, steps: int, device: torch.device,
+def run_phases(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, counter: Counter,
+               req: EstimateRequest, vocab: int, steps: int, device: torch.device,
                report: Progress) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The load reading, then the readings of every training step (or of the prefill), with
-    ``counter`` active."""
-    vocab = model.config.get_text_config().vocab_size
+    ``counter`` active; token ids are drawn from ``vocab``."""
     counter.begin()
     load = counter.end("load", 0)
     if optimizer is not None:
@@ -128,9 +126,9 @@ def _tokens(req: EstimateRequest, vocab: int, device: torch.device) -> torch.Ten
     return torch.randint(0, vocab, (req.batch_size, req.seq_len), device=device)
 
 
-def _train(model, optimizer, counter: Counter, req: EstimateRequest, vocab: int, steps: int,
-           device: torch.device, report: Progress) -> list[dict[str, Any]]:
-    readings = []
+def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Counter, req: EstimateRequest,
+           vocab: int, steps: int, device: torch.device, report: Progress) -> list[dict[str, Any]]:
+    readings: list[dict[str, Any]] = []
     for step in range(1, steps + 1):
         ids = _tokens(req, vocab, device)
         report("forward", step, steps)
@@ -150,7 +148,7 @@ def _train(model, optimizer, counter: Counter, req: EstimateRequest, vocab: int,
     return readings
 
 
-def _prefill(model, counter: Counter, req: EstimateRequest, vocab: int, device: torch.device,
+def _prefill(model: torch.nn.Module, counter: Counter, req: EstimateRequest, vocab: int, device: torch.device,
              report: Progress) -> list[dict[str, Any]]:
     ids = _tokens(req, vocab, device)
     report("prefill", 1, 1)
@@ -169,7 +167,7 @@ def summarize(load: dict[str, Any], readings: list[dict[str, Any]], counter: str
     phases: dict[str, int] = {"load": load["peak_allocated_bytes"]}
     for r in steady:
         phases[r["phase"]] = max(phases.get(r["phase"], 0), r["peak_allocated_bytes"])
-    peak_phase = max(phases, key=phases.get)
+    peak_phase = max(phases, key=lambda name: phases[name])
     first_step = [r for r in readings if r["step"] == 1]
     return {
         "counter": counter,
@@ -186,8 +184,9 @@ def summarize(load: dict[str, Any], readings: list[dict[str, Any]], counter: str
 
 def _trainable(model: torch.nn.Module) -> dict[str, int]:
     """What the running model reports; peft counts a 4-bit parameter twice (it packs two per byte)."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        trainable, total = model.get_nb_trainable_parameters()
+    peft_counts = getattr(model, "get_nb_trainable_parameters", None)
+    if peft_counts is not None:
+        trainable, total = peft_counts()
     else:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -196,52 +195,17 @@ def _trainable(model: torch.nn.Module) -> dict[str, int]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and the device, so a measurement can be reproduced and compared."""
-    env = {"device": device.type, **versions(), "driver": None}
+    env: dict[str, Any] = {"device": device.type, **environment_versions(), "driver": None}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(device_name=props.name, device_memory_bytes=props.total_memory, driver=_driver_version())
+        env.update(device_name=props.name, device_memory_bytes=props.total_memory, driver=driver_version())
     else:
-        env.update(device_name=platform.processor() or platform.machine(), device_memory_bytes=_host_memory())
+        env.update(device_name=platform.processor() or platform.machine(),
+                   device_memory_bytes=physical_memory_bytes())
     return env
 
 
-def versions() -> dict[str, Any]:
-    """Python, platform and the versions of the libraries whose allocations are measured."""
-    import peft
-    import transformers
-
-    try:
-        import bitsandbytes
-
-        bnb_version = bitsandbytes.__version__
-    except Exception:  # bitsandbytes absent: fp16/bf16 modes still measure
-        bnb_version = None
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "bitsandbytes": bnb_version,
-        "cuda": torch.version.cuda,
-    }
-
-
-def _driver_version() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else version
-    except Exception:  # no NVML: the driver version stays unknown
-        return None
-
-
-def _host_memory() -> int | None:
-    import os
-
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return None
+def environment_versions() -> dict[str, str | None]:
+    """Python, the platform, the libraries whose allocations are measured and torch's CUDA build."""
+    found = versions(MEASURED_PACKAGES)
+    return {"python": found.pop("python"), "platform": platform.platform(), **found, "cuda": torch.version.cuda}

@@ -16,12 +16,10 @@ that allocate what bitsandbytes allocates (``profiler.meta4bit``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest.mock import patch
 
 import torch
@@ -29,9 +27,20 @@ import torch
 from tunefit.estimator import EstimateRequest, estimate, to_document
 from tunefit.estimator.request import normalize
 
-from .build import TORCH_DTYPES, BuildError, make_optimizer, prepare_for_training, source_config
+from .build import (
+    TORCH_DTYPES,
+    BuildError,
+    make_optimizer,
+    prepare_for_training,
+    random_model,
+    source_config,
+    vocab_size,
+)
 from .kernels import TargetKernels, cuda_workspace_bytes
-from .run import Counter, Progress, _trainable, run_phases, summarize, versions
+from .run import Counter, Progress, _trainable, environment_versions, run_phases, summarize
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 META = torch.device("meta")
 SIMULATED_STEPS = 2  # step one allocates the optimizer state; step two is the steady state
@@ -60,15 +69,15 @@ def _simulate(req: EstimateRequest, steps: int, report: Progress, allow_hub: boo
               started: float) -> dict[str, Any]:
     target = req.device
     report("load", 0, steps)
-    model = meta_model(req, allow_hub)
+    base = meta_model(req, allow_hub)
     training = req.method != "inference"
-    model = prepare_for_training(model, req) if training else model.eval()
+    model = prepare_for_training(base, req) if training else base.eval()
     optimizer = make_optimizer(model, req, foreach=target == "cuda") if training else None
     counter = Counter(META, model, also_count=("cpu",) if target == "cpu" else (),
                       workspace=cuda_workspace_bytes if target == "cuda" else None)
     kernels = TargetKernels(target)
     with meta_answers(), kernels, counter:
-        load, readings = run_phases(model, optimizer, counter, req, steps, META, report)
+        load, readings = run_phases(model, optimizer, counter, req, vocab_size(base), steps, META, report)
     measured = summarize(load, readings, COUNTER.format(target=target))
     measured["attention_kernels"] = kernels.backends
     return {
@@ -78,7 +87,7 @@ def _simulate(req: EstimateRequest, steps: int, report: Progress, allow_hub: boo
         "trainable_params": _trainable(model),
         "steps": steps if training else 1,
         "environment": {"device": "meta", "target": target, "device_name": f"meta (target {target})",
-                        **versions()},
+                        **environment_versions()},
         "duration_s": round(time.perf_counter() - started, 3),
     }
 
@@ -105,18 +114,12 @@ def meta_answers() -> Iterator[None]:
         yield
 
 
-def meta_model(req: EstimateRequest, allow_hub: bool = False) -> torch.nn.Module:
+def meta_model(req: EstimateRequest, allow_hub: bool = False) -> PreTrainedModel:
     """The base model on the meta device, built from its config (a local checkpoint's
     ``config.json`` is read; no weights are loaded), quantized by stand-ins for a 4-bit request."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config_dict, checkpoint = source_config(req.model, allow_hub)
-    if checkpoint is not None:
-        config_dict = json.loads((Path(checkpoint) / "config.json").read_text())
-    config = AutoConfig.for_model(**config_dict)
+    config_dict, _ = source_config(req.model, allow_hub)
     with META:
-        model = AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[req.dtype],
-                                                 attn_implementation=req.attn_implementation)
+        model = random_model(config_dict, dtype=TORCH_DTYPES[req.dtype], attn_implementation=req.attn_implementation)
     quant = req.quant
     if quant is not None and quant.enabled:
         from .meta4bit import quantize_on_meta

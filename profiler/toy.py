@@ -58,7 +58,9 @@ def lora_toy_curves(r: int = 4, steps: int = 200, seed: int = 0) -> dict:
     lora = _mlp()
     lora.load_state_dict(start.state_dict())
     lora.requires_grad_(False)
-    lora[2] = LoraLinear(lora[2], r, alpha=2.0 * r)
+    hidden = lora[2]
+    assert isinstance(hidden, nn.Linear)  # _mlp's last hidden layer
+    lora[2] = LoraLinear(hidden, r, alpha=2.0 * r)
     return {
         "full": _train(full, x, y, steps),
         "lora": _train(lora, x, y, steps),

@@ -16,6 +16,7 @@ STEPS = 2  # step two is the steady state
 
 
 def done_cases(path: Path) -> set[str]:
+    """The ids of the cases ``path`` already holds (none where it does not exist yet)."""
     if not path.exists():
         return set()
     return {json.loads(line)["case"] for line in path.read_text().splitlines() if line.strip()}
@@ -31,7 +32,8 @@ def run_matrix(path: Path, selected: list[Case] | None = None,
         from .run import measure
 
     source = "meta-simulation" if simulated else "cpu-validation"
-    todo = [c for c in (selected or (simulation_cases() if simulated else cases())) if c.id not in done_cases(path)]
+    done = done_cases(path)
+    todo = [c for c in (selected or (simulation_cases() if simulated else cases())) if c.id not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
     for i, case in enumerate(todo, 1):
         started = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -11,13 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tunefit.profiler.device import host_memory_bytes
+
 
 def _host_memory_fraction(fraction: float) -> int:
     """A share of this machine's physical memory (the default memory guard of a profiling job)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * fraction)
-    except (ValueError, OSError):
-        return 16 * 2**30
+    return int(host_memory_bytes() * fraction)
 
 
 def _default_templates_dir() -> Path:

@@ -5,13 +5,16 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs the [profiler] extra")
-pytest.importorskip("peft")
+from tests.profiler.support import require_profiler_extra
 
+require_profiler_extra()
+
+import torch  # noqa: E402
+
+from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
 from tunefit.profiler import measure  # noqa: E402
 from tunefit.profiler.build import load_model  # noqa: E402
-from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

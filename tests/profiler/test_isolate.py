@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("torch", reason="needs the [profiler] extra")
 
-from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
-from tunefit.profiler.isolate import run_isolated  # noqa: E402
 from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
+from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
+from tunefit.estimator.units import GIB, MIB  # noqa: E402
+from tunefit.profiler.isolate import run_isolated  # noqa: E402
 
 TINY = EstimateRequest({"config": TINY_CONFIGS["llama-gqa"]}, method="lora", device="cpu", batch_size=1, seq_len=8,
                        lora=LoraSpec(r=4))
-GIB = 2**30
 
 
 def test_success_reports_progress_and_the_result():
@@ -36,7 +36,7 @@ def test_a_bad_config_fails_with_the_reason():
 
 
 def test_the_memory_guard_stops_a_child_over_its_limit():
-    outcome = run_isolated(TINY, steps=1, timeout_s=300, memory_limit_bytes=64 * 2**20)
+    outcome = run_isolated(TINY, steps=1, timeout_s=300, memory_limit_bytes=64 * MIB)
     assert outcome.status == "failed"
     assert outcome.error.startswith("memory guard:") and "64 MiB limit" in outcome.error
 

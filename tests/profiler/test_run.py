@@ -2,18 +2,15 @@
 
 import pytest
 
-pytest.importorskip("torch", reason="needs the [profiler] extra")
-pytest.importorskip("peft")
+from tests.profiler.support import LIBRARY_NOTICES, require_profiler_extra
 
+require_profiler_extra()
+
+from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 from tunefit.estimator import EstimateRequest, LoraSpec  # noqa: E402
 from tunefit.profiler import BuildError, measure  # noqa: E402
-from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
+pytestmark = LIBRARY_NOTICES
 
 # Wide enough, with few tokens, that weights dominate: the regime where QLoRA < LoRA < full.
 WIDE = dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=2,

@@ -10,21 +10,18 @@ import math
 
 import pytest
 
-pytest.importorskip("torch", reason="needs the [profiler] extra")
-pytest.importorskip("peft")
+from tests.profiler.support import LIBRARY_NOTICES, require_profiler_extra
+
+require_profiler_extra()
 
 import torch  # noqa: E402
 
+from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate  # noqa: E402
 from tunefit.profiler import BuildError, measure, simulate  # noqa: E402
 from tunefit.profiler.kernels import TargetKernels, cuda_sdpa_backend  # noqa: E402
-from tests.estimator.tiny_configs import TINY_CONFIGS  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
+pytestmark = LIBRARY_NOTICES
 ALL_LINEAR = LoraSpec(r=4, alpha=8.0, target_modules="all-linear")
 
 
@@ -42,8 +39,8 @@ CROSS_CHECKS = {
     "mistral-dora": _request("mistral", "lora", lora=LoraSpec(r=4, alpha=8.0, target_modules=("q_proj", "v_proj"),
                                                               variant="dora")),
     "qwen2-qlora-nf4-dq": _request("qwen2", "qlora"),
-    "llama-qlora-fp4-checkpointing": _request("llama-head-dim", "qlora", quant=QuantSpec(type="fp4", double_quant=False),
-                                              gradient_checkpointing=True),
+    "llama-qlora-fp4-checkpointing": _request("llama-head-dim", "qlora", gradient_checkpointing=True,
+                                              quant=QuantSpec(type="fp4", double_quant=False)),
     "gpt2-full-attention-dropout": _request("gpt2", "full"),  # CPU sdpa takes the math path
     "falcon-lora-masked": _request("falcon-serial", "lora"),
     "mixtral-lora-experts": _request("mixtral", "lora"),
