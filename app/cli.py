@@ -7,48 +7,57 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tunefit.estimator import (
-    EstimateError,
-    EstimateRequest,
-    LoraSpec,
-    QuantSpec,
-    estimate,
-    gpus,
-    models,
-    to_document,
+from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
+from tunefit.estimator.adapters import VARIANTS
+from tunefit.estimator.request import (
+    ATTN_IMPLEMENTATIONS,
+    DEFAULT_REQUEST,
+    DEVICES,
+    METHODS,
+    OPTIMIZERS,
+    QLORA_DEFAULT_QUANT,
+    SHARDING,
+    request_from_fields,
 )
-from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, METHODS, OPTIMIZERS, SHARDING
 from tunefit.estimator.units import GIB
 
 
 def _add_estimate_args(p: argparse.ArgumentParser) -> None:
+    """The plan's options; every default is the estimator's own (``DEFAULT_REQUEST``)."""
+    default, lora, quant = DEFAULT_REQUEST, DEFAULT_REQUEST.lora, QLORA_DEFAULT_QUANT
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="catalog id (see `tunefit models`)")
     src.add_argument("--config", help="path to a Hugging Face config.json")
-    p.add_argument("--method", choices=METHODS, default="lora")
-    p.add_argument("--dtype", default="bf16", help="fp32 | fp16 | bf16 (weights / compute dtype)")
-    p.add_argument("--r", type=int, default=16, help="LoRA rank")
+    p.add_argument("--method", choices=METHODS, default=default.method)
+    p.add_argument("--dtype", default=default.dtype, help="fp32 | fp16 | bf16 (weights / compute dtype)")
+    p.add_argument("--r", type=int, default=lora.r, help="LoRA rank")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·r)")
-    p.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names or all-linear")
-    p.add_argument("--variant", default="lora", help="lora | rslora | lora+ | dora | vera")
-    p.add_argument("--lora-dropout", type=float, default=0.0)
-    p.add_argument("--quant", default=None, help="nf4 | fp4 | int8 | none (qlora defaults to nf4)")
-    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--blocksize", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa")
-    p.add_argument("--device", choices=DEVICES, default="cuda")
-    p.add_argument("--gpu", default=None, help="catalog GPU id to check the fit against")
-    p.add_argument("--num-gpus", type=int, default=1)
-    p.add_argument("--sharding", choices=SHARDING, default="none")
+    p.add_argument("--targets", default=_targets_text(lora.target_modules),
+                   help="comma-separated module names or all-linear")
+    p.add_argument("--variant", default=lora.variant, help=" | ".join(VARIANTS))
+    p.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    p.add_argument("--quant", default=None, help=f"nf4 | fp4 | int8 | none (qlora defaults to {quant.type})")
+    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=quant.double_quant)
+    p.add_argument("--blocksize", type=int, default=quant.blocksize)
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--seq-len", type=int, default=default.seq_len)
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
+                   default=default.gradient_checkpointing)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer)
+    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation)
+    p.add_argument("--device", choices=DEVICES, default=default.device)
+    p.add_argument("--gpu", default=default.gpu, help="catalog GPU id to check the fit against")
+    p.add_argument("--num-gpus", type=int, default=default.num_gpus)
+    p.add_argument("--sharding", choices=SHARDING, default=default.sharding)
     p.add_argument("--json", action="store_true", help="print the JSON document the REST API returns")
 
 
+def _targets_text(targets: tuple[str, ...] | str) -> str:
+    return targets if isinstance(targets, str) else ",".join(targets)
+
+
 def request_from_args(args: argparse.Namespace) -> EstimateRequest:
-    """Build an :class:`EstimateRequest` from parsed CLI arguments."""
+    """The request the parsed options describe (built by the estimator's one constructor)."""
     model = args.model
     if args.config:
         try:
@@ -56,20 +65,20 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
                 model = json.load(fh)
         except (OSError, json.JSONDecodeError) as exc:
             raise EstimateError("config", f"cannot read {args.config}: {exc}") from exc
-    targets = args.targets if args.targets.lower() == "all-linear" else tuple(
-        t.strip() for t in args.targets.split(",") if t.strip())
-    lora = LoraSpec(r=args.r, alpha=args.alpha if args.alpha is not None else 2.0 * args.r,
-                    target_modules=targets, variant=args.variant, dropout=args.lora_dropout)
+    targets = args.targets if args.targets.lower() == "all-linear" else [
+        t.strip() for t in args.targets.split(",") if t.strip()]
     quant = None
     if args.quant is not None or args.method == "qlora":
-        qtype = args.quant or "nf4"
-        quant = QuantSpec(type=qtype, double_quant=args.double_quant, blocksize=args.blocksize)
-    return EstimateRequest(
-        model=model, method=args.method, dtype=args.dtype, lora=lora, quant=quant,
-        batch_size=args.batch_size, seq_len=args.seq_len, gradient_checkpointing=args.gradient_checkpointing,
-        optimizer=args.optimizer, attn_implementation=args.attn, device=args.device, gpu=args.gpu,
-        num_gpus=args.num_gpus, sharding=args.sharding,
-    )
+        quant = {"type": args.quant, "double_quant": args.double_quant, "blocksize": args.blocksize}
+    return request_from_fields({
+        "model": model, "method": args.method, "dtype": args.dtype,
+        "lora": {"r": args.r, "alpha": args.alpha, "target_modules": targets, "variant": args.variant,
+                 "dropout": args.lora_dropout},
+        "quant": quant, "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "gradient_checkpointing": args.gradient_checkpointing, "optimizer": args.optimizer,
+        "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
+        "sharding": args.sharding,
+    })
 
 
 def _gib(n: int) -> str:

@@ -1,6 +1,6 @@
 """tunefit estimator: GPU memory of full fine-tuning, LoRA and QLoRA, stdlib only.
 
->>> from estimator import EstimateRequest, LoraSpec, estimate
+>>> from tunefit.estimator import EstimateRequest, LoraSpec, estimate
 >>> est = estimate(EstimateRequest("llama-2-7b", method="qlora", lora=LoraSpec(r=16)))
 """
 
@@ -9,8 +9,9 @@ from .arch import ArchSpec, LinearSpec, arch_from_config
 from .catalog import CatalogModel, Gpu, get_gpu, get_model, gpus, models
 from .document import to_document
 from .errors import EstimateError
-from .estimate import ESTIMATOR_VERSION, Estimate, Phase, estimate
+from .estimate import ESTIMATOR_VERSION, Estimate, estimate
 from .hardware import Capacity, GpuFit, capacity, fit_table, gpus_needed, max_batch_size, max_seq_len
+from .phase import Phase
 from .quant import QuantSpec
 from .request import EstimateRequest
 

@@ -3,7 +3,7 @@
 The model is mechanistic, written per tensor that PyTorch keeps, for a plain training loop
 (``model.train()``, ``loss = model(input_ids, labels=..., use_cache=False).loss``,
 ``loss.backward()``, no autocast). Symbols: ``t = b·s`` tokens, ``h`` hidden size,
-``i`` intermediate size, ``a`` bytes of one residual-stream element, ``F = 4`` (fp32).
+``i`` intermediate size, ``a`` bytes of one residual-stream element, ``F = 4`` bytes of fp32 (``FP32_BYTES``).
 
 What is saved, and why:
 - RMSNorm upcasts its input to fp32 and ``pow`` keeps that copy (``t·h·F``) plus the fp32
@@ -26,15 +26,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .adapters import param_wrapper_tensors
 from .arch import ArchSpec, LinearSpec, ParamTarget
+from .units import FP32_BYTES
 
-F = 4  # bytes of fp32
-LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
-MASK_BYTES_CUDA = 1  # fused dropout keeps a bool mask
+LORA_BYTES = FP32_BYTES  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
 MASK_BYTES = 1  # torch's native_dropout keeps its mask as bool
-MEM_EFF_BIAS_ALIGNMENT = 16  # attention.cpp: preprocess_mask pads the bias's last dim to 16
+# torch 2.13.0 aten/src/ATen/native/transformers/attention.cpp, preprocess_mask: a mask whose last
+# dim is not a multiple of ``mem_eff_alignment = 8`` is padded to one (pad_bias), then sliced back
+# (earlier releases padded to 16). profiler/kernels.py states it on its own; a test compares.
+MEM_EFF_BIAS_ALIGNMENT = 8
 INPUT_GROUPS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in", "o": "attn_out",
-                "mlp_in": "mlp_in", "mlp_out": "mlp_act"}
+                "mlp_in": "mlp_in", "mlp_out": "mlp_act", "proj_in": "embedded", "proj_out": "decoded"}
 # Activation functions that transformers builds from several pointwise ops, each keeping a
 # t·i tensor: gelu_new / gelu_pytorch_tanh in Python keep input, tanh output, 0.5·x, 1+tanh.
 COMPOSITE_ACT_SAVED = {"gelu_new": 4}
@@ -71,15 +74,16 @@ def norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes one norm keeps for backward."""
     t, h, a = st.tokens, arch.hidden_size, st.stream_bytes
     if arch.layer_norms[0].kind == "layernorm":
-        return t * h * a + 2 * t * F
+        return t * h * a + 2 * t * FP32_BYTES
     weight_grad = t * h * a if st.full else 0
-    return t * h * F + t * F + weight_grad
+    return t * h * FP32_BYTES + t * FP32_BYTES + weight_grad
 
 
 def _input_widths(arch: ArchSpec) -> dict[str, int]:
-    """Width of the input each group of Linears reads."""
+    """Width of the input each group of Linears reads (OPT's project_in reads the token embedding's
+    output, project_out the layers' output)."""
     return {"attn_in": arch.hidden_size, "attn_out": arch.q_dim, "mlp_in": arch.hidden_size,
-            "mlp_act": arch.intermediate_size}
+            "mlp_act": arch.intermediate_size, "embedded": arch.embedding_dim, "decoded": arch.hidden_size}
 
 
 def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[LinearSpec, ...]) -> float:
@@ -100,7 +104,8 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
             continue
         total += t * st.lora_r * LORA_BYTES  # lora_A output, kept by lora_B
         if st.lora_dropout > 0:
-            mask = MASK_BYTES_CUDA if st.device == "cuda" else LORA_BYTES
+            # CUDA's fused dropout keeps a bool mask; on a CPU the mask has the input's dtype (fp32)
+            mask = MASK_BYTES if st.device == "cuda" else LORA_BYTES
             total += t * width * (LORA_BYTES + mask)
         elif a != LORA_BYTES:
             total += t * width * LORA_BYTES  # this module's own fp32 cast of its input
@@ -144,7 +149,7 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         # saving v keeps the whole fused output alive
         qkv += t * (arch.q_dim + arch.kv_dim) * a
     out = t * arch.q_dim * a
-    lse = b * n * s * F
+    lse = b * n * s * FP32_BYTES
     return qkv + out + lse + sdpa_mask_saved(arch, st)
 
 
@@ -156,7 +161,7 @@ def sdpa_masked(arch: ArchSpec, st: ActivationSetting) -> bool:
 def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """The additive mask a fused kernel keeps for backward, one per layer: the bool mask converted
     to 0/-inf in the stream's dtype (``convert_boolean_attn_mask``), its rows padded to a multiple of
-    16 for CUDA's memory-efficient kernel (attention.cpp, ``preprocess_mask``)."""
+    ``MEM_EFF_BIAS_ALIGNMENT`` for CUDA's memory-efficient kernel (attention.cpp, ``preprocess_mask``)."""
     if not sdpa_masked(arch, st):
         return 0.0
     row = -(-st.seq // MEM_EFF_BIAS_ALIGNMENT) * MEM_EFF_BIAS_ALIGNMENT if st.device == "cuda" else st.seq
@@ -165,7 +170,7 @@ def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 def _cuda_memory_efficient(arch: ArchSpec, st: ActivationSetting) -> bool:
     """Whether sdpa runs CUDA's memory-efficient kernel (flash takes 16-bit inputs without a mask)."""
-    return st.device == "cuda" and st.attn == "sdpa" and (st.stream_bytes == F or sdpa_masked(arch, st))
+    return st.device == "cuda" and st.attn == "sdpa" and (st.stream_bytes == FP32_BYTES or sdpa_masked(arch, st))
 
 
 def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
@@ -182,7 +187,7 @@ def _eager_probs_saved(arch: ArchSpec, a: float) -> float:
     """Bytes per ``b·n·s²`` element eager attention keeps: the softmax output (fp32 where the
     family computes it in fp32, as Llama's ``softmax(dtype=float32)``; in the stream's dtype for
     GPT-2) and its cast back; with attention dropout, the bool mask and the dropped weights."""
-    softmax = F if arch.softmax_fp32 else a
+    softmax = FP32_BYTES if arch.softmax_fp32 else a
     cast = a if softmax != a else 0
     dropout = MASK_BYTES + a if arch.attention_dropout > 0 else 0
     return softmax + cast + dropout
@@ -193,7 +198,7 @@ def _sdpa_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     PyTorch runs its math path, in fp32 for 16-bit inputs. It keeps the fp32 (scaled) q, k and v
     and, per ``b·n·s²`` element, the fp32 softmax, the dropout mask and the dropped weights."""
     b, s, t = st.batch, st.seq, st.tokens
-    return t * (arch.q_dim + 2 * arch.q_dim) * F + 3 * b * arch.num_attention_heads * s * s * F
+    return t * (arch.q_dim + 2 * arch.q_dim) * FP32_BYTES + 3 * b * arch.num_attention_heads * s * s * FP32_BYTES
 
 
 def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -206,7 +211,7 @@ def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         per_token = act_saved * i * a
     if arch.num_local_experts:
         routed = arch.num_experts_per_tok
-        router = arch.num_local_experts * (a + 2 * F)  # logits, fp32 softmax and top-k weights
+        router = arch.num_local_experts * (a + 2 * FP32_BYTES)  # logits, fp32 softmax and top-k weights
         gathered = routed * arch.hidden_size * a  # each expert's gathered input rows
         return t * (routed * per_token + router + gathered)
     return t * per_token
@@ -242,8 +247,7 @@ def param_wrapper_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     for p in _wrapped(arch, st):
         total += p.weight_params * a
         if p.experts > 1 and a != LORA_BYTES:
-            stacked_rank = st.lora_r * p.rank_factor * p.experts
-            total += stacked_rank * (p.in_features + p.out_features) * a
+            total += sum(t.numel for t in param_wrapper_tensors(p, st.lora_r)) * a
     return total
 
 
@@ -283,23 +287,25 @@ def layers_saved(arch: ArchSpec, st: ActivationSetting, one_layer: float | None 
 
 
 def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Final norm and the lm_head input (kept only when lm_head trains)."""
+    """Final norm, the inputs of the Linears outside the layers (OPT's project_in and project_out)
+    and the lm_head input (``embedding_dim`` wide; kept only when lm_head trains)."""
     final = norm_saved(arch, st) if arch.final_norm else 0.0
-    head_input = st.tokens * arch.hidden_size * st.stream_bytes if st.full else 0.0
-    return final + head_input
+    projections = linear_inputs_saved(arch, st, arch.model_linears)
+    head_input = st.tokens * arch.embedding_dim * st.stream_bytes if st.full else 0.0
+    return final + projections + head_input
 
 
 def logits_forward(arch: ArchSpec, st: ActivationSetting) -> float:
     """Logits held by the model output plus the fp32 ``log_softmax`` the loss keeps."""
     t, V = st.tokens, arch.vocab_size
-    return t * V * (st.logits_bytes + F)
+    return t * V * (st.logits_bytes + FP32_BYTES)
 
 
 def logits_upcast_transient(arch: ArchSpec, st: ActivationSetting) -> float:
     """The fp32 copy ``logits.float()`` makes inside the loss (freed after ``log_softmax``)."""
-    if st.logits_bytes == F:
+    if st.logits_bytes == FP32_BYTES:
         return 0.0
-    return st.tokens * arch.vocab_size * F
+    return st.tokens * arch.vocab_size * FP32_BYTES
 
 
 def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -307,7 +313,7 @@ def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
     ``nll_loss`` and the outgoing one, ``t·V`` fp32 each. The logits themselves are gone: the
     loop keeps only ``loss``, and neither ``.float()`` nor ``log_softmax`` saves its input."""
     t, V = st.tokens, arch.vocab_size
-    return t * V * 3 * F
+    return t * V * 3 * FP32_BYTES
 
 
 def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -319,7 +325,7 @@ def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     a = st.stream_bytes
     # the gradient's fp32 copy and softmax's backward output; the 16-bit cast of the probabilities
     # (counted in the layer's saved tensors) was consumed by the matmul's backward just before
-    per_element = 2 * F - (a if a != F else 0)
+    per_element = 2 * FP32_BYTES - (a if a != FP32_BYTES else 0)
     return st.batch * arch.num_attention_heads * st.seq * st.seq * per_element
 
 
@@ -342,22 +348,24 @@ def mlp_half_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def embedding_grad_bytes(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Gradients of the input embedding tables (tokens, learned positions) when they train: the
-    last to be produced. A tied token table already holds lm_head's gradient, so it adds none."""
+    """Gradients of what runs before the first layer (the embedding tables, OPT's project_in) when
+    they train: the last to be produced. A tied token table already holds lm_head's gradient, so
+    it adds none."""
     if not st.full:
         return 0.0
-    positions = arch.position_embeddings * arch.hidden_size
-    tokens = arch.embedding_params - positions
-    return (positions + (0 if arch.tie_word_embeddings else tokens)) * st.stream_bytes
+    tokens = 0 if arch.tie_word_embeddings else arch.params_of("embedding")
+    project_in = sum(m.weight_params for m in arch.model_linears if m.role == "proj_in")
+    return (arch.params_of("position") + tokens + project_in) * st.stream_bytes
 
 
 def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> float:
     """A trained tied embedding gets two gradients, from ``lm_head`` (early in backward) and from
     the embedding lookup (last); the autograd engine holds the first, receives the second and
-    adds them out of place: two ``V·h`` tensors beyond the one that becomes ``.grad``."""
+    adds them out of place: two ``V·e`` tensors (``e = embedding_dim``) beyond the one that
+    becomes ``.grad``."""
     if not (st.full and arch.tie_word_embeddings):
         return 0.0
-    return 2 * arch.vocab_size * arch.hidden_size * st.stream_bytes
+    return 2 * arch.params_of("embedding") * st.stream_bytes
 
 
 def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -416,7 +424,7 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     if st.attn != "eager":
         return query + _prefill_stream(arch, st, in_mlp=False)
     # masked scores + softmax output, plus the fp32 copy a float32 softmax makes of 16-bit scores
-    per_element = a + F + (F if a != F else 0) if arch.softmax_fp32 else 2 * a
+    per_element = a + FP32_BYTES + (FP32_BYTES if a != FP32_BYTES else 0) if arch.softmax_fp32 else 2 * a
     scores = b * arch.num_attention_heads * s * s * per_element
     repeated = 2 * t * arch.q_dim * a if arch.num_key_value_heads < arch.num_attention_heads else 0.0  # repeat_kv
     return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)

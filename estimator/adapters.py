@@ -1,19 +1,23 @@
-"""Trainable-parameter counts of LoRA and its variants, one small function per shape.
+"""The tensors peft adds for LoRA and its variants, listed once per variant; every count derives
+from these lists.
 
-Each count equals peft's ``get_nb_trainable_parameters()[0]`` for the same config
-(checked in the tests against peft on tiny models).
+Each count equals peft's trainable-parameter count for the same config (checked in the tests
+against peft on tiny models and on every catalog family).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal, get_args
 
 from .arch import ArchSpec, LinearSpec, ParamTarget
 from .errors import EstimateError
 
-ALL_LINEAR = "all-linear"
-VARIANTS = ("lora", "rslora", "lora+", "dora", "vera")
+AllLinear = Literal["all-linear"]
+ALL_LINEAR: AllLinear = "all-linear"
 
 
 @dataclass(frozen=True)
@@ -21,17 +25,102 @@ class LoraSpec:
     """Adapter settings, named as in peft's ``LoraConfig`` / ``VeraConfig``.
 
     ``target_modules`` is a tuple of module names or the string ``"all-linear"``.
-    ``alpha`` defaults to peft's default ``lora_alpha = 8``. ``dropout`` is ``lora_dropout``:
-    above zero every targeted module keeps its own dropped copy of its input for backward.
-    ``loraplus_lr_ratio`` only changes learning rates (LoRA+, arXiv:2402.12354), not memory.
+    ``alpha`` is ``lora_alpha``; left out (None) it is ``2·r``, the CLI's and the service's
+    documented default, resolved here once so every caller (and the estimate's request echo)
+    sees the number. ``dropout`` is ``lora_dropout``: above zero every targeted module keeps its
+    own dropped copy of its input for backward. ``loraplus_lr_ratio`` only changes learning
+    rates (LoRA+, arXiv:2402.12354), not memory.
     """
 
     r: int = 16
-    alpha: float = 8.0
+    alpha: float | None = None
     target_modules: tuple[str, ...] | str = ("q_proj", "v_proj")
-    variant: str = "lora"
+    variant: Variant = "lora"
     dropout: float = 0.0
     loraplus_lr_ratio: float = 16.0
+
+    def __post_init__(self) -> None:
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", default_alpha(self.r))
+
+
+def default_alpha(r: int) -> float | None:
+    """``lora_alpha = 2·r`` (None for a rank that is not a number: validation names ``lora.r``)."""
+    if isinstance(r, bool) or not isinstance(r, (int, float)):
+        return None
+    return 2.0 * r
+
+
+@dataclass(frozen=True)
+class AdapterTensor:
+    """One trainable tensor peft adds to one adapted module: its attribute and torch shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+# ---- the tensors of each variant, for one ``d x k`` weight (d = out_features, k = in_features) ----
+
+def lora_tensors(d: int, k: int, r: int) -> tuple[AdapterTensor, ...]:
+    """LoRA: ``ΔW = B·A`` with ``B ∈ R^{d×r}``, ``A ∈ R^{r×k}``: ``r(d + k)`` parameters.
+
+    Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685, Sec. 4.1.
+    peft ``tuners/lora/layer.py``, ``LoraLayer.update_layer``: ``lora_A = nn.Linear(in_features, r)``,
+    ``lora_B = nn.Linear(r, out_features)``, no bias (``lora_bias=False``).
+    """
+    return AdapterTensor("lora_A", (r, k)), AdapterTensor("lora_B", (d, r))
+
+
+def dora_tensors(d: int, k: int, r: int) -> tuple[AdapterTensor, ...]:
+    """DoRA: LoRA's ``A`` and ``B`` plus the magnitude ``m``, one entry per output feature.
+
+    Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", arXiv:2402.09353, Eq. 2
+    (``W' = m · (W + BA) / ||W + BA||_c``). peft ``tuners/lora/variants.py``,
+    ``DoraLinearVariant.init``, adds ``lora_magnitude_vector``: a ``DoraLinearLayer``
+    (``tuners/lora/dora.py``) whose ``weight`` is the ``d`` column norms.
+    """
+    return *lora_tensors(d, k, r), AdapterTensor("lora_magnitude_vector", (d,))
+
+
+def vera_tensors(d: int, k: int, r: int) -> tuple[AdapterTensor, ...]:
+    """VeRA: the scaling vectors ``b ∈ R^d`` and ``d ∈ R^r``; ``A`` and ``B`` are frozen and shared
+    (:func:`vera_shared_tensors`).
+
+    Kopiczko et al., "VeRA: Vector-based Random Matrix Adaptation", arXiv:2310.11454, Eq. 1.
+    peft ``tuners/vera/layer.py``, ``VeraLayer.update_layer``: ``vera_lambda_b = ones(out_features)``,
+    ``vera_lambda_d = randn(r)``.
+    """
+    return AdapterTensor("vera_lambda_b", (d,)), AdapterTensor("vera_lambda_d", (r,))
+
+
+# Every variant the estimator knows, with the tensors peft adds for it. rsLoRA (scaling alpha/sqrt(r))
+# and LoRA+ (Hayou et al., "LoRA+: Efficient Low Rank Adaptation of Large Models", arXiv:2402.12354:
+# a larger learning rate for B, peft.optimizers.create_loraplus_optimizer) train LoRA's very tensors.
+Variant = Literal["lora", "rslora", "lora+", "dora", "vera"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+VARIANT_TENSORS: dict[Variant, Callable[[int, int, int], tuple[AdapterTensor, ...]]] = {
+    "lora": lora_tensors,
+    "rslora": lora_tensors,
+    "lora+": lora_tensors,
+    "dora": dora_tensors,
+    "vera": vera_tensors,
+}
+
+
+def param_wrapper_tensors(p: ParamTarget, r: int) -> tuple[AdapterTensor, ...]:
+    """LoRA on ``E`` stacked ``d x k`` matrices through peft's ParamWrapper: ``E · r'(d + k)``.
+
+    peft ``tuners/lora/layer.py``, ``ParamWrapper.update_layer``: ``lora_A = nn.Linear(k, r'·E)``,
+    ``lora_B = nn.Linear(r'·E, d)``, with ``r' = r · fused`` (peft doubles the rank of the fused
+    ``w1``/``w3`` so each keeps rank ``r``).
+    """
+    stacked_rank = r * p.rank_factor * p.experts
+    return (AdapterTensor("lora_A", (stacked_rank, p.in_features)),
+            AdapterTensor("lora_B", (p.out_features, stacked_rank)))
 
 
 Target = LinearSpec | ParamTarget
@@ -81,41 +170,6 @@ def _check_param_wrapper(lora: LoraSpec, wrapped: list[tuple[ParamTarget, int]])
         raise EstimateError("lora.dropout", f"peft's ParamWrapper (for {names}) needs lora_dropout = 0")
 
 
-def lora_matrix_params(d: int, k: int, r: int) -> int:
-    """LoRA trainable parameters of one ``d x k`` weight: ``r(d + k)``.
-
-    Hu et al., arXiv:2106.09685, Sec. 4.1: ``B ∈ R^{d×r}``, ``A ∈ R^{r×k}``.
-    """
-    return r * (d + k)
-
-
-def dora_matrix_params(d: int, k: int, r: int) -> int:
-    """DoRA: LoRA's ``r(d + k)`` plus the magnitude vector ``m``, one entry per output feature.
-
-    Liu et al., arXiv:2402.09353, Eq. 2 (``W = m · V / ||V||_c``); peft stores ``m`` as
-    ``lora_magnitude_vector`` with ``out_features = d`` entries.
-    """
-    return lora_matrix_params(d, k, r) + d
-
-
-def vera_matrix_params(d: int, r: int) -> int:
-    """VeRA: per-layer scaling vectors ``b ∈ R^d`` and ``d ∈ R^r``; A and B are frozen and shared.
-
-    Kopiczko et al., arXiv:2310.11454, Eq. 1.
-    """
-    return d + r
-
-
-def param_wrapper_params(p: ParamTarget, r: int) -> int:
-    """LoRA on ``E`` stacked ``d x k`` matrices through peft's ParamWrapper: ``E · r'(d + k)``.
-
-    ``lora_A`` is ``(r'·E, k)`` and ``lora_B`` is ``(d, r'·E)`` with ``r' = r · fused`` (peft
-    doubles the rank of the fused ``w1``/``w3`` so each keeps rank ``r``).
-    """
-    d, k, E = p.out_features, p.in_features, p.experts
-    return E * lora_matrix_params(d, k, r * p.rank_factor)
-
-
 def validate_rank(lora: LoraSpec, modules: tuple[tuple[Target, int], ...]) -> None:
     r = lora.r
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
@@ -132,34 +186,40 @@ def validate_rank(lora: LoraSpec, modules: tuple[tuple[Target, int], ...]) -> No
         raise EstimateError("lora.r", f"{r} exceeds min(d, k) = {smallest} of a targeted module")
 
 
+def module_tensors(m: Target, lora: LoraSpec) -> tuple[AdapterTensor, ...]:
+    """The tensors peft adds to one targeted module or stacked parameter."""
+    if isinstance(m, ParamTarget):
+        return param_wrapper_tensors(m, lora.r)
+    return VARIANT_TENSORS[lora.variant](m.out_features, m.in_features, lora.r)
+
+
 @lru_cache(maxsize=1024)
-def adapter_params(arch: ArchSpec, lora: LoraSpec) -> int:
-    """Trainable adapter parameters for ``lora`` on ``arch`` (peft's count)."""
-    if lora.variant not in VARIANTS:
+def adapter_tensors(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[AdapterTensor, int], ...]:
+    """(tensor, how many in the model) of every trainable tensor peft adds for ``lora`` on ``arch``."""
+    if lora.variant not in VARIANT_TENSORS:
         raise EstimateError("lora.variant", f"must be one of {list(VARIANTS)}, got {lora.variant!r}")
     modules = resolve_targets(arch, lora)
     validate_rank(lora, modules)
-    r = lora.r
-    total = 0
-    for m, count in modules:
-        d, k = m.out_features, m.in_features
-        if isinstance(m, ParamTarget):
-            per = param_wrapper_params(m, r)
-        elif lora.variant == "dora":
-            per = dora_matrix_params(d, k, r)
-        elif lora.variant == "vera":
-            per = vera_matrix_params(d, r)
-        else:  # lora, rslora, lora+: same shapes, other scaling / learning rates
-            per = lora_matrix_params(d, k, r)
-        total += per * count
-    return total
+    return tuple((t, count) for m, count in modules for t in module_tensors(m, lora))
 
 
-def vera_shared_params(arch: ArchSpec, lora: LoraSpec) -> int:
-    """VeRA's frozen shared ``A (r x max k)`` and ``B (max d x r)``, held as fp32 buffers by peft."""
+@lru_cache(maxsize=1024)
+def adapter_params(arch: ArchSpec, lora: LoraSpec) -> int:
+    """Trainable adapter parameters for ``lora`` on ``arch`` (peft's count)."""
+    return sum(t.numel * count for t, count in adapter_tensors(arch, lora))
+
+
+def vera_shared_tensors(arch: ArchSpec, lora: LoraSpec) -> tuple[AdapterTensor, ...]:
+    """VeRA's frozen ``vera_A (r, max k)`` and ``vera_B (max d, r)``, shared by every adapted
+    module and held by peft as fp32 buffers (peft ``tuners/vera/model.py``,
+    ``VeraModel._init_vera_A_vera_B``); none for the other variants."""
     if lora.variant != "vera":
-        return 0
+        return ()
     modules = resolve_targets(arch, lora)
     max_in = max(m.in_features for m, _ in modules)
     max_out = max(m.out_features for m, _ in modules)
-    return lora.r * (max_in + max_out)
+    return AdapterTensor("vera_A", (lora.r, max_in)), AdapterTensor("vera_B", (max_out, lora.r))
+
+
+def vera_shared_params(arch: ArchSpec, lora: LoraSpec) -> int:
+    return sum(t.numel for t in vera_shared_tensors(arch, lora))

@@ -2,26 +2,29 @@
 
 Every fact is an explicit field named as in ``config.json``; nothing is guessed from ratios.
 For each supported ``model_type`` one builder lists the modules that transformers 5.x
-instantiates (checked against ``sum(p.numel())`` of the real model in the tests):
-the Linear layers per decoder layer (name, in/out features, bias, and whether bitsandbytes
-would quantize it), the norms, embeddings and any non-Linear parameters (MoE experts).
+instantiates: the Linear layers per decoder layer (name, in/out features, bias, and whether
+bitsandbytes would quantize it), the norms, embeddings and any non-Linear parameters (MoE
+experts). :meth:`ArchSpec.param_tensors` turns those facts into the one list of the model's
+parameter tensors that every count derives from (checked tensor by tensor against
+``model.named_parameters()`` of the real model in the tests).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
 from .errors import EstimateError
+from .units import FP32_BYTES
 
 # Largest dimension we accept in a config; anything above is a typo or an attack.
 MAX_DIM = 2**24
 MAX_LAYERS = 4096
 # A model above this many parameters (1e14) is not a real model; refuse it.
 MAX_TOTAL_PARAMS = 10**14
-FP32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,19 @@ class LinearSpec:
     out_features: int
     bias: bool
     quantizable: bool = True
-    role: str = "other"  # q, k, v, qkv, o, mlp_in, mlp_out, proj
+    role: str = "other"  # q, k, v, qkv, o, mlp_in, mlp_out, proj_in, proj_out
 
     @property
     def weight_params(self) -> int:
         return self.in_features * self.out_features
 
-    @property
-    def bias_params(self) -> int:
-        return self.out_features if self.bias else 0
-
-    @property
-    def params(self) -> int:
-        return self.weight_params + self.bias_params
+    def tensors(self) -> tuple[ParamTensor, ...]:
+        """``weight (out, in)`` and, if any, ``bias (out,)``."""
+        weight = ParamTensor(f"{self.name}.weight", (self.out_features, self.in_features), "linear",
+                             quantizable=self.quantizable)
+        if not self.bias:
+            return (weight,)
+        return weight, ParamTensor(f"{self.name}.bias", (self.out_features,), "bias")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ class ParamTarget:
     def weight_params(self) -> int:
         return self.experts * self.in_features * self.out_features
 
+    def tensor(self) -> ParamTensor:
+        """``(experts, out, in)`` stacked (Mixtral's ``gate_up_proj``, ``down_proj``), ``(out, in)``
+        for the router's weight."""
+        matrix = (self.out_features, self.in_features)
+        return ParamTensor(self.name, (self.experts, *matrix) if self.experts > 1 else matrix, self.role)
+
 
 @dataclass(frozen=True)
 class NormSpec:
@@ -88,13 +97,39 @@ class NormSpec:
     kind: str  # "rmsnorm" | "layernorm"
     size: int
     bias: bool = False
-    affine: bool = True
+    affine: bool = True  # LayerNorm's elementwise_affine: False keeps neither weight nor bias
+
+    def tensors(self) -> tuple[ParamTensor, ...]:
+        """``weight (size,)`` and ``bias (size,)`` as the norm has them."""
+        if not self.affine:
+            return ()
+        weight = ParamTensor(f"{self.kind}.weight", (self.size,), "norm")
+        return (weight, ParamTensor(f"{self.kind}.bias", (self.size,), "norm")) if self.bias else (weight,)
+
+
+@dataclass(frozen=True)
+class ParamTensor:
+    """One parameter tensor as ``model.named_parameters()`` yields it (a tied one once), with how
+    many the model holds (``num_hidden_layers`` for a tensor of every decoder layer).
+
+    ``shape`` is torch's, a Linear weight ``(out_features, in_features)`` as ``nn.Linear`` stores
+    it; GPT-2's ``Conv1D`` stores the transpose of that (the same elements).
+    """
+
+    name: str  # last module name and parameter, e.g. "q_proj.weight"
+    shape: tuple[int, ...]
+    role: str  # embedding | position | linear | bias | norm | router | expert_in | expert_out | lm_head
+    count: int = 1
+    quantizable: bool = False  # a weight bitsandbytes replaces (see LinearSpec.quantizable)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
     @property
     def params(self) -> int:
-        if not self.affine:
-            return 0
-        return self.size * (2 if self.bias else 1)
+        """``numel · count``: this tensor's parameters over the whole model."""
+        return self.numel * self.count
 
 
 @dataclass(frozen=True)
@@ -116,15 +151,13 @@ class ArchSpec:
     layer_linears: tuple[LinearSpec, ...]
     layer_norms: tuple[NormSpec, ...]
     final_norm: NormSpec | None
-    # Linears outside the decoder layers other than lm_head (OPT's project_in/out).
-    model_linears: tuple[LinearSpec, ...] = ()
+    # OPT: columns of the token embedding and of lm_head's input when they differ from hidden_size
+    # (OPT-350m: 512 vs 1024); the model then adds project_in and project_out. 0: hidden_size.
+    word_embed_proj_dim: int = 0
     position_embeddings: int = 0  # rows of a learned position table (GPT-2, OPT)
     num_local_experts: int = 0
     num_experts_per_tok: int = 0
-    # Non-Linear parameters per layer: fused MoE expert tensors and the router.
-    layer_expert_params: int = 0
-    layer_router_params: int = 0
-    # Those non-Linear parameters that peft can still adapt (ParamWrapper), per layer.
+    # Non-Linear parameters per layer that peft can still adapt (ParamWrapper): MoE experts, router.
     layer_param_targets: tuple[ParamTarget, ...] = ()
     parallel_residual: bool = False
     lm_head_bias: bool = False
@@ -167,12 +200,7 @@ class ArchSpec:
     def _hash(self) -> int:
         return hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
 
-    # ---- derived counts -------------------------------------------------------------
-    def buffer_bytes(self, dtype_bits: int) -> float:
-        """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
-        inv_freq = 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
-        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0)
-
+    # ---- shapes ---------------------------------------------------------------------
     @property
     def q_dim(self) -> int:
         return self.num_attention_heads * self.head_dim
@@ -182,45 +210,75 @@ class ArchSpec:
         return self.num_key_value_heads * self.head_dim
 
     @property
-    def embedding_params(self) -> int:
-        """Token embedding table plus a learned position table, if any."""
-        return self.vocab_size * self.hidden_size + self.position_embeddings * self.hidden_size
+    def embedding_dim(self) -> int:
+        """Columns of the token embedding, and lm_head's ``in_features`` (its output, the logits,
+        is ``vocab_size`` wide): ``word_embed_proj_dim`` where set, else ``hidden_size``."""
+        return self.word_embed_proj_dim or self.hidden_size
 
     @property
-    def lm_head_params(self) -> int:
-        """Parameters of the output head that are not shared with the embedding."""
-        if self.tie_word_embeddings:
-            return 0
-        return self.vocab_size * self.hidden_size + (self.vocab_size if self.lm_head_bias else 0)
+    def model_linears(self) -> tuple[LinearSpec, ...]:
+        """Linears outside the decoder layers other than lm_head: OPT's ``project_out (h -> e)``
+        after the layers and ``project_in (e -> h)`` after the token embedding, plain
+        ``nn.Linear`` without bias, built when ``word_embed_proj_dim != hidden_size``
+        (transformers ``modeling_opt.OPTDecoder.__init__``)."""
+        h, e = self.hidden_size, self.embedding_dim
+        if e == h:
+            return ()
+        return (LinearSpec("project_out", h, e, False, role="proj_out"),
+                LinearSpec("project_in", e, h, False, role="proj_in"))
 
-    @property
-    def layer_linear_params(self) -> int:
-        return sum(m.params for m in self.layer_linears)
+    # ---- the parameter tensors: every count below derives from these ------------------
+    def layer_param_tensors(self) -> tuple[ParamTensor, ...]:
+        """The parameter tensors of one decoder layer: Linears, norms, MoE experts and router."""
+        return self._layer_param_tensors
 
-    @property
-    def layer_norm_params(self) -> int:
-        return sum(n.params for n in self.layer_norms)
+    def param_tensors(self) -> tuple[ParamTensor, ...]:
+        """Every parameter tensor of the CausalLM model, with how many of each it holds; a tied
+        ``lm_head`` is the token embedding and is not listed again (``named_parameters()``)."""
+        return self._param_tensors
+
+    @cached_property  # frozen: listed once, read by every estimate
+    def _layer_param_tensors(self) -> tuple[ParamTensor, ...]:
+        linears = [t for m in self.layer_linears for t in m.tensors()]
+        norms = [t for n in self.layer_norms for t in n.tensors()]
+        return (*linears, *(p.tensor() for p in self.layer_param_targets), *norms)
+
+    @cached_property
+    def _param_tensors(self) -> tuple[ParamTensor, ...]:
+        L = self.num_hidden_layers
+        tensors = [ParamTensor("embed_tokens.weight", (self.vocab_size, self.embedding_dim), "embedding")]
+        if self.position_embeddings:
+            tensors.append(ParamTensor("embed_positions.weight", (self.position_embeddings, self.hidden_size),
+                                       "position"))
+        tensors += [t for m in self.model_linears for t in m.tensors()]
+        tensors += [replace(t, count=L) for t in self.layer_param_tensors()]
+        tensors += self.final_norm.tensors() if self.final_norm else ()
+        if not self.tie_word_embeddings:
+            tensors.append(ParamTensor("lm_head.weight", (self.vocab_size, self.embedding_dim), "lm_head"))
+            if self.lm_head_bias:
+                tensors.append(ParamTensor("lm_head.bias", (self.vocab_size,), "lm_head"))
+        return tuple(tensors)
+
+    def params_of(self, *roles: str) -> int:
+        """Parameters of the model's tensors with one of ``roles`` (``"embedding"``, ...)."""
+        return sum(t.params for t in self.param_tensors() if t.role in roles)
 
     @cached_property  # frozen: computed once, read by every estimate
     def layer_params(self) -> int:
-        return (
-            self.layer_linear_params
-            + self.layer_norm_params
-            + self.layer_expert_params
-            + self.layer_router_params
-        )
+        """Parameters of one decoder layer."""
+        return sum(t.numel for t in self.layer_param_tensors())
 
-    @cached_property  # frozen: computed once, read by every estimate
+    @cached_property
     def total_params(self) -> int:
         """``sum(p.numel() for p in model.parameters())`` of the CausalLM model (tied counted once)."""
-        return (
-            self.embedding_params
-            + self.num_hidden_layers * self.layer_params
-            + sum(m.params for m in self.model_linears)
-            + (self.final_norm.params if self.final_norm else 0)
-            + self.lm_head_params
-        )
+        return sum(t.params for t in self.param_tensors())
 
+    def buffer_bytes(self, dtype_bits: int) -> float:
+        """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
+        inv_freq = 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
+        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0)
+
+    # ---- what peft can target -------------------------------------------------------
     @property
     def linear_names(self) -> tuple[str, ...]:
         """Module names peft can target in this architecture (``lm_head`` excluded), including the
@@ -248,10 +306,6 @@ class ArchSpec:
         layer = [(m, self.num_hidden_layers) for m in self.layer_linears if m.name in names]
         top = [(m, 1) for m in self.model_linears if m.name in names]
         return layer + top
-
-    def all_linears(self) -> list[tuple[LinearSpec, int]]:
-        """Every Linear but ``lm_head`` with its multiplicity (peft's ``all-linear``)."""
-        return self.linears_named(self.linear_names)
 
 
 # ---- config reading -----------------------------------------------------------------
@@ -335,7 +389,82 @@ def _kv_heads(c: _Config, heads: int) -> int:
     return kv
 
 
+# ---- the fields every family shares -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The ``config.json`` keys a family keeps the shared fields under: transformers' names unless
+    the family's config class has its own (GPT-2's ``n_embd``, OPT's ``ffn_dim``, ...)."""
+
+    hidden_size: str = "hidden_size"
+    num_attention_heads: str = "num_attention_heads"
+    intermediate_size: str = "intermediate_size"
+    num_hidden_layers: str = "num_hidden_layers"
+    max_position_embeddings: str = "max_position_embeddings"
+    hidden_act: str = "hidden_act"
+
+
+HF_KEYS = _Keys()
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """The :class:`ArchSpec` fields every family has, as :func:`_read_shared` reads them."""
+
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    num_hidden_layers: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    hidden_act: str
+
+    def spec(self, model_type: str, **family: Any) -> ArchSpec:
+        """The :class:`ArchSpec` of these fields and the family's own (``layer_linears``, ...)."""
+        return ArchSpec(model_type=model_type, **{f.name: getattr(self, f.name) for f in fields(self)}, **family)
+
+
+def _read_shared(c: _Config, *, tie_word_embeddings: bool, max_position_embeddings: int, hidden_act: str,
+                 keys: _Keys = HF_KEYS, gqa: bool = True, intermediate_factor: int | None = None) -> _Shared:
+    """The fields every family has, read under the family's ``keys``; ``tie_word_embeddings``,
+    ``max_position_embeddings`` and ``hidden_act`` are its defaults for a config that leaves them out.
+
+    ``hidden_size``, ``num_attention_heads`` and ``num_hidden_layers`` are required; under a renamed
+    key they fall back to transformers' name (GPT-2's ``attribute_map``). ``gqa``: the config may set
+    ``num_key_value_heads`` and ``head_dim``; False: every head has its own k and v, and ``head_dim`` is
+    ``hidden_size / num_attention_heads`` (GPT-2, OPT, GPT-NeoX, Falcon). ``intermediate_factor``: the
+    MLP is that many times ``hidden_size`` wide when the config leaves it out; None: it is required.
+    """
+    h = _int_or_alias(c, keys.hidden_size, "hidden_size")
+    heads = _int_or_alias(c, keys.num_attention_heads, "num_attention_heads")
+    inter_default = None if intermediate_factor is None else intermediate_factor * h
+    return _Shared(
+        hidden_size=h,
+        num_attention_heads=heads,
+        num_key_value_heads=_kv_heads(c, heads) if gqa else heads,
+        head_dim=_head_dim(c if gqa else _Config({}), h, heads),
+        intermediate_size=c.int(keys.intermediate_size, inter_default),
+        num_hidden_layers=_int_or_alias(c, keys.num_hidden_layers, "num_hidden_layers", maximum=MAX_LAYERS),
+        vocab_size=c.int("vocab_size"),
+        tie_word_embeddings=c.bool("tie_word_embeddings", tie_word_embeddings),
+        max_position_embeddings=c.int(keys.max_position_embeddings, max_position_embeddings, maximum=2**27),
+        hidden_act=c.str(keys.hidden_act, hidden_act),
+    )
+
+
+def _int_or_alias(c: _Config, key: str, alias: str, maximum: int = MAX_DIM) -> int:
+    """``key``, else transformers' own name for it (``alias``), checked like any integer field."""
+    present = c.raw.get(key) is not None or c.raw.get(alias) is None
+    return c.int(key if present else alias, maximum=maximum)
+
+
 # ---- family builders ----------------------------------------------------------------
+# Each reads the shared fields (:func:`_read_shared`) with its family's defaults, then states
+# what is its own: its modules, norms and flags.
 
 
 # Families whose transformers model switches to a sliding-window causal mask when the config sets
@@ -351,11 +480,13 @@ def _sliding_window(c: _Config, model_type: str) -> int:
 
 def _llama_like(c: _Config, model_type: str) -> ArchSpec:
     """llama, mistral, mixtral, qwen2, gemma, gemma2: RMSNorm, RoPE, gated MLP, GQA."""
-    h = c.int("hidden_size")
-    heads = c.int("num_attention_heads")
-    kv = _kv_heads(c, heads)
-    d = _head_dim(c, h, heads)
-    inter = c.int("intermediate_size")
+    gemma = model_type in ("gemma", "gemma2")
+    # Gemma 2 names its activation ``hidden_activation``; absent, ``hidden_act`` stands in.
+    keys = _Keys(hidden_act="hidden_activation") if model_type == "gemma2" else HF_KEYS
+    s = _read_shared(c, keys=keys, tie_word_embeddings=gemma, max_position_embeddings=4096,
+                     hidden_act=c.str("hidden_act", "silu"))
+    h, d, inter = s.hidden_size, s.head_dim, s.intermediate_size
+    heads, kv = s.num_attention_heads, s.num_key_value_heads
     qkv_bias = model_type == "qwen2" or c.bool("attention_bias", False)
     o_bias = c.bool("attention_bias", False) and model_type != "qwen2"
     mlp_bias = c.bool("mlp_bias", False)
@@ -365,16 +496,12 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         LinearSpec("v_proj", h, kv * d, qkv_bias, role="v"),
         LinearSpec("o_proj", heads * d, h, o_bias, role="o"),
     )
-    experts = 0
-    router = 0
     n_experts = 0
     param_targets: tuple[ParamTarget, ...] = ()
     if model_type == "mixtral":
         # transformers 5 fuses the experts into two 3-D parameters (not nn.Linear): gate_up_proj
         # (E, 2I, H) and down_proj (E, H, I); the router is a bare weight (E, H).
         n_experts = c.int("num_local_experts")
-        experts = n_experts * 3 * h * inter
-        router = n_experts * h
         mlp: tuple[LinearSpec, ...] = ()
         param_targets = (
             ParamTarget("gate.weight", ("gate",), 1, h, n_experts, "router"),
@@ -388,20 +515,9 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
             LinearSpec("down_proj", inter, h, mlp_bias, role="mlp_out"),
         )
     norms_per_layer = 4 if model_type == "gemma2" else 2
-    act_key = "hidden_activation" if model_type == "gemma2" else "hidden_act"
-    return ArchSpec(
-        model_type=model_type,
-        hidden_size=h,
-        num_hidden_layers=c.int("num_hidden_layers", maximum=MAX_LAYERS),
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        head_dim=d,
-        intermediate_size=inter,
-        vocab_size=c.int("vocab_size"),
-        tie_word_embeddings=c.bool("tie_word_embeddings", model_type in ("gemma", "gemma2")),
-        max_position_embeddings=c.int("max_position_embeddings", 4096, maximum=2**27),
+    return s.spec(
+        model_type,
         gated_mlp=True,
-        hidden_act=c.str(act_key, c.str("hidden_act", "silu")),
         attention_dropout=c.probability("attention_dropout", 0.0),
         sliding_window=_sliding_window(c, model_type),
         layer_linears=attn + mlp,
@@ -409,35 +525,21 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         final_norm=NormSpec("rmsnorm", h),
         num_local_experts=n_experts,
         num_experts_per_tok=c.int("num_experts_per_tok", 2) if n_experts else 0,
-        layer_expert_params=experts,
-        layer_router_params=router,
         layer_param_targets=param_targets,
         rotary_dim=_rotary_dim(c, d),
-        embed_scale_buffer=model_type in ("gemma", "gemma2"),
+        embed_scale_buffer=gemma,
         supports_sdpa=model_type != "gemma2",
     )
 
 
 def _phi3(c: _Config, model_type: str) -> ArchSpec:
     """phi3: fused ``qkv_proj`` and ``gate_up_proj``, RMSNorm, no biases."""
-    h = c.int("hidden_size")
-    heads = c.int("num_attention_heads")
-    kv = _kv_heads(c, heads)
-    d = _head_dim(c, h, heads)
-    inter = c.int("intermediate_size")
-    return ArchSpec(
-        model_type=model_type,
-        hidden_size=h,
-        num_hidden_layers=c.int("num_hidden_layers", maximum=MAX_LAYERS),
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        head_dim=d,
-        intermediate_size=inter,
-        vocab_size=c.int("vocab_size"),
-        tie_word_embeddings=c.bool("tie_word_embeddings", False),
-        max_position_embeddings=c.int("max_position_embeddings", 4096, maximum=2**27),
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=4096, hidden_act="silu")
+    h, d, inter = s.hidden_size, s.head_dim, s.intermediate_size
+    heads, kv = s.num_attention_heads, s.num_key_value_heads
+    return s.spec(
+        model_type,
         gated_mlp=True,
-        hidden_act=c.str("hidden_act", "silu"),
         sliding_window=_sliding_window(c, model_type),
         v_views_fused_qkv=True,
         attention_output_copied=True,
@@ -453,24 +555,19 @@ def _phi3(c: _Config, model_type: str) -> ArchSpec:
     )
 
 
+GPT2_KEYS = _Keys(hidden_size="n_embd", num_attention_heads="n_head", intermediate_size="n_inner",
+                  num_hidden_layers="n_layer", max_position_embeddings="n_positions",
+                  hidden_act="activation_function")
+
+
 def _gpt2(c: _Config, model_type: str) -> ArchSpec:
     """gpt2: ``Conv1D`` layers with biases, LayerNorm, learned positions, tied head."""
-    h = c.int("n_embd", c.raw.get("hidden_size"))
-    heads = c.int("n_head", c.raw.get("num_attention_heads"))
-    inter = c.int("n_inner", 4 * h)
-    return ArchSpec(
-        model_type=model_type,
-        hidden_size=h,
-        num_hidden_layers=c.int("n_layer", c.raw.get("num_hidden_layers"), maximum=MAX_LAYERS),
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        head_dim=_head_dim(_Config({}), h, heads),
-        intermediate_size=inter,
-        vocab_size=c.int("vocab_size"),
-        tie_word_embeddings=c.bool("tie_word_embeddings", True),
-        max_position_embeddings=c.int("n_positions", 1024, maximum=2**27),
+    s = _read_shared(c, keys=GPT2_KEYS, gqa=False, intermediate_factor=4, tie_word_embeddings=True,
+                     max_position_embeddings=1024, hidden_act="gelu_new")
+    h, inter = s.hidden_size, s.intermediate_size
+    return s.spec(
+        model_type,
         gated_mlp=False,
-        hidden_act=c.str("activation_function", "gelu_new"),
         attention_dropout=c.probability("attn_pdrop", 0.1),
         softmax_fp32=False,
         hidden_dropout=c.probability("resid_pdrop", 0.1),
@@ -482,97 +579,50 @@ def _gpt2(c: _Config, model_type: str) -> ArchSpec:
         ),
         layer_norms=(NormSpec("layernorm", h, bias=True),) * 2,
         final_norm=NormSpec("layernorm", h, bias=True),
-        position_embeddings=c.int("n_positions", 1024, maximum=2**27),
+        position_embeddings=s.max_position_embeddings,
     )
 
 
+OPT_KEYS = _Keys(intermediate_size="ffn_dim", hidden_act="activation_function")
+
+
 def _opt(c: _Config, model_type: str) -> ArchSpec:
-    """opt: biased Linears, LayerNorm, learned positions with an offset of 2."""
-    h = c.int("hidden_size")
-    heads = c.int("num_attention_heads")
-    proj = c.int("word_embed_proj_dim", h)
+    """opt: biased Linears, LayerNorm, learned positions with an offset of 2, and a token table
+    ``word_embed_proj_dim`` wide (OPT-350m: 512 for hidden_size 1024) that lm_head shares."""
+    s = _read_shared(c, keys=OPT_KEYS, gqa=False, tie_word_embeddings=True, max_position_embeddings=2048,
+                     hidden_act="relu")
+    h, ffn = s.hidden_size, s.intermediate_size
     bias = c.bool("enable_bias", True)
     affine = c.bool("layer_norm_elementwise_affine", True)
     pre_norm = c.bool("do_layer_norm_before", True)
-    max_pos = c.int("max_position_embeddings", 2048, maximum=2**27)
-    model_linears: tuple[LinearSpec, ...] = ()
-    if proj != h:
-        model_linears = (
-            LinearSpec("project_out", h, proj, False, role="proj"),
-            LinearSpec("project_in", proj, h, False, role="proj"),
-        )
     final = NormSpec("layernorm", h, bias=True, affine=affine)
     keep_final = pre_norm and not c.bool("_remove_final_layer_norm", False)
-    spec = ArchSpec(
-        model_type=model_type,
-        hidden_size=h,
-        num_hidden_layers=c.int("num_hidden_layers", maximum=MAX_LAYERS),
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        head_dim=_head_dim(_Config({}), h, heads),
-        intermediate_size=c.int("ffn_dim"),
-        vocab_size=c.int("vocab_size"),
-        tie_word_embeddings=c.bool("tie_word_embeddings", True),
-        max_position_embeddings=max_pos,
+    return s.spec(
+        model_type,
         gated_mlp=False,
-        hidden_act=c.str("activation_function", "relu"),
         layer_linears=(
             LinearSpec("q_proj", h, h, bias, role="q"),
             LinearSpec("k_proj", h, h, bias, role="k"),
             LinearSpec("v_proj", h, h, bias, role="v"),
             LinearSpec("out_proj", h, h, bias, role="o"),
-            LinearSpec("fc1", h, c.int("ffn_dim"), bias, role="mlp_in"),
-            LinearSpec("fc2", c.int("ffn_dim"), h, bias, role="mlp_out"),
+            LinearSpec("fc1", h, ffn, bias, role="mlp_in"),
+            LinearSpec("fc2", ffn, h, bias, role="mlp_out"),
         ),
         layer_norms=(NormSpec("layernorm", h, bias=True, affine=affine),) * 2,
         final_norm=final if keep_final else None,
-        model_linears=model_linears,
-        position_embeddings=max_pos + 2,  # OPTLearnedPositionalEmbedding keeps 2 extra rows
+        word_embed_proj_dim=c.int("word_embed_proj_dim", h),
+        position_embeddings=s.max_position_embeddings + 2,  # OPTLearnedPositionalEmbedding keeps 2 extra rows
     )
-    # The token embedding has word_embed_proj_dim columns, not hidden_size.
-    return _with_embedding_width(spec, proj)
-
-
-def _with_embedding_width(spec: ArchSpec, width: int) -> ArchSpec:
-    if width == spec.hidden_size:
-        return spec
-    return _OptProjected(**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, embed_width=width)
-
-
-@dataclass(frozen=True)
-class _OptProjected(ArchSpec):
-    """OPT with ``word_embed_proj_dim != hidden_size`` (e.g. OPT-350m): narrower token table."""
-
-    embed_width: int = 0
-
-    @property
-    def embedding_params(self) -> int:
-        return self.vocab_size * self.embed_width + self.position_embeddings * self.hidden_size
-
-    @property
-    def lm_head_params(self) -> int:
-        return 0 if self.tie_word_embeddings else self.vocab_size * self.embed_width
 
 
 def _gpt_neox(c: _Config, model_type: str) -> ArchSpec:
     """gpt_neox (Pythia): fused ``query_key_value``, LayerNorm, parallel residual."""
-    h = c.int("hidden_size")
-    heads = c.int("num_attention_heads")
+    s = _read_shared(c, gqa=False, tie_word_embeddings=False, max_position_embeddings=2048, hidden_act="gelu")
+    h, inter = s.hidden_size, s.intermediate_size
     bias = c.bool("attention_bias", True)
-    inter = c.int("intermediate_size")
-    return ArchSpec(
-        model_type=model_type,
-        hidden_size=h,
-        num_hidden_layers=c.int("num_hidden_layers", maximum=MAX_LAYERS),
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        head_dim=_head_dim(_Config({}), h, heads),
-        intermediate_size=inter,
-        vocab_size=c.int("vocab_size"),
-        tie_word_embeddings=c.bool("tie_word_embeddings", False),
-        max_position_embeddings=c.int("max_position_embeddings", 2048, maximum=2**27),
+    return s.spec(
+        model_type,
         gated_mlp=False,
-        hidden_act=c.str("hidden_act", "gelu"),
         layer_linears=(
             LinearSpec("query_key_value", h, 3 * h, bias, role="qkv"),
             LinearSpec("dense", h, h, bias, role="o"),
@@ -582,15 +632,19 @@ def _gpt_neox(c: _Config, model_type: str) -> ArchSpec:
         layer_norms=(NormSpec("layernorm", h, bias=True),) * 2,
         final_norm=NormSpec("layernorm", h, bias=True),
         parallel_residual=c.bool("use_parallel_residual", True),
-        rotary_dim=_rotary_dim(c, _head_dim(_Config({}), h, heads), default_factor=0.25),
+        rotary_dim=_rotary_dim(c, s.head_dim, default_factor=0.25),
     )
+
+
+FALCON_KEYS = _Keys(intermediate_size="ffn_hidden_size", hidden_act="activation")
 
 
 def _falcon(c: _Config, model_type: str) -> ArchSpec:
     """falcon: ``FalconLinear`` (an nn.Linear subclass bitsandbytes leaves unquantized), MQA/GQA."""
-    h = c.int("hidden_size")
-    heads = c.int("num_attention_heads")
-    d = _head_dim(_Config({}), h, heads)
+    s = _read_shared(c, keys=FALCON_KEYS, gqa=False, intermediate_factor=4, tie_word_embeddings=True,
+                     max_position_embeddings=2048, hidden_act="gelu")
+    h, heads, d, inter = s.hidden_size, s.num_attention_heads, s.head_dim, s.intermediate_size
+    # k and v heads: num_kv_heads in the new decoder architecture, else one (multi_query) or one per head.
     new_arch = c.bool("new_decoder_architecture", False)
     multi_query = c.bool("multi_query", True)
     if new_arch:
@@ -601,23 +655,12 @@ def _falcon(c: _Config, model_type: str) -> ArchSpec:
         kv = heads
     qkv_out = (heads + 2 * kv) * d
     bias = c.bool("bias", False)
-    inter = c.int("ffn_hidden_size", 4 * h)
     parallel = c.bool("parallel_attn", True)
     n_ln = c.raw.get("num_ln_in_parallel_attn") or (2 if new_arch else 1)
     norms = 2 if (not parallel or n_ln == 2) else 1
-    return ArchSpec(
-        model_type=model_type,
-        hidden_size=h,
-        num_hidden_layers=c.int("num_hidden_layers", maximum=MAX_LAYERS),
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        head_dim=d,
-        intermediate_size=inter,
-        vocab_size=c.int("vocab_size"),
-        tie_word_embeddings=c.bool("tie_word_embeddings", True),
-        max_position_embeddings=c.int("max_position_embeddings", 2048, maximum=2**27),
+    return replace(s, num_key_value_heads=kv).spec(
+        model_type,
         gated_mlp=False,
-        hidden_act=c.str("activation", "gelu"),
         layer_linears=(
             LinearSpec("query_key_value", h, qkv_out, bias, quantizable=False, role="qkv"),
             LinearSpec("dense", h, h, bias, quantizable=False, role="o"),
@@ -668,6 +711,4 @@ def arch_from_config(config: Mapping[str, Any]) -> ArchSpec:
 
 
 def _attach_config(spec: ArchSpec, config: Mapping[str, Any]) -> ArchSpec:
-    values = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
-    values["config"] = dict(config)
-    return type(spec)(**values)
+    return replace(spec, config=dict(config))

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from importlib.resources.abc import Traversable
+from typing import Any, TypeVar
 
 from .arch import ArchSpec, arch_from_config
 from .errors import UnknownIdError
@@ -47,7 +48,7 @@ class Gpu:
         object.__setattr__(self, "usable_bytes", self.reported_total_bytes or self.memory_bytes)
 
 
-def _data_dir():
+def _data_dir() -> Traversable:
     return resources.files("tunefit.estimator") / "data"
 
 
@@ -75,7 +76,10 @@ def gpus() -> dict[str, Gpu]:
     return {g["id"]: Gpu(**{k: v for k, v in g.items() if k in fields}) for g in raw}
 
 
-def _lookup(kind: str, key: str, table: dict):
+Entry = TypeVar("Entry", CatalogModel, Gpu)
+
+
+def _lookup(kind: str, key: str, table: dict[str, Entry]) -> Entry:
     item = table.get(key) or table.get(str(key).lower())
     if item is None:
         raise UnknownIdError(kind, key, difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from .adapters import LoraSpec
-from .catalog import get_gpu, gpus
 from .estimate import Estimate
+from .hardware import fit_rows
 from .quant import QuantSpec
-from .request import EstimateRequest
+from .request import EstimateRequest, request_from_fields
 from .units import GIB
 
 
@@ -37,27 +36,7 @@ def request_document(est: Estimate) -> dict[str, Any]:
 def request_from_document(doc: dict[str, Any]) -> EstimateRequest:
     """The request a document's ``request`` part describes (the inverse of :func:`request_document`),
     so stored measurements can be estimated again by a newer estimator."""
-    lora = doc.get("lora")
-    quant = doc.get("quant")
-    targets = lora["target_modules"] if lora else None
-    return EstimateRequest(
-        model=doc["model"],
-        method=doc["method"],
-        dtype=doc["dtype"],
-        lora=LoraSpec(r=lora["r"], alpha=lora["alpha"], variant=lora["variant"], dropout=lora["dropout"],
-                      loraplus_lr_ratio=lora["loraplus_lr_ratio"],
-                      target_modules=targets if isinstance(targets, str) else tuple(targets)) if lora else LoraSpec(),
-        quant=QuantSpec(quant["type"], quant["double_quant"], quant["blocksize"]) if quant else None,
-        batch_size=doc["batch_size"],
-        seq_len=doc["seq_len"],
-        gradient_checkpointing=doc["gradient_checkpointing"],
-        optimizer=doc["optimizer"],
-        attn_implementation=doc["attn_implementation"],
-        device=doc["device"],
-        gpu=doc["gpu"],
-        num_gpus=doc["num_gpus"],
-        sharding=doc["sharding"],
-    )
+    return request_from_fields(doc)
 
 
 def _lora(lora: LoraSpec) -> dict[str, Any]:
@@ -71,14 +50,9 @@ def _quant(quant: QuantSpec) -> dict[str, Any]:
 
 
 def fits_document(peak_bytes: int, gpu_ids: list[str] | None) -> list[dict[str, Any]]:
-    """``{gpu, fits, headroom_bytes}`` per GPU (built directly: this runs on every API call)."""
-    table = [(g, get_gpu(g).usable_bytes) for g in gpu_ids] if gpu_ids else _usable_bytes()
-    return [{"gpu": g, "fits": usable >= peak_bytes, "headroom_bytes": usable - peak_bytes} for g, usable in table]
-
-
-@lru_cache(maxsize=1)
-def _usable_bytes() -> tuple[tuple[str, int], ...]:
-    return tuple((g.id, g.usable_bytes) for g in gpus().values())
+    """``{gpu, fits, headroom_bytes}`` per GPU: :func:`hardware.fit_rows` (what ``fit_table`` holds) as JSON."""
+    return [{"gpu": gpu, "fits": fits, "headroom_bytes": headroom}
+            for gpu, fits, headroom in fit_rows(peak_bytes, gpu_ids)]
 
 
 def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import NamedTuple
 
 from . import activations as act
 from .adapters import LoraSpec, adapter_params, resolve_targets
@@ -26,10 +27,21 @@ from .memory import (
     weight_bytes,
 )
 from .paper import PaperFigure, lora_ratio, nf4_constant_bits, paper_figure
-from .request import EstimateRequest, normalize
+from .phase import Phase
+from .quant import QuantSpec
+from .request import (
+    AttnImplementation,
+    Device,
+    EstimateRequest,
+    Method,
+    Optimizer,
+    Sharding,
+    default_quant,
+    normalize,
+)
 from .shape import ShapePolynomial, fit
 from .sharding import shard_phase
-from .units import DTYPE_BITS, MIB
+from .units import DTYPE_BITS, FP32_BITS, MIB
 
 ESTIMATOR_VERSION = "0.1.0"
 # CUDA context (driver state, kernels, cuBLAS/cuDNN handles) sits outside PyTorch's allocator.
@@ -54,18 +66,6 @@ TERMS = (
     "working_bytes",
 )
 RUNTIME_TERMS = ("cuda_context_bytes", "allocator_slack_bytes")
-
-
-@dataclass(frozen=True)
-class Phase:
-    """Bytes allocated at one moment of the step, term by term."""
-
-    name: str
-    terms: dict[str, int]
-    allocated_bytes: int = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allocated_bytes", sum(self.terms.values()))
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _weight_terms(w: WeightBytes) -> dict[str, int]:
 def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSetting:
     """The activation-relevant facts of a normalized request."""
     qlora_fp32 = req.method == "qlora" and req.prepare_kbit
-    stream_bits = 32 if qlora_fp32 else DTYPE_BITS[req.dtype]
+    stream_bits = FP32_BITS if qlora_fp32 else DTYPE_BITS[req.dtype]
     targets: tuple[str, ...] = ()
     if req.method in ("lora", "qlora"):
         targets = tuple(dict.fromkeys(m.name for m, _ in resolve_targets(arch, req.lora)))
@@ -148,7 +148,7 @@ def _dequant_bytes(arch: ArchSpec, req: EstimateRequest) -> float:
 
 @lru_cache(maxsize=256)
 def _largest_quantized(arch: ArchSpec) -> int:
-    return max((m.weight_params for m in arch.layer_linears + arch.model_linears if m.quantizable), default=0)
+    return max((t.numel for t in arch.param_tensors() if t.quantizable), default=0)
 
 
 def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: int,
@@ -234,7 +234,8 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     if req.method in ("lora", "qlora"):
         notes.append("peft keeps adapters, their gradients and optimizer state in fp32")
     if req.method == "qlora":
-        notes.append("bitsandbytes quantizes only modules whose type is exactly nn.Linear/Conv1D; lm_head stays unquantized")
+        notes.append("bitsandbytes quantizes only modules whose type is exactly nn.Linear/Conv1D; "
+                     "lm_head stays unquantized")
         if req.prepare_kbit:
             notes.append("prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32, "
                          "so the residual stream and logits are fp32")
@@ -284,15 +285,32 @@ class StepPlan:
         return _shard(moments, self.sharding, self.num_gpus, self.arch, self.weights)
 
 
-def _shape_free(req: EstimateRequest) -> tuple:
-    """The fields of a normalized request that a :class:`StepPlan` depends on."""
+class ShapeFree(NamedTuple):
+    """The fields of a normalized request that a :class:`StepPlan` depends on (a cache key)."""
+
+    method: Method
+    dtype: str
+    lora: LoraSpec | None  # None unless the method trains adapters
+    quant: QuantSpec
+    gradient_checkpointing: bool
+    optimizer: Optimizer
+    attn_implementation: AttnImplementation
+    device: Device
+    prepare_kbit: bool
+    sharding: Sharding
+    num_gpus: int
+
+
+def _shape_free(req: EstimateRequest) -> ShapeFree:
+    """The :class:`ShapeFree` fields of a normalized request."""
     lora = req.lora if req.method in ("lora", "qlora") else None
-    return (req.method, req.dtype, lora, req.quant, req.gradient_checkpointing, req.optimizer,
-            req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus)
+    quant = req.quant or default_quant(req.method)  # normalize() has filled it in already
+    return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
+                     req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus)
 
 
 @lru_cache(maxsize=1024)
-def step_plan(arch: ArchSpec, shape_free: tuple) -> StepPlan:
+def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
     method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
@@ -407,7 +425,7 @@ def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> int
     return grads // max(arch.num_hidden_layers, 1)
 
 
-def _lora_ratio(arch: ArchSpec, lora) -> float | None:
+def _lora_ratio(arch: ArchSpec, lora: LoraSpec | None) -> float | None:
     """``r/d + r/k`` of the first targeted matrix (seed 000 Eq. 9)."""
     if lora is None:
         return None
@@ -424,7 +442,8 @@ def _runtime_terms(req: EstimateRequest, allocated: int) -> dict[str, int]:
     }
 
 
-def _shard(phases: tuple[Phase, ...], sharding: str, num_gpus: int, arch: ArchSpec, w: WeightBytes) -> tuple[Phase, ...]:
+def _shard(phases: tuple[Phase, ...], sharding: str, num_gpus: int, arch: ArchSpec,
+           w: WeightBytes) -> tuple[Phase, ...]:
     """Per-GPU bytes under data parallelism / ZeRO (Rajbhandari et al., arXiv:1910.02054, Fig. 1)."""
     if sharding == "none":
         return phases

@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
 
 from .catalog import Gpu, get_gpu, gpus
 from .errors import EstimateError
@@ -24,19 +26,33 @@ class GpuFit:
     headroom_bytes: int
 
 
+def fit_rows(peak_bytes: int, gpu_ids: list[str] | None = None) -> list[tuple[str, bool, int]]:
+    """``(gpu, fits, headroom_bytes)`` of a per-GPU peak on each catalog GPU (or on ``gpu_ids``,
+    named as given): ``headroom = usable - peak``; it fits when the headroom is not negative.
+    Plain tuples: every estimate document reads them (:func:`document.fits_document`)."""
+    table = [(g, get_gpu(g).usable_bytes) for g in gpu_ids] if gpu_ids else _usable_bytes()
+    return [(g, usable >= peak_bytes, usable - peak_bytes) for g, usable in table]
+
+
 def fit_table(peak_bytes: int, gpu_ids: list[str] | None = None) -> list[GpuFit]:
-    """Fit of a per-GPU peak on each catalog GPU (or on ``gpu_ids``)."""
-    table = [get_gpu(g) for g in gpu_ids] if gpu_ids else list(gpus().values())
-    return [GpuFit(g.id, peak_bytes <= g.usable_bytes, g.usable_bytes - peak_bytes) for g in table]
+    """:func:`fit_rows` as :class:`GpuFit` rows."""
+    return [GpuFit(*row) for row in fit_rows(peak_bytes, gpu_ids)]
+
+
+@lru_cache(maxsize=1)
+def _usable_bytes() -> tuple[tuple[str, int], ...]:
+    """(id, usable bytes) of every catalog GPU, read once: every estimate document asks."""
+    return tuple((g.id, g.usable_bytes) for g in gpus().values())
 
 
 # Within one capacity query, the peak of each setting tried, so that the searches of the 24 GPUs
 # (which try many of the same batch sizes, sequence lengths and GPU counts) estimate each once:
 # (the query's request, {changes: peak bytes, or None when the estimator refuses it}).
-_PEAKS: ContextVar[tuple[EstimateRequest, dict] | None] = ContextVar("_PEAKS", default=None)
+Changes = tuple[tuple[str, Any], ...]  # sorted (field, value) pairs
+_PEAKS: ContextVar[tuple[EstimateRequest, dict[Changes, int | None]] | None] = ContextVar("_PEAKS", default=None)
 
 
-def _peak(request: EstimateRequest, **changes) -> int | None:
+def _peak(request: EstimateRequest, **changes: Any) -> int | None:
     """Peak bytes of ``request`` with ``changes`` (None when refused), remembered per query."""
     memo = _PEAKS.get()
     known = memo[1] if memo is not None and memo[0] is request else None
@@ -52,7 +68,7 @@ def _peak(request: EstimateRequest, **changes) -> int | None:
     return peak
 
 
-def _fits(request: EstimateRequest, gpu: Gpu, **changes) -> bool:
+def _fits(request: EstimateRequest, gpu: Gpu, **changes: Any) -> bool:
     peak = _peak(request, **changes)
     return peak is not None and peak <= gpu.usable_bytes
 
@@ -84,7 +100,7 @@ class _Curve:
     def allocated(self, x: float) -> float:
         """The largest moment's allocated bytes at ``x``."""
         f = self.basis(x)
-        return max(sum(c * v for c, v in zip(row, f)) for row in self.coefficients)
+        return max(sum(c * v for c, v in zip(row, f, strict=True)) for row in self.coefficients)
 
 
 def _tolerance(value: float) -> float:
@@ -99,19 +115,19 @@ def _undominated(rows: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...]
     one per moment of the step."""
     kept: list[tuple[float, ...]] = []
     for row in sorted(set(rows), key=lambda r: tuple(reversed(r)), reverse=True):
-        if not any(all(k >= c for k, c in zip(other, row)) for other in kept):
+        if not any(all(k >= c for k, c in zip(other, row, strict=True)) for other in kept):
             kept.append(row)
     return tuple(kept)
 
 
-def _solve(basis: Callable, points: tuple[int, ...], check_at: int, request: EstimateRequest,
-           changes: Callable[[int], dict]) -> _Curve:
+def _solve(basis: Callable[[float], tuple[float, ...]], points: tuple[int, ...], check_at: int,
+           request: EstimateRequest, changes: Callable[[int], dict[str, Any]]) -> _Curve:
     """Fit ``allocated = sum(c_j · basis_j(x))`` per moment through exact estimates at ``points``
     (one per basis function), then check it against an exact estimate at ``check_at``."""
     def moments(x: int) -> list[int]:
         return list(estimate(replace(request, **changes(x))).moment_bytes)
 
-    columns = list(zip(*(moments(x) for x in points)))
+    columns = list(zip(*(moments(x) for x in points), strict=True))
     matrix = [basis(x) for x in points]
     curve = _Curve(basis, tuple(_linear_solve(matrix, list(ys)) for ys in columns), checked=False)
     if check_at in points:
@@ -121,26 +137,26 @@ def _solve(basis: Callable, points: tuple[int, ...], check_at: int, request: Est
     except EstimateError:
         return curve
     f = basis(check_at)
-    fitted = [sum(c * v for c, v in zip(row, f)) for row in curve.coefficients]
-    checked = all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact))
+    fitted = [sum(c * v for c, v in zip(row, f, strict=True)) for row in curve.coefficients]
+    checked = all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact, strict=True))
     return replace(curve, coefficients=_undominated(curve.coefficients), checked=checked)
 
 
 def _linear_solve(matrix: list[tuple[float, ...]], ys: list[float]) -> tuple[float, ...]:
     """Gauss-Jordan elimination with partial pivoting, for the 2x2 and 3x3 systems of :func:`_solve`."""
     n = len(ys)
-    a = [list(row) + [y] for row, y in zip(matrix, ys)]
+    a = [list(row) + [y] for row, y in zip(matrix, ys, strict=True)]
     for col in range(n):
         pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
         a[col], a[pivot] = a[pivot], a[col]
         for r in range(n):
             if r != col:
                 factor = a[r][col] / a[col][col]
-                a[r] = [x - factor * y for x, y in zip(a[r], a[col])]
+                a[r] = [x - factor * y for x, y in zip(a[r], a[col], strict=True)]
     return tuple(a[r][n] / a[r][r] for r in range(n))
 
 
-def _quadratic(request: EstimateRequest, field_name: str, check_at: int, start: int = 1) -> _Curve:
+def _quadratic_curve(request: EstimateRequest, field_name: str, check_at: int, start: int = 1) -> _Curve:
     """Moments in the batch size or the sequence length: every term is a sum of products of
     ``b``, ``s`` and ``s²`` (the eager attention matrix), so each is quadratic in either (fitted at
     ``start`` and the next two values)."""
@@ -162,9 +178,9 @@ class _SeqCurves:
 def _seq_curves(request: EstimateRequest, upper: int) -> _SeqCurves:
     window = estimate(request).arch.sliding_window
     if not window or window + 2 > upper:
-        return _SeqCurves(_quadratic(request, "seq_len", CHECK_SEQ), None, 0)
-    below = _quadratic(request, "seq_len", min(CHECK_SEQ, window - 1))
-    above = _quadratic(request, "seq_len", min(2 * window, upper), start=window)
+        return _SeqCurves(_quadratic_curve(request, "seq_len", CHECK_SEQ), None, 0)
+    below = _quadratic_curve(request, "seq_len", min(CHECK_SEQ, window - 1))
+    above = _quadratic_curve(request, "seq_len", min(2 * window, upper), start=window)
     return _SeqCurves(below, above, window)
 
 
@@ -192,7 +208,8 @@ def _allocator_budget(request: EstimateRequest, gpu: Gpu) -> float:
     return (gpu.usable_bytes - CUDA_CONTEXT_BYTES) / (1 + ALLOCATOR_SLACK_FRACTION)
 
 
-def _fits_on_curve(curve: _Curve, x: int, budget: float, request: EstimateRequest, gpu: Gpu, changes: dict) -> bool:
+def _fits_on_curve(curve: _Curve, x: int, budget: float, request: EstimateRequest, gpu: Gpu,
+                   changes: dict[str, Any]) -> bool:
     """Whether ``x`` fits: read off a checked curve when clear of the rounding, else estimated exactly."""
     if curve.checked:
         allocated = curve.allocated(x)
@@ -201,8 +218,9 @@ def _fits_on_curve(curve: _Curve, x: int, budget: float, request: EstimateReques
     return _fits(request, gpu, **changes)
 
 
-def _largest_root(c0: float, c1: float, c2: float, budget: float) -> float:
+def _largest_root(coefficients: tuple[float, ...], budget: float) -> float:
     """Largest real ``x`` with ``c0 + c1·x + c2·x² <= budget`` (all coefficients >= 0 in practice)."""
+    c0, c1, c2 = coefficients
     if c0 > budget:
         return 0.0
     if c2 <= 0:
@@ -222,7 +240,7 @@ def _largest(request: EstimateRequest, gpu: Gpu, field_name: str, upper: int, cu
 
     if not curve.checked:
         return _bisect_largest(fits, upper, lower)
-    root = min(_largest_root(*row, budget) for row in curve.coefficients)
+    root = min(_largest_root(row, budget) for row in curve.coefficients)
     x = int(max(lower, min(root, upper)))
     while x >= lower and not fits(x):
         x -= 1
@@ -242,7 +260,8 @@ def _bisect_largest(fits: Callable[[int], bool], upper: int, lower: int = 1) -> 
 
 def max_batch_size(request: EstimateRequest, gpu_id: str) -> int:
     """The largest micro-batch that fits ``gpu_id`` at the request's sequence length."""
-    return _largest(request, get_gpu(gpu_id), "batch_size", MAX_BATCH, _quadratic(request, "batch_size", CHECK_BATCH))
+    curve = _quadratic_curve(request, "batch_size", CHECK_BATCH)
+    return _largest(request, get_gpu(gpu_id), "batch_size", MAX_BATCH, curve)
 
 
 def max_seq_len(request: EstimateRequest, gpu_id: str, limit: int | None = None) -> int:
@@ -333,7 +352,7 @@ def capacity(request: EstimateRequest, gpu_ids: list[str] | None = None, shardin
 def _capacity_rows(request: EstimateRequest, gpu_ids: list[str] | None, sharding: str) -> list[Capacity]:
     est: Estimate = estimate(request)
     seq_limit = est.arch.max_position_embeddings
-    batch_curve = _quadratic(request, "batch_size", CHECK_BATCH)
+    batch_curve = _quadratic_curve(request, "batch_size", CHECK_BATCH)
     seq_curves = _seq_curves(request, seq_limit)
     training = request.method != "inference"
     gpu_curve = _inverse(request, sharding) if training else None

@@ -9,18 +9,19 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .adapters import LoraSpec, adapter_params, resolve_targets, vera_shared_params
-from .arch import ArchSpec, ParamTarget
+from .adapters import LoraSpec, adapter_params, adapter_tensors, vera_shared_params
+from .arch import ArchSpec
 from .quant import QuantizedBytes, QuantSpec, quantized_matrix_bytes
-from .units import DTYPE_BITS
+from .units import DTYPE_BITS, FP32_BITS, FP32_BYTES
 
-FP32_BITS = 32
-ADAPTER_BITS = 32  # peft upcasts fp16/bf16 adapters to fp32 (get_peft_model autocast_adapter_dtype=True)
+ADAPTER_BITS = FP32_BITS  # peft upcasts fp16/bf16 adapters to fp32 (get_peft_model autocast_adapter_dtype=True)
 # bitsandbytes 8-bit optimizers keep 32-bit state for tensors below this size (min_8bit_size).
 BNB_MIN_8BIT_SIZE = 4096
 # bitsandbytes blockwise 8-bit optimizer state: one fp32 absmax per 256 values (arXiv:2110.02861, Sec. 2).
 BNB_OPTIM_BLOCKSIZE = 256
-STEP_SCALAR_BYTES = 4  # torch.optim keeps `step` as a 0-dim fp32 tensor per parameter tensor
+STEP_SCALAR_BYTES = FP32_BYTES  # torch.optim keeps `step` as a 0-dim fp32 tensor per parameter tensor
+# (numel, how many) of each trainable tensor: all that gradients and optimizer states depend on.
+Tensors = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class WeightBytes:
     adapter_bytes: int  # trainable adapter parameters (fp32) and VeRA's shared buffers
 
 
-def base_plain_bits(method: str, dtype: str, quant: QuantSpec, prepare_kbit: bool) -> int:
+def base_plain_bits(method: str, dtype: str, prepare_kbit: bool) -> int:
     """Width of base parameters that stay unquantized.
 
     peft's ``prepare_model_for_kbit_training`` casts every fp16/bf16 parameter that is not
@@ -45,16 +46,15 @@ def base_plain_bits(method: str, dtype: str, quant: QuantSpec, prepare_kbit: boo
 
 
 def quantized_linears(arch: ArchSpec, quant: QuantSpec) -> tuple[int, QuantizedBytes]:
-    """(weight params replaced, their bytes) for the Linears bitsandbytes quantizes."""
+    """(weight params replaced, their bytes) for the Linear weights bitsandbytes quantizes."""
     params = 0
     total = QuantizedBytes(0, 0)
-    layer = [(m, arch.num_hidden_layers) for m in arch.layer_linears]
-    top = [(m, 1) for m in arch.model_linears]
-    for m, count in layer + top:
-        if not m.quantizable:
+    for t in arch.param_tensors():
+        if not t.quantizable:
             continue
-        params += m.weight_params * count
-        total = total + quantized_matrix_bytes(m.in_features, m.out_features, quant).times(count)
+        out_features, in_features = t.shape
+        params += t.params
+        total = total + quantized_matrix_bytes(in_features, out_features, quant).times(t.count)
     return params, total
 
 
@@ -62,7 +62,7 @@ def quantized_linears(arch: ArchSpec, quant: QuantSpec) -> tuple[int, QuantizedB
 def weight_bytes(arch: ArchSpec, method: str, dtype: str, quant: QuantSpec, lora: LoraSpec | None,
                  prepare_kbit: bool) -> WeightBytes:
     """Bytes of every parameter (and adapter buffer) once the model is ready to train."""
-    plain_bits = base_plain_bits(method, dtype, quant, prepare_kbit)
+    plain_bits = base_plain_bits(method, dtype, prepare_kbit)
     q_params, q_bytes = quantized_linears(arch, quant) if quant.enabled else (0, QuantizedBytes(0, 0))
     plain = math.ceil((arch.total_params - q_params) * plain_bits / 8 + arch.buffer_bytes(DTYPE_BITS[dtype]))
     adapters = 0
@@ -72,67 +72,22 @@ def weight_bytes(arch: ArchSpec, method: str, dtype: str, quant: QuantSpec, lora
 
 
 @lru_cache(maxsize=1024)
-def trainable_tensors(arch: ArchSpec, method: str, lora: LoraSpec | None) -> tuple[tuple[int, int], ...]:
-    """(numel, how many) of each trainable parameter tensor."""
+def trainable_tensors(arch: ArchSpec, method: str, lora: LoraSpec | None) -> Tensors:
+    """(numel, how many) of each trainable parameter tensor: the model's own under full
+    fine-tuning, peft's adapters under LoRA."""
     if method == "full":
-        return tuple(arch_param_tensors(arch))
+        return tuple((t.numel, t.count) for t in arch.param_tensors())
     if method in ("lora", "qlora") and lora is not None:
-        return tuple(adapter_tensors(arch, lora))
+        return tuple((t.numel, count) for t, count in adapter_tensors(arch, lora))
     return ()
 
 
-def arch_param_tensors(arch: ArchSpec) -> list[tuple[int, int]]:
-    """(numel, count) of every parameter tensor of the model (tied head counted once)."""
-    L, h = arch.num_hidden_layers, arch.hidden_size
-    tensors: tuple[tuple[int, int], ...] = [(arch.vocab_size * h, 1)]
-    if arch.position_embeddings:
-        tensors.append((arch.position_embeddings * h, 1))
-    for m in arch.layer_linears:
-        tensors.append((m.weight_params, L))
-        if m.bias:
-            tensors.append((m.out_features, L))
-    for n in arch.layer_norms:
-        if n.affine:
-            tensors.append((n.size, L * (2 if n.bias else 1)))
-    if arch.layer_expert_params:
-        per_expert_matrix = arch.layer_expert_params // 3
-        tensors += [(2 * per_expert_matrix, L), (per_expert_matrix, L)]  # gate_up_proj, down_proj
-    if arch.layer_router_params:
-        tensors.append((arch.layer_router_params, L))
-    for m in arch.model_linears:
-        tensors.append((m.weight_params, 1))
-    if arch.final_norm and arch.final_norm.affine:
-        tensors.append((arch.final_norm.size, 2 if arch.final_norm.bias else 1))
-    if arch.lm_head_params:
-        tensors.append((arch.lm_head_params, 1))
-    return tensors
-
-
-def adapter_tensors(arch: ArchSpec, lora: LoraSpec) -> list[tuple[int, int]]:
-    """(numel, count) of peft's trainable adapter tensors."""
-    r = lora.r
-    tensors: tuple[tuple[int, int], ...] = []
-    for m, count in resolve_targets(arch, lora):
-        d, k = m.out_features, m.in_features
-        if isinstance(m, ParamTarget):
-            stacked_rank = r * m.rank_factor * m.experts
-            tensors += [(stacked_rank * k, count), (d * stacked_rank, count)]  # ParamWrapper lora_A, lora_B
-            continue
-        if lora.variant == "vera":
-            tensors += [(d, count), (r, count)]  # lambda_b, lambda_d
-            continue
-        tensors += [(r * k, count), (d * r, count)]  # lora_A, lora_B
-        if lora.variant == "dora":
-            tensors.append((d, count))  # lora_magnitude_vector
-    return tensors
-
-
 @lru_cache(maxsize=1024)
-def trainable_params(tensors: tuple[tuple[int, int], ...]) -> int:
+def trainable_params(tensors: Tensors) -> int:
     return sum(numel * count for numel, count in tensors)
 
 
-def gradient_bytes(tensors: tuple[tuple[int, int], ...], bits: int) -> int:
+def gradient_bytes(tensors: Tensors, bits: int) -> int:
     """One gradient per trainable parameter, in the parameter's dtype."""
     return math.ceil(trainable_params(tensors) * bits / 8)
 
@@ -146,7 +101,7 @@ class OptimizerBytes:
     paged: bool  # states in CUDA unified memory (bitsandbytes paged optimizers)
 
 
-def adam_state_bytes(tensors: tuple[tuple[int, int], ...], bits: int, device: str) -> int:
+def adam_state_bytes(tensors: Tensors, bits: int, device: str) -> int:
     """AdamW: ``exp_avg`` and ``exp_avg_sq`` like each parameter, plus a fp32 ``step`` scalar.
 
     Loshchilov & Hutter, arXiv:1711.05101, Alg. 2 (two moments). ``step`` lives on the host
@@ -157,7 +112,7 @@ def adam_state_bytes(tensors: tuple[tuple[int, int], ...], bits: int, device: st
     return moments + steps
 
 
-def adam8bit_state_bytes(tensors: tuple[tuple[int, int], ...], bits: int) -> int:
+def adam8bit_state_bytes(tensors: Tensors, bits: int) -> int:
     """bitsandbytes 8-bit AdamW: uint8 moments with fp32 absmax per 256 values.
 
     Dettmers et al., arXiv:2110.02861, Sec. 2 (block-wise quantization). Tensors with fewer than
@@ -166,15 +121,15 @@ def adam8bit_state_bytes(tensors: tuple[tuple[int, int], ...], bits: int) -> int
     total = 0
     for numel, count in tensors:
         if numel >= BNB_MIN_8BIT_SIZE:
-            per = 2 * (numel + math.ceil(numel / BNB_OPTIM_BLOCKSIZE) * 4)
+            per = 2 * (numel + math.ceil(numel / BNB_OPTIM_BLOCKSIZE) * FP32_BYTES)
         else:
-            per = 2 * numel * 4
+            per = 2 * numel * FP32_BYTES
         total += per * count
     return total
 
 
 @lru_cache(maxsize=1024)
-def optimizer_bytes(tensors: tuple[tuple[int, int], ...], bits: int, optimizer: str, device: str) -> OptimizerBytes:
+def optimizer_bytes(tensors: Tensors, bits: int, optimizer: str, device: str) -> OptimizerBytes:
     """State and step transient for ``optimizer`` over the trainable ``tensors``.
 
     On CUDA torch's AdamW defaults to the foreach implementation, whose ``_foreach_sqrt``

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
+from .quant import DQ_BLOCKSIZE
 
 # QLoRA, arXiv:2305.14314, Sec. 3 "Double Quantization": blocksize 64 for weights,
-# 32-bit absmax constants; second level 8-bit constants with blocksize 256.
+# 32-bit absmax constants; second level 8-bit constants with blocksize DQ_BLOCKSIZE (256).
 NF4_BLOCKSIZE = 64
 ABSMAX_BITS = 32
 DQ_CONSTANT_BITS = 8
-DQ_BLOCKSIZE = 256
 
 # Bytes per parameter for full fine-tuning with Adam.
 # fp16 weights + fp16 grads + two fp16 Adam moments: 2 + 2 + 4 = 8 bytes ("7B needs 56 GB",
@@ -102,6 +101,3 @@ def paper_figure(method: str, P: int, P_lora: int, dtype_bits: int = 16) -> Pape
             return PaperFigure("16·P bytes (mixed precision + Adam; seed 002)", full_ft_mixed_bytes(P))
         return PaperFigure("(2 + 2 + 4)·P bytes (fp16 weights, grads, Adam; seed 001)", full_ft_fp16_bytes(P))
     return PaperFigure("2·P bytes (fp16 weights)", inference_fp16_bytes(P))
-
-
-

@@ -14,26 +14,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-from .units import tensor_bytes
+from .units import FP32_BITS, tensor_bytes
 
 NF4_CODE_ENTRIES = 16  # 2**4 levels, stored as fp32 (bitsandbytes get_4bit_type)
 DYNAMIC_MAP_ENTRIES = 256  # 8-bit dynamic map copied into each nested QuantState
 DQ_BLOCKSIZE = 256  # second-level blocksize, arXiv:2305.14314 Sec. 3
-FP32_BITS = 32
 UINT8_BITS = 8
 INT8_BITS = 8
-BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # accepted by bitsandbytes quantize_4bit
-QUANT_TYPES = ("none", "nf4", "fp4", "int8")
+Blocksize = Literal[32, 64, 128, 256, 512, 1024, 2048, 4096]  # accepted by bitsandbytes quantize_4bit
+QuantType = Literal["none", "nf4", "fp4", "int8"]
+BLOCKSIZES: tuple[Blocksize, ...] = get_args(Blocksize)
+QUANT_TYPES: tuple[QuantType, ...] = get_args(QuantType)
 
 
 @dataclass(frozen=True)
 class QuantSpec:
     """Quantization of the frozen base (bitsandbytes ``BitsAndBytesConfig``)."""
 
-    type: str = "nf4"  # none | nf4 | fp4 | int8
+    type: QuantType = "nf4"
     double_quant: bool = True
-    blocksize: int = 64
+    blocksize: Blocksize = 64
 
     @property
     def is_4bit(self) -> bool:
@@ -51,10 +53,10 @@ class QuantizedBytes:
     weight_bytes: int
     constant_bytes: int
 
-    def __add__(self, other: "QuantizedBytes") -> "QuantizedBytes":
+    def __add__(self, other: QuantizedBytes) -> QuantizedBytes:
         return QuantizedBytes(self.weight_bytes + other.weight_bytes, self.constant_bytes + other.constant_bytes)
 
-    def times(self, count: int) -> "QuantizedBytes":
+    def times(self, count: int) -> QuantizedBytes:
         return QuantizedBytes(self.weight_bytes * count, self.constant_bytes * count)
 
 

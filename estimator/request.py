@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
 
-from .adapters import LoraSpec, VARIANTS
+from .adapters import VARIANTS, LoraSpec
 from .arch import ArchSpec, arch_from_config
 from .catalog import get_model
 from .errors import EstimateError
 from .quant import BLOCKSIZES, QUANT_TYPES, QuantSpec
 from .units import DTYPE_ALIASES
 
-METHODS = ("inference", "full", "lora", "qlora")
-COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
-OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd", "sgd_momentum")
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
-DEVICES = ("cuda", "cpu")
-SHARDING = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
+# Each choice is written once, as a Literal type (for type checkers and the API's schemas); the
+# tuple of its values is derived from it (for validation and the CLI's choices).
+Method = Literal["inference", "full", "lora", "qlora"]
+ComputeDtype = Literal["fp32", "fp16", "bf16"]
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd", "sgd_momentum"]
+AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
+Device = Literal["cuda", "cpu"]
+Sharding = Literal["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]
+METHODS: tuple[Method, ...] = get_args(Method)
+COMPUTE_DTYPES: tuple[ComputeDtype, ...] = get_args(ComputeDtype)
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+ATTN_IMPLEMENTATIONS: tuple[AttnImplementation, ...] = get_args(AttnImplementation)
+DEVICES: tuple[Device, ...] = get_args(Device)
+SHARDING: tuple[Sharding, ...] = get_args(Sharding)
+# The dtype weights load in; a request may spell it as torch does (``DTYPE_ALIASES``).
+DEFAULT_DTYPE: ComputeDtype = "bf16"
 MAX_BATCH = 2**20
 MAX_SEQ = 2**24
 MAX_GPUS = 4096
@@ -37,20 +47,56 @@ class EstimateRequest:
     """
 
     model: Any
-    method: str = "lora"
-    dtype: str = "bf16"
+    method: Method = "lora"
+    dtype: str = DEFAULT_DTYPE
     lora: LoraSpec = field(default_factory=LoraSpec)
     quant: QuantSpec | None = None
     batch_size: int = 1
     seq_len: int = 512
     gradient_checkpointing: bool = False
-    optimizer: str = "adamw"
-    attn_implementation: str = "sdpa"
-    device: str = "cuda"
+    optimizer: Optimizer = "adamw"
+    attn_implementation: AttnImplementation = "sdpa"
+    device: Device = "cuda"
     gpu: str | None = None
     num_gpus: int = 1
-    sharding: str = "none"
+    sharding: Sharding = "none"
     prepare_kbit: bool = True
+
+
+# The fields a request document (``document.request_document``) carries.
+REQUEST_FIELDS = tuple(f.name for f in fields(EstimateRequest))
+# The request with every default: the one place the CLI, the API's schemas and the form read them.
+DEFAULT_REQUEST = EstimateRequest(model=None)
+
+
+def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
+    """The one request constructor: the CLI, the REST service, stored documents and the profiler's
+    validation matrix all build their requests here.
+
+    ``values`` holds a request document's keys (:data:`REQUEST_FIELDS`, as
+    ``document.request_document`` writes them), ``lora`` and ``quant`` as mappings. A key that is
+    absent or None takes its default from :class:`EstimateRequest`, :class:`LoraSpec` or
+    :class:`QuantSpec`, where each is written once: ``lora.alpha`` None is 2·r, ``quant`` None the
+    method's default (:func:`default_quant`). Keys that are not request fields are refused.
+    """
+    unknown = sorted(set(values) - set(REQUEST_FIELDS))
+    if unknown:
+        raise EstimateError(unknown[0], f"is not a request field; expected some of {list(REQUEST_FIELDS)}")
+    given = {k: v for k, v in values.items() if v is not None and k not in ("lora", "quant")}
+    return EstimateRequest(**given, lora=_lora_from(values.get("lora")), quant=_quant_from(values.get("quant")))
+
+
+def _lora_from(values: Mapping[str, Any] | None) -> LoraSpec:
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    if isinstance(given.get("target_modules"), list):  # JSON has no tuples
+        given["target_modules"] = tuple(given["target_modules"])
+    return LoraSpec(**given)
+
+
+def _quant_from(values: Mapping[str, Any] | None) -> QuantSpec | None:
+    if values is None:
+        return None
+    return QuantSpec(**{k: v for k, v in values.items() if v is not None})
 
 
 def _choice(field_name: str, value: str, options: tuple[str, ...]) -> str:
@@ -93,13 +139,14 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     _positive_int("batch_size", request.batch_size, MAX_BATCH)
     _positive_int("seq_len", request.seq_len, MAX_SEQ)
     if dtype != request.dtype or quant is not request.quant:
-        request = EstimateRequest(**{**request.__dict__, "dtype": dtype, "quant": quant})  # replace(), without its overhead
+        # replace(), without its overhead
+        request = EstimateRequest(**{**request.__dict__, "dtype": dtype, "quant": quant})
     return request, arch
 
 
 # Validated settings of catalog models, by every field but the shape: a service sees the same
 # few settings at many batch sizes and sequence lengths.
-_VALID_SETTINGS: dict[tuple, tuple[str, QuantSpec, ArchSpec]] = {}
+_VALID_SETTINGS: dict[tuple[Any, ...], tuple[str, QuantSpec, ArchSpec]] = {}
 MAX_VALID_SETTINGS = 4096
 
 
@@ -152,7 +199,8 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
     arch = resolve_model(request.model)
     if request.attn_implementation == "sdpa" and not arch.supports_sdpa:
         raise EstimateError("attn_implementation",
-                            f"transformers has no sdpa attention for {arch.model_type}; use 'eager' or 'flash_attention_2'")
+                            f"transformers has no sdpa attention for {arch.model_type}; "
+                            "use 'eager' or 'flash_attention_2'")
     return dtype, quant, arch
 
 

@@ -30,8 +30,13 @@ TermPolynomial = tuple[str, int, int, int, int, int, int]
 
 
 class MomentLike(Protocol):
-    name: str
-    terms: dict[str, int]
+    """A moment as :func:`fit` reads it (read-only, so a frozen ``estimate.Phase`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def terms(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class ShapePolynomial:
         return [(name, self.terms_at(i, b, s)) for i, name in enumerate(self.names)]
 
 
-def _quadratic(g1: int, g2: int, g3: int) -> tuple[int, int, int] | None:
+def _integer_quadratic(g1: int, g2: int, g3: int) -> tuple[int, int, int] | None:
     """Integer ``(c0, c1, c2)`` with ``c0 + c1·s + c2·s² = g_s`` for ``s = 1, 2, 3``, or None."""
     c2, odd = divmod(g1 - 2 * g2 + g3, 2)
     if odd:
@@ -71,11 +76,11 @@ def _quadratic(g1: int, g2: int, g3: int) -> tuple[int, int, int] | None:
     return g1 - c1 - c2, c1, c2
 
 
-def _term(key: str, f1: tuple[int, int, int], f2: tuple[int, int, int]) -> TermPolynomial | None:
+def _term(key: str, f1: tuple[int, ...], f2: tuple[int, ...]) -> TermPolynomial | None:
     """The term from its values at ``b = 1`` (``f1``) and ``b = 2`` (``f2``), ``s = 1, 2, 3``:
     ``P1 = f(2, s) - f(1, s)`` and ``P0 = 2·f(1, s) - f(2, s)``."""
-    p0 = _quadratic(*(2 * x - y for x, y in zip(f1, f2)))
-    p1 = _quadratic(*(y - x for x, y in zip(f1, f2)))
+    p0 = _integer_quadratic(*(2 * x - y for x, y in zip(f1, f2, strict=True)))
+    p1 = _integer_quadratic(*(y - x for x, y in zip(f1, f2, strict=True)))
     if p0 is None or p1 is None:
         return None
     return (key, *p0, *p1)

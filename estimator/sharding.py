@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from .phase import Phase
+
 WEIGHT_TERMS = ("weights_bytes", "quantized_weights_bytes", "quant_constants_bytes", "adapter_bytes")
 SHARDED_TERMS = {
     "ddp": (),
@@ -20,7 +22,7 @@ SHARDED_TERMS = {
 }
 
 
-def shard_phase(phase, sharding: str, num_gpus: int, gathered_layer_bytes: int = 0):
+def shard_phase(phase: Phase, sharding: str, num_gpus: int, gathered_layer_bytes: int = 0) -> Phase:
     """The phase as one of ``num_gpus`` GPUs holds it.
 
     DDP (``gradient_as_bucket_view=False``, PyTorch's default) keeps gradient buckets as large

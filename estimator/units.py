@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-KIB = 2**10
 MIB = 2**20
 GIB = 2**30
 
@@ -24,6 +23,10 @@ DTYPE_BITS: dict[str, int] = {
     "int64": 64,
 }
 
+# The width of fp32, which optimizer states, peft's adapters and upcast activations share.
+FP32_BITS = DTYPE_BITS["fp32"]
+FP32_BYTES = 4  # FP32_BITS / 8, kept an int: byte counts of whole tensors are integers
+
 # Accepted spellings -> canonical name (torch / transformers spellings included).
 DTYPE_ALIASES: dict[str, str] = {
     "float32": "fp32",
@@ -34,25 +37,6 @@ DTYPE_ALIASES: dict[str, str] = {
 }
 
 
-def canonical_dtype(name: str) -> str:
-    """Return the canonical dtype name for ``name`` (e.g. ``"bfloat16" -> "bf16"``)."""
-    key = str(name).lower()
-    key = DTYPE_ALIASES.get(key, key)
-    if key not in DTYPE_BITS:
-        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPE_BITS)}")
-    return key
-
-
-def dtype_bytes(name: str) -> float:
-    """Bytes per element of dtype ``name`` (may be fractional, e.g. 0.5 for nf4)."""
-    return DTYPE_BITS[canonical_dtype(name)] / 8
-
-
 def tensor_bytes(numel: int, bits: int | float) -> int:
     """Bytes that ``numel`` elements of ``bits`` width occupy, rounded up to whole bytes."""
     return int(math.ceil(numel * bits / 8))
-
-
-def to_gib(n_bytes: int | float) -> float:
-    """Bytes -> GiB (2**30 bytes)."""
-    return n_bytes / GIB

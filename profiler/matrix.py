@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec
+from tunefit.estimator import EstimateRequest
+from tunefit.estimator.request import request_from_fields
 
 SEED = 20261123
 
@@ -77,14 +78,14 @@ def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bo
         targets = ("c_attn",)
     if config["model_type"] == "phi3" and targets != "all-linear":
         targets = ("qkv_proj", "o_proj")
-    lora = LoraSpec(r=rng.choice([4, 8, 16]), alpha=16.0, target_modules=targets)
-    quant = None
+    # alpha 16 at every rank: the shipped measurements were taken so (alpha changes no memory)
+    lora = {"r": rng.choice([4, 8, 16]), "alpha": 16.0, "target_modules": targets}
     base_method = "qlora" if method.startswith("qlora") else method
-    if base_method == "qlora":
-        quant = QuantSpec("nf4", method == "qlora", 64)
-    return EstimateRequest({"config": config}, method=base_method, dtype=dtype, lora=lora, quant=quant,
-                           batch_size=batch, seq_len=seq, gradient_checkpointing=gc,
-                           attn_implementation=attn, device="cpu")
+    # "qlora-no-dq": the same without double quantization
+    quant = {"double_quant": method == "qlora"} if base_method == "qlora" else None
+    return request_from_fields({"model": {"config": config}, "method": base_method, "dtype": dtype, "lora": lora,
+                                "quant": quant, "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
+                                "attn_implementation": attn, "device": "cpu"})
 
 
 def cases(n_per_model: int = 13) -> list[Case]:
@@ -126,10 +127,10 @@ def simulation_cases() -> list[Case]:
         for method in SIMULATED_METHODS:
             for batch, seq, gc in SIMULATED_SHAPES:
                 gc = gc and method != "inference"
-                lora = (LoraSpec(r=16, alpha=32.0, target_modules="all-linear") if method == "qlora"
-                        else LoraSpec(r=8, alpha=16.0, target_modules=("q_proj", "v_proj")))
-                req = EstimateRequest(model, method=method, dtype="bf16", lora=lora,
-                                      quant=QuantSpec("nf4", True, 64) if method == "qlora" else None,
-                                      batch_size=batch, seq_len=seq, gradient_checkpointing=gc, device="cuda")
+                lora = ({"r": 16, "target_modules": "all-linear"} if method == "qlora"
+                        else {"r": 8, "target_modules": ["q_proj", "v_proj"]})
+                req = request_from_fields({"model": model, "method": method, "dtype": "bf16", "lora": lora,
+                                           "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
+                                           "device": "cuda"})
                 out.append(Case(f"{model}/{method}-b{batch}-s{seq}{'-gc' if gc else ''}", model, "simulation", req))
     return out

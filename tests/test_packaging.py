@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.app.processes import free_port
 from tunefit.estimator import EstimateRequest, LoraSpec, estimate, to_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,14 +124,8 @@ def test_the_cli_answers_from_the_wheel(fresh_env):
     assert json.loads(out.stdout) == to_document(expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_service_serves_pages_and_shipped_data_from_the_wheel(fresh_env, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "TUNEFIT_DATA_DIR": str(tmp_path),
            "TUNEFIT_RUN_WORKER": "false"}
     proc = subprocess.Popen([str(fresh_env["tunefit"]), "serve", "--port", str(port)], cwd=fresh_env["work"],

@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite file tunefit.db in data_dir
     templates_dir: Path = Field(default_factory=_default_templates_dir)
     max_body_bytes: int = Field(256 * 1024, ge=1024)  # a config.json is a few KiB
-    max_compare_variants: int = Field(8, ge=1)
     recent_plans: int = Field(10, ge=0)
     answer_cache_size: int = Field(4096, ge=0)  # API answers kept (pure functions of the request); 0: off
     # Profiling jobs.

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from tunefit.app.planning.schemas import CheckpointModel, ConfigModel, SettingIn
-from tunefit.estimator.request import DEVICES
+from tunefit.estimator.request import DEFAULT_REQUEST, Device
 
 # What a meta-device job may name as its target: the device type it simulates.
 SIMULATION_TARGETS = ("any", "cuda", "cpu")
@@ -21,9 +21,11 @@ class ProfileIn(SettingIn):
     model: str | ConfigModel | CheckpointModel = Field(  # type: ignore[assignment]
         ..., description="catalog id, {'config': {...config.json...}}, or {'checkpoint': 'directory'}")
     steps: int = Field(3, ge=1, le=20, description="training steps; step one allocates the optimizer state")
-    device: Literal[(*DEVICES, "meta")] = Field(
-        "cuda", description="'cuda' or 'cpu' to measure there; 'meta' to simulate the step on the meta device "
-                            "(no memory allocated) for the device type named by target")
+    # A job may also simulate on the meta device: the field widens the shared one.
+    device: Device | Literal["meta"] = Field(  # type: ignore[assignment]
+        DEFAULT_REQUEST.device,
+        description="'cuda' or 'cpu' to measure there; 'meta' to simulate the step on the meta device "
+                    "(no memory allocated) for the device type named by target")
     target: str = Field("any", pattern=r"^(any|cpu|cuda|cuda\.[a-z0-9][a-z0-9-]*)$", max_length=100,
                         description="device kind to measure on (executor celery), e.g. 'cuda.h100-80gb-hbm3', "
                                     "or 'any' worker of the request's device type; with device 'meta', the "

@@ -8,27 +8,37 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS
-from tunefit.estimator.quant import BLOCKSIZES, QUANT_TYPES
+from tunefit.estimator.adapters import ALL_LINEAR, AllLinear, Variant
+from tunefit.estimator.hardware import Capacity
+from tunefit.estimator.quant import Blocksize, QuantType
 from tunefit.estimator.request import (
-    ATTN_IMPLEMENTATIONS,
-    DEVICES,
+    DEFAULT_DTYPE,
+    DEFAULT_REQUEST,
     MAX_BATCH,
     MAX_GPUS,
     MAX_RANK,
     MAX_SEQ,
-    METHODS,
-    OPTIMIZERS,
-    SHARDING,
+    QLORA_DEFAULT_QUANT,
+    AttnImplementation,
+    Device,
+    Method,
+    Optimizer,
+    Sharding,
 )
 
-Method = Literal[METHODS]
+# Every default below is the estimator's own (DEFAULT_REQUEST, its LoraSpec, the QLoRA quantization).
+DEFAULT = DEFAULT_REQUEST
 Dtype = Literal["fp32", "fp16", "bf16", "float32", "float16", "bfloat16"]
 MAX_GPU_IDS = 64
 MAX_TARGETS = 64
+MAX_COMPARE_VARIANTS = 16  # columns of one comparison
 ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 ModuleList = Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_TARGETS)]
-Targets = ModuleList | Literal[ALL_LINEAR]
+Targets = ModuleList | AllLinear
+
+
+def _targets_default(targets: tuple[str, ...] | str) -> list[str] | AllLinear:
+    return ALL_LINEAR if targets == ALL_LINEAR else list(targets)
 
 
 class _Strict(BaseModel):
@@ -74,37 +84,39 @@ class CheckpointModel(_Strict):
 class LoraIn(_Strict):
     """peft ``LoraConfig`` / ``VeraConfig`` settings (ignored for methods full and inference)."""
 
-    r: int = Field(16, ge=1, le=MAX_RANK, description="rank")
+    r: int = Field(DEFAULT.lora.r, ge=1, le=MAX_RANK, description="rank")
     alpha: float | None = Field(None, gt=0, le=1e6, description="lora_alpha (default 2·r)")
-    target_modules: Targets = Field(["q_proj", "v_proj"], description="module names, or 'all-linear'")
-    variant: Literal[VARIANTS] = "lora"
-    dropout: float = Field(0.0, ge=0, lt=1, description="lora_dropout")
+    target_modules: Targets = Field(
+        default_factory=lambda: _targets_default(DEFAULT.lora.target_modules),
+        description="module names, or 'all-linear'")
+    variant: Variant = DEFAULT.lora.variant
+    dropout: float = Field(DEFAULT.lora.dropout, ge=0, lt=1, description="lora_dropout")
 
 
 class QuantIn(_Strict):
     """bitsandbytes quantization of the base (QLoRA defaults to NF4 with double quantization)."""
 
-    type: Literal[QUANT_TYPES] = "nf4"
-    double_quant: bool = True
-    blocksize: Literal[BLOCKSIZES] = 64
+    type: QuantType = QLORA_DEFAULT_QUANT.type
+    double_quant: bool = QLORA_DEFAULT_QUANT.double_quant
+    blocksize: Blocksize = QLORA_DEFAULT_QUANT.blocksize
 
 
 class SettingIn(_Strict):
     """One fine-tuning (or inference) setting: the fields every endpoint shares."""
 
     model: str | ConfigModel = Field(..., description="catalog id, or {'config': {...config.json...}}")
-    method: Method = "lora"
-    dtype: Dtype = "bf16"
-    lora: LoraIn = Field(default_factory=LoraIn)
+    method: Method = DEFAULT.method
+    dtype: Dtype = DEFAULT_DTYPE
+    lora: LoraIn = Field(default_factory=lambda: LoraIn())
     quant: QuantIn | None = None
-    batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batch per device")
-    seq_len: int = Field(512, ge=1, le=MAX_SEQ, description="tokens per sequence")
-    gradient_checkpointing: bool = False
-    optimizer: Literal[OPTIMIZERS] = "adamw"
-    attn_implementation: Literal[ATTN_IMPLEMENTATIONS] = "sdpa"
-    device: Literal[DEVICES] = "cuda"
-    num_gpus: int = Field(1, ge=1, le=MAX_GPUS)
-    sharding: Literal[SHARDING] = "none"
+    batch_size: int = Field(DEFAULT.batch_size, ge=1, le=MAX_BATCH, description="micro-batch per device")
+    seq_len: int = Field(DEFAULT.seq_len, ge=1, le=MAX_SEQ, description="tokens per sequence")
+    gradient_checkpointing: bool = DEFAULT.gradient_checkpointing
+    optimizer: Optimizer = DEFAULT.optimizer
+    attn_implementation: AttnImplementation = DEFAULT.attn_implementation
+    device: Device = DEFAULT.device
+    num_gpus: int = Field(DEFAULT.num_gpus, ge=1, le=MAX_GPUS)
+    sharding: Sharding = DEFAULT.sharding
 
 
 class EstimateIn(SettingIn):
@@ -127,7 +139,7 @@ class VariantIn(_Strict):
     method: Method | None = None
     r: int | None = Field(None, ge=1, le=MAX_RANK)
     target_modules: Targets | None = None
-    variant: Literal[VARIANTS] | None = None
+    variant: Variant | None = None
     quant: QuantIn | None = None
 
 
@@ -138,7 +150,7 @@ def _default_variants() -> list[VariantIn]:
 class CompareIn(SettingIn):
     """``POST /api/v1/compare``: the same model under several methods or ranks."""
 
-    variants: list[VariantIn] = Field(default_factory=_default_variants, min_length=1, max_length=16)
+    variants: list[VariantIn] = Field(default_factory=_default_variants, min_length=1, max_length=MAX_COMPARE_VARIANTS)
 
 
 # ---- outputs -----------------------------------------------------------------------------------
@@ -187,23 +199,12 @@ class EstimateOut(BaseModel):
     assumptions: list[str]
 
 
-class CapacityRowOut(BaseModel):
-    gpu: str
-    name: str
-    usable_bytes: int
-    fits: bool
-    headroom_bytes: int
-    max_batch_size: int
-    max_seq_len: int
-    gpus_needed: int | None
-
-
 class CapacityOut(BaseModel):
     estimator_version: str
     request: dict[str, Any]
     peak_bytes: int
     multi_gpu: str
-    rows: list[CapacityRowOut]
+    rows: list[Capacity]  # the estimator's own row, field for field
 
 
 class CompareItemOut(BaseModel):

@@ -5,6 +5,7 @@ Routes parse and render; everything in between happens here.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from tunefit.app.planning.schemas import (
     CheckpointModel,
     CompareIn,
     EstimateIn,
-    QuantIn,
     SettingIn,
     VariantIn,
 )
@@ -22,8 +22,6 @@ from tunefit.estimator import (
     Capacity,
     EstimateError,
     EstimateRequest,
-    LoraSpec,
-    QuantSpec,
     capacity,
     estimate,
     get_model,
@@ -32,9 +30,13 @@ from tunefit.estimator import (
     to_document,
 )
 from tunefit.estimator.document import request_document
+from tunefit.estimator.request import REQUEST_FIELDS, request_from_fields
 from tunefit.estimator.units import GIB
 
 NO_VARIANT = VariantIn()
+# The request fields a setting carries as they are (the others are assembled in ``to_request``).
+SHARED_FIELDS = tuple(name for name in REQUEST_FIELDS
+                      if name in SettingIn.model_fields and name not in ("model", "method", "lora", "quant"))
 # Methods whose base can be quantized: the others train an unquantized base.
 QUANTIZED_METHODS = ("qlora", "inference")
 
@@ -54,41 +56,22 @@ def _model_arg(body: SettingIn) -> Any:
     return dict(body.model.config)
 
 
-def _lora_spec(r: int, alpha: float | None, targets, variant: str, dropout: float) -> LoraSpec:
-    target_modules = targets if isinstance(targets, str) else tuple(targets)
-    return LoraSpec(r=r, alpha=alpha if alpha is not None else 2.0 * r, target_modules=target_modules,
-                    variant=variant, dropout=dropout)
-
-
-def _quant_spec(quant: QuantIn | None, method: str) -> QuantSpec | None:
-    if quant is None or method not in QUANTIZED_METHODS:
-        return None
-    return QuantSpec(type=quant.type, double_quant=quant.double_quant, blocksize=quant.blocksize)
-
-
 def to_request(body: SettingIn, gpu: str | None = None, variant: VariantIn | None = None) -> EstimateRequest:
-    """The estimator request for ``body`` (with a comparison column's changes applied)."""
+    """The estimator request for ``body`` (with a comparison column's changes applied), built by
+    the estimator's one constructor. A quantization is kept only for the methods whose base can be
+    quantized: a column that switches QLoRA to LoRA or full drops it."""
     v = variant or NO_VARIANT
     method = v.method or body.method
     lora = body.lora
     quant = v.quant if v.quant is not None else body.quant
-    return EstimateRequest(
-        model=_model_arg(body),
-        method=method,
-        dtype=body.dtype,
-        lora=_lora_spec(v.r or lora.r, lora.alpha if v.r is None else None,
-                        v.target_modules or lora.target_modules, v.variant or lora.variant, lora.dropout),
-        quant=_quant_spec(quant, method),
-        batch_size=body.batch_size,
-        seq_len=body.seq_len,
-        gradient_checkpointing=body.gradient_checkpointing,
-        optimizer=body.optimizer,
-        attn_implementation=body.attn_implementation,
-        device=body.device,
-        gpu=gpu,
-        num_gpus=body.num_gpus,
-        sharding=body.sharding,
-    )
+    return request_from_fields({
+        **{name: getattr(body, name) for name in SHARED_FIELDS},
+        "model": _model_arg(body), "method": method, "gpu": gpu,
+        "lora": {"r": v.r or lora.r, "alpha": lora.alpha if v.r is None else None,
+                 "target_modules": v.target_modules or lora.target_modules, "variant": v.variant or lora.variant,
+                 "dropout": lora.dropout},
+        "quant": quant.model_dump() if quant is not None and method in QUANTIZED_METHODS else None,
+    })
 
 
 def run_estimate(request: EstimateRequest):
@@ -123,9 +106,7 @@ def capacity_document(body: CapacityIn) -> dict[str, Any]:
 
 
 def capacity_row(row: Capacity) -> dict[str, Any]:
-    return {"gpu": row.gpu, "name": row.name, "usable_bytes": row.usable_bytes, "fits": row.fits,
-            "headroom_bytes": row.headroom_bytes, "max_batch_size": row.max_batch_size,
-            "max_seq_len": row.max_seq_len, "gpus_needed": row.gpus_needed}
+    return asdict(row)
 
 
 def variant_label(body: SettingIn, v: VariantIn) -> str:

@@ -57,7 +57,7 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class Row:
+class StackedRow:
     label: str
     gib: str
     y: float
@@ -80,7 +80,7 @@ class StackedChart:
     plot_x: int
     row_height: int
     axis_y: float
-    rows: tuple[Row, ...]
+    rows: tuple[StackedRow, ...]
     ticks: tuple[Tick, ...]
     legend: tuple[tuple[str, str], ...]  # (label, colour) of the groups present
 
@@ -118,7 +118,8 @@ def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight:
                                     colour))
             x += width
         total = sum(b for _, b, _ in groups)
-        chart_rows.append(Row(label, gib_text(total), y, y + ROW_HEIGHT / 2 + 4, label == highlight, tuple(segments)))
+        chart_rows.append(StackedRow(label, gib_text(total), y, y + ROW_HEIGHT / 2 + 4, label == highlight,
+                                     tuple(segments)))
     axis_y = len(rows) * (ROW_HEIGHT + ROW_GAP)
     n_ticks = int(round(axis_max / GIB / step))
     ticks = tuple(Tick(round(LABEL_WIDTH + k * step * GIB * scale, 2), f"{k * step:g}") for k in range(n_ticks + 1))

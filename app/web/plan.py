@@ -6,7 +6,7 @@ All formatting (GiB figures, percentages, chart geometry) happens here; template
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
@@ -20,17 +20,39 @@ from tunefit.app.planning.schemas import (
     Dtype,
     EstimateIn,
     LoraIn,
-    Method,
     QuantIn,
 )
 from tunefit.app.web.charts import gib_text, stacked_chart
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
-from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS
-from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_SEQ, METHODS, OPTIMIZERS
+from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
+from tunefit.estimator.quant import QUANT_TYPES, QuantType
+from tunefit.estimator.request import (
+    ATTN_IMPLEMENTATIONS,
+    COMPUTE_DTYPES,
+    DEFAULT_DTYPE,
+    DEFAULT_REQUEST,
+    DEVICES,
+    MAX_BATCH,
+    MAX_RANK,
+    MAX_SEQ,
+    METHODS,
+    OPTIMIZERS,
+    QLORA_DEFAULT_QUANT,
+    AttnImplementation,
+    Device,
+    Method,
+    Optimizer,
+)
 from tunefit.estimator.units import GIB
 
+# The form's defaults are the estimator's (DEFAULT_REQUEST), but for what the page opens on: the
+# question most users bring (QLoRA of a 7B model).
+DEFAULT = DEFAULT_REQUEST
+FORM_MODEL = "llama-2-7b"
+FORM_METHOD: Method = "qlora"
+QUANTIZED_TYPES = tuple(t for t in QUANT_TYPES if t != "none")
 BOOLEANS = ("all_linear", "double_quant", "gradient_checkpointing")
-DEFAULT_TARGETS = ["q_proj", "v_proj"]
+DEFAULT_TARGETS = list(DEFAULT.lora.target_modules)
 MAX_CONFIG_CHARS = 100_000
 BREAKDOWN_LABELS = {
     "weights_bytes": "Base weights (unquantized)",
@@ -54,23 +76,23 @@ class PlanForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field("llama-2-7b", max_length=100)
+    model: str = Field(FORM_MODEL, max_length=100)
     config: str = Field("", max_length=MAX_CONFIG_CHARS)
-    method: Method = "qlora"
-    dtype: Dtype = "bf16"
-    r: int = Field(16, ge=1, le=65536)
+    method: Method = FORM_METHOD
+    dtype: Dtype = DEFAULT_DTYPE
+    r: int = Field(DEFAULT.lora.r, ge=1, le=MAX_RANK)
     alpha: float | None = Field(None, gt=0)
     targets: list[str] = Field(default_factory=list, max_length=64)
     all_linear: bool = False
-    variant: Literal[VARIANTS] = "lora"
-    quant: Literal["nf4", "fp4", "int8"] = "nf4"
-    double_quant: bool = True
-    batch_size: int = Field(1, ge=1, le=MAX_BATCH)
-    seq_len: int = Field(512, ge=1, le=MAX_SEQ)
-    gradient_checkpointing: bool = False
-    optimizer: Literal[OPTIMIZERS] = "adamw"
-    attn: Literal[ATTN_IMPLEMENTATIONS] = "sdpa"
-    device: Literal[DEVICES] = "cuda"
+    variant: Variant = DEFAULT.lora.variant
+    quant: QuantType = QLORA_DEFAULT_QUANT.type
+    double_quant: bool = QLORA_DEFAULT_QUANT.double_quant
+    batch_size: int = Field(DEFAULT.batch_size, ge=1, le=MAX_BATCH)
+    seq_len: int = Field(DEFAULT.seq_len, ge=1, le=MAX_SEQ)
+    gradient_checkpointing: bool = DEFAULT.gradient_checkpointing
+    optimizer: Optimizer = DEFAULT.optimizer
+    attn: AttnImplementation = DEFAULT.attn_implementation
+    device: Device = DEFAULT.device
     gpu: str = Field("", max_length=100)
     submitted: bool = False
 
@@ -132,8 +154,8 @@ def form_context(form: PlanForm) -> dict[str, Any]:
                    for m in models().values()],
         "gpus": [{"id": g.id, "name": g.name, "gib": gib_text(g.usable_bytes)} for g in gpus().values()],
         "choices": {
-            "method": METHODS, "dtype": ("bf16", "fp16", "fp32"), "variant": VARIANTS,
-            "quant": ("nf4", "fp4", "int8"), "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
+            "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
+            "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
             "device": DEVICES,
         },
     }

@@ -1,8 +1,36 @@
-"""Process helpers for the tests that kill workers and servers (Linux /proc)."""
+"""Process helpers for the tests that start and kill workers and servers: waiting on a condition, a free
+port, the children of a process (Linux /proc)."""
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, *, timeout_s: float, poll_s: float = 0.1,
+             logs: Path | None = None) -> T:
+    """Call ``condition`` every ``poll_s`` seconds until it returns something true, and return that;
+    after ``timeout_s`` fail naming ``what``, with the end of the log file ``logs`` where given."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    tail = logs.read_text()[-3000:] if logs and logs.exists() else ""
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}\n{tail}")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:

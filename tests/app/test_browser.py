@@ -5,7 +5,6 @@ The screenshot is kept as a test artifact in ``test-artifacts/`` (or ``$TUNEFIT_
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from tests.app.processes import free_port
 from tunefit.app.core.config import Settings
 from tunefit.app.main import create_app
 
@@ -21,15 +21,9 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("TUNEFIT_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     app = create_app(Settings(data_dir=tmp_path_factory.mktemp("browser-data")))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

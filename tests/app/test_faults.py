@@ -5,7 +5,6 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.processes import children
+from tests.app.processes import children, free_port, wait_for
 from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.app.core.db import Database
 from tunefit.app.jobs.schemas import ProfileIn
@@ -30,17 +29,6 @@ LONG = {**TINY, "model": {"config": {**TINY_CONFIGS["llama-gqa"], "hidden_size":
                                      "num_hidden_layers": 4}}, "seq_len": 512, "steps": 20}
 HEARTBEAT_S = 3
 DEADLINE_S = 120
-
-
-def _wait(condition, what: str, timeout: float = DEADLINE_S, every: float = 0.1, logs: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    tail = logs.read_text()[-3000:] if logs and logs.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def _env(data: Path, **extra: str) -> dict[str, str]:
@@ -83,18 +71,20 @@ def test_a_worker_killed_mid_job_fails_that_job_and_the_next_worker_goes_on(tmp_
     next_job = _queue(db, TINY)
     log = tmp_path / "worker.log"
     with _process(["worker"], _env(tmp_path), log) as worker:
-        _wait(lambda: db.get_job(killed_job).progress, "the first job to report progress", logs=log)
+        wait_for(lambda: db.get_job(killed_job).progress, "the first job to report progress", timeout_s=DEADLINE_S,
+                 logs=log)
         measuring = children(worker.pid)
         assert measuring, "the job runs in a child process"
         os.kill(worker.pid, signal.SIGKILL)  # the worker only: its child must notice on its own
         worker.wait(timeout=10)
-        _wait(lambda: not any(_alive(pid) for pid in measuring), "the orphaned measurement to stop", timeout=10)
+        wait_for(lambda: not any(_alive(pid) for pid in measuring), "the orphaned measurement to stop", timeout_s=10)
     assert db.get_job(killed_job).status == "running"  # nobody has noticed yet
     assert db.get_job(next_job).status == "queued"
 
     with _process(["worker"], _env(tmp_path), log):
-        _wait(lambda: db.get_job(next_job).status == "done", "the next job to run", logs=log)
-        _wait(lambda: db.get_job(killed_job).status == "failed", "the killed job to be marked failed", logs=log)
+        wait_for(lambda: db.get_job(next_job).status == "done", "the next job to run", timeout_s=DEADLINE_S, logs=log)
+        wait_for(lambda: db.get_job(killed_job).status == "failed", "the killed job to be marked failed",
+                 timeout_s=DEADLINE_S, logs=log)
     killed = db.get_job(killed_job)
     assert "worker stopped while this job was running" in killed.error and killed.result is None
     assert db.get_job(next_job).result["measured"]["peak_allocated_bytes"] > 0
@@ -102,18 +92,12 @@ def test_a_worker_killed_mid_job_fails_that_job_and_the_next_worker_goes_on(tmp_
 
 # ---- the server ---------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _server(data: Path, port: int, run_worker: bool):
     log = data / "server.log"
     with _process(["serve", "--port", str(port)], _env(data, TUNEFIT_RUN_WORKER=str(run_worker).lower()), log) as proc:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            _wait(lambda: _answers(client), "the server to answer", logs=log)
+            wait_for(lambda: _answers(client), "the server to answer", timeout_s=DEADLINE_S, logs=log)
             yield client, proc, log
 
 
@@ -128,7 +112,7 @@ PLAN = {"model": "mistral-7b", "method": "qlora", "batch_size": "3", "seq_len": 
 
 
 def test_a_killed_server_keeps_plans_queued_jobs_and_results(tmp_path):
-    port = _free_port()
+    port = free_port()
     with _server(tmp_path, port, run_worker=False) as (client, server, _):
         assert client.get("/", params=PLAN).status_code == 200  # a plan, listed under recent plans
         job = client.post("/api/v1/profile", json=TINY).json()["id"]
@@ -136,8 +120,8 @@ def test_a_killed_server_keeps_plans_queued_jobs_and_results(tmp_path):
         server.wait(timeout=10)
 
     with _server(tmp_path, port, run_worker=True) as (client, server, log):  # the queued job runs now
-        done = _wait(lambda: (j := client.get(f"/api/v1/profile/{job}").json())["status"] == "done" and j,
-                     "the queued job to run after the restart", logs=log)
+        done = wait_for(lambda: (j := client.get(f"/api/v1/profile/{job}").json())["status"] == "done" and j,
+                        "the queued job to run after the restart", timeout_s=DEADLINE_S, logs=log)
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
 

@@ -15,14 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.processes import descendants
+from tests.app.processes import descendants, free_port, wait_for
 from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.app.core.config import Settings
 from tunefit.app.core.db import Database, now
@@ -35,32 +34,16 @@ HEARTBEAT_S = 4
 DEADLINE_S = 150
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout_s: float, what: str, poll_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     server = shutil.which("redis-server")
     assert server, "redis-server is missing: `make test` installs Debian's redis-server"
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _redis_answers(port), 20, "redis-server to accept connections", 0.1)
+        wait_for(lambda: _redis_answers(port), "redis-server to accept connections", timeout_s=20, poll_s=0.1)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
@@ -96,7 +79,8 @@ def fleet(redis_url, tmp_path_factory):
         workers[proc.pid] = proc
     try:
         with TestClient(create_app(settings)) as client:
-            _wait(lambda: len(client.get("/api/v1/workers").json()) == 2, 60, "both workers to answer", 1)
+            wait_for(lambda: len(client.get("/api/v1/workers").json()) == 2, "both workers to answer", timeout_s=60,
+                     poll_s=1)
             yield client, settings, workers
     finally:
         for proc in workers.values():
@@ -143,7 +127,7 @@ def test_workers_list_their_device(fleet):
 def test_a_batch_of_jobs_is_stored_once_each(fleet):
     client, settings, _ = fleet
     ids = [_submit(client, batch_size=b) for b in (1, 2, 3, 4)]
-    jobs = _wait(lambda: _finished(client, ids), DEADLINE_S, "the batch to finish", 1)
+    jobs = wait_for(lambda: _finished(client, ids), "the batch to finish", timeout_s=DEADLINE_S, poll_s=1)
     assert [j["status"] for j in jobs] == ["done"] * 4, [j["error"] for j in jobs]
     assert all(j["attempts"] == 1 for j in jobs)
     assert all(j["result"]["measured"]["peak_allocated_bytes"] > 0 for j in jobs)
@@ -171,15 +155,16 @@ def test_a_worker_killed_mid_job_hands_it_to_another(fleet):
                 return w
         return None
 
-    victim = _wait(owner, 60, "a worker to start the job", 0.5)
+    victim = wait_for(owner, "a worker to start the job", timeout_s=60, poll_s=0.5)
     pid = _worker_pid(victim["name"])
-    orphans = _wait(lambda: descendants(pid), 30, "the measurement process to start", 0.2)
+    orphans = wait_for(lambda: descendants(pid), "the measurement process to start", timeout_s=30, poll_s=0.2)
     os.kill(pid, signal.SIGKILL)
     workers[pid].wait(timeout=10)
     assert client.get(f"/api/v1/profile/{job_id}").json()["status"] == "running"
-    _wait(lambda: not any(Path(f"/proc/{p}").exists() for p in orphans), 15, "the killed worker's children to exit")
-    job = _wait(lambda: (_finished(client, [job_id]) or [None])[0], VISIBILITY_S + DEADLINE_S,
-                "the job to run again", 1)
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in orphans), "the killed worker's children to exit",
+             timeout_s=15, poll_s=0.5)
+    job = wait_for(lambda: (_finished(client, [job_id]) or [None])[0], "the job to run again",
+                   timeout_s=VISIBILITY_S + DEADLINE_S, poll_s=1)
     assert job["status"] == "done", job["error"]
     assert job["attempts"] == 2
     assert _worker_pid(Database(settings.sqlalchemy_url).get_job(job_id).worker) != pid
@@ -237,7 +222,7 @@ def test_unknown_job_delivery_is_dropped(db):
 
 
 def test_an_unreachable_broker_fails_the_job_with_503(tmp_path):
-    settings = Settings(executor="celery", broker_url=f"redis://127.0.0.1:{_free_port()}/0", data_dir=tmp_path,
+    settings = Settings(executor="celery", broker_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=tmp_path,
                         run_worker=False)
     with TestClient(create_app(settings)) as client:
         r = client.post("/api/v1/profile", json=TINY)

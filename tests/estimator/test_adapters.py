@@ -1,17 +1,20 @@
 """Adapter trainable-parameter counts: the estimator vs peft's ``get_nb_trainable_parameters()[0]``.
 
-Every case builds the tiny transformers model on CPU (peft's init does not work reliably on the
-meta device), wraps it with ``get_peft_model`` and compares peft's trainable count with
-``adapter_params``. Tolerance: exact.
+The tiny cases build the transformers model on CPU, wrap it with ``get_peft_model`` and compare
+peft's trainable count with ``adapter_params`` (and peft's trainable tensors, shape by shape, with
+``adapter_tensors``); the catalog cases build one real-size model per family on the meta device.
+Tolerance: exact.
 """
+
+from collections import Counter
 
 import pytest
 
-from tunefit.estimator import get_model
-from tunefit.estimator.adapters import LoraSpec, adapter_params
+from tests.estimator.tiny_configs import OPT_350M, TINY_CONFIGS
+from tunefit.estimator import CatalogModel, EstimateRequest, estimate, get_model, models, to_document
+from tunefit.estimator.adapters import VARIANTS, LoraSpec, adapter_params, adapter_tensors
 from tunefit.estimator.arch import arch_from_config
 from tunefit.estimator.errors import EstimateError
-from tests.estimator.tiny_configs import TINY_CONFIGS
 
 torch = pytest.importorskip("torch", reason="needs the [profiler] extra")
 transformers = pytest.importorskip("transformers")
@@ -81,7 +84,6 @@ TARGETS = [
     ("mixtral", ("q_proj", "k_proj", "v_proj", "o_proj")),
     ("gemma2", ("gate_proj", "down_proj")),
 ]
-VARIANTS = ["lora", "rslora", "lora+", "dora", "vera"]
 CASES = [
     pytest.param(name, targets, variant, id=f"{name}-{'+'.join(targets)}-{variant}")
     for name, targets in TARGETS
@@ -107,8 +109,12 @@ def test_rank_at_the_limit_matches_peft(name, targets, r):
 # mixtral (transformers 5): peft maps the transformers-4 names of the router ("gate") and experts
 # ("w1", "w3" fused into gate_up_proj at rank 2r; "w2" = down_proj) onto ParamWrapper. VeRA's config is
 # not converted, so its "all-linear" reaches the attention projections only.
+def _label(targets) -> str:
+    return targets if isinstance(targets, str) else "+".join(targets)
+
+
 MOE_CASES = [
-    pytest.param(variant, targets, id=f"mixtral-{'+'.join(targets) if isinstance(targets, tuple) else targets}-{variant}")
+    pytest.param(variant, targets, id=f"mixtral-{_label(targets)}-{variant}")
     for targets in [("w2",), ("gate", "q_proj"), ("q_proj", "w1", "w3"), ("w1", "w2", "w3", "gate")]
     for variant in ["lora", "rslora", "lora+"]
 ] + [pytest.param("vera", "all-linear", id="mixtral-all-linear-vera")]
@@ -162,3 +168,108 @@ def test_llama_2_7b_lora_r8_q_v_matches_the_paper():
     arch = get_model("llama-2-7b").arch
     assert adapter_params(arch, LoraSpec(r=8, target_modules=("q_proj", "v_proj"))) == 4_194_304
     assert 32 * 2 * 8 * (4096 + 4096) == 4_194_304
+
+
+# ---- 5. one list of tensors per variant --------------------------------------------------------------
+
+SHAPE_CASES = [
+    pytest.param(name, variant, id=f"{name}-{variant}")
+    for name in sorted(TINY_CONFIGS)
+    for variant in VARIANTS
+    if not (name == "mixtral" and variant == "dora")  # peft's ParamWrapper refuses DoRA (section 3)
+]
+
+
+@pytest.mark.parametrize("name,variant", SHAPE_CASES)
+def test_adapter_tensors_are_peft_trainable_parameters(name, variant):
+    """``adapter_tensors`` lists exactly the trainable tensors peft creates, shape by shape."""
+    model = peft.get_peft_model(_tiny_model(name), _peft_config(variant, 4, "all-linear"))
+    theirs = Counter(tuple(p.shape) for p in model.parameters() if p.requires_grad)
+    ours: Counter = Counter()
+    lora = LoraSpec(r=4, target_modules="all-linear", variant=variant)
+    for tensor, count in adapter_tensors(arch_from_config(TINY_CONFIGS[name]), lora):
+        ours[tensor.shape] += count
+    assert ours == theirs
+
+
+# ---- 6. real-size configs: one catalog model per family, on the meta device -------------------------
+
+# peft's own "q and v" defaults (peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
+# phi3 is not in that table: its q and v live in the fused qkv_proj.
+QV_TARGETS = {"falcon": ("query_key_value",), "gpt2": ("c_attn",), "gpt_neox": ("query_key_value",),
+              "phi3": ("qkv_proj",)}
+
+
+def _smallest_per_family() -> dict[str, dict]:
+    """The smallest catalog model of each model_type (and OPT-350m, whose projected embedding
+    adds project_in and project_out to "all-linear"): every family, in seconds."""
+    chosen: dict[str, CatalogModel] = {}
+    for entry in models().values():
+        best = chosen.get(entry.arch.model_type)
+        if best is None or entry.arch.total_params < best.arch.total_params:
+            chosen[entry.arch.model_type] = entry
+    configs = {entry.id: entry.config for entry in chosen.values()}
+    return {**dict(sorted(configs.items())), "opt-350m": OPT_350M}
+
+
+FAMILY_CONFIGS = _smallest_per_family()
+FAMILY_CASES = [
+    pytest.param(model_id, variant, targets, id=f"{model_id}-{_label(targets)}-{variant}")
+    for model_id, config in FAMILY_CONFIGS.items()
+    for targets in (QV_TARGETS.get(config["model_type"], ("q_proj", "v_proj")), "all-linear")
+    for variant in VARIANTS
+]
+
+
+def _meta_peft_trainable(config: dict, variant: str, r: int, targets) -> int:
+    rest = {k: v for k, v in config.items() if k != "model_type"}
+    cfg = transformers.AutoConfig.for_model(config["model_type"], **rest)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    model = peft.get_peft_model(model, _peft_config(variant, r, targets))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_qv_targets_are_pefts_defaults():
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+
+    for model_type in {c["model_type"] for c in FAMILY_CONFIGS.values()}:
+        ours = QV_TARGETS.get(model_type, ("q_proj", "v_proj"))
+        assert tuple(defaults.get(model_type, ours)) == ours
+
+
+@pytest.mark.parametrize("model_id,variant,targets", FAMILY_CASES)
+def test_catalog_family_counts_match_peft_on_meta(model_id, variant, targets):
+    """r = 8 on the family's q/v projections and on all-linear. One model per family, not the whole
+    catalog: the families' builders are what differ (every catalog model's own tensors are checked
+    against transformers in test_arch), and all 36 real-size models take minutes with peft."""
+    config = FAMILY_CONFIGS[model_id]
+    arch = arch_from_config(config)
+    lora = LoraSpec(r=8, target_modules=targets, variant=variant)
+    if arch.layer_param_targets and variant == "dora" and targets == "all-linear":
+        # the router and experts are stacked parameters: peft's ParamWrapper refuses DoRA, and so do we
+        with pytest.raises(EstimateError):
+            adapter_params(arch, lora)
+        with pytest.raises(ValueError, match="ParamWrapper"):
+            _meta_peft_trainable(config, variant, 8, targets)
+        return
+    assert adapter_params(arch, lora) == _meta_peft_trainable(config, variant, 8, targets)
+
+
+# ---- 7. lora_alpha defaults to 2·r -------------------------------------------------------------------
+
+@pytest.mark.parametrize("lora,alpha", [
+    (LoraSpec(), 32.0),  # r = 16
+    (LoraSpec(r=8), 16.0),
+    (LoraSpec(r=16, alpha=32.0), 32.0),
+    (LoraSpec(r=16, alpha=8.0), 8.0),  # given: kept, even below 2·r
+    (LoraSpec(r=4, alpha=None, variant="vera"), 8.0),
+], ids=["default", "r8", "r16-given", "given-below-2r", "explicit-none"])
+def test_lora_alpha_defaults_to_twice_the_rank(lora, alpha):
+    assert lora.alpha == alpha
+
+
+def test_the_resolved_alpha_is_what_the_request_echo_shows():
+    doc = to_document(estimate(EstimateRequest("llama-2-7b", method="lora", lora=LoraSpec(r=8))))
+    assert doc["request"]["lora"]["alpha"] == 16.0
+    assert LoraSpec(r=8) == LoraSpec(r=8, alpha=16.0)  # the same setting, the same cache entries

@@ -1,9 +1,19 @@
 """Hardware fit: max batch / sequence are the largest that fit, GPUs needed under ZeRO-3."""
 
+from dataclasses import replace
+
 import pytest
 
-from tunefit.estimator import EstimateRequest, capacity, estimate, fit_table, get_gpu, gpus_needed, max_batch_size, max_seq_len
-from dataclasses import replace
+from tunefit.estimator import (
+    EstimateRequest,
+    capacity,
+    estimate,
+    fit_table,
+    get_gpu,
+    gpus_needed,
+    max_batch_size,
+    max_seq_len,
+)
 
 CASES = [
     ("llama-2-7b", "qlora", "rtx-4090"),
@@ -50,6 +60,18 @@ def test_fit_table_headroom_sign_matches_fits():
     assert rows and all(r.fits == (r.headroom_bytes >= 0) for r in rows)
     assert {r.gpu for r in rows if r.fits} >= {"a100-80gb", "h100-sxm-80gb"}
     assert "rtx-3060-12gb" not in {r.gpu for r in rows if r.fits}
+
+
+def test_fits_document_is_fit_table_as_json():
+    from dataclasses import asdict
+
+    from tunefit.estimator.document import fits_document
+
+    peak = 20 * 2**30
+    assert fits_document(peak, None) == [asdict(row) for row in fit_table(peak)]
+    usable = get_gpu("rtx-4090").usable_bytes
+    assert fits_document(peak, ["rtx-4090"]) == [{"gpu": "rtx-4090", "fits": True, "headroom_bytes": usable - peak}]
+    assert usable > peak
 
 
 def test_capacity_rows_cover_the_catalog():

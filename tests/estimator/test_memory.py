@@ -4,11 +4,19 @@ from dataclasses import replace
 
 import pytest
 
+from tests.estimator.tiny_configs import OPT_350M, TINY_CONFIGS
 from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, arch_from_config, estimate, get_model
 from tunefit.estimator import activations as act
-from tunefit.estimator.memory import adam8bit_state_bytes, adam_state_bytes, optimizer_bytes, weight_bytes
+from tunefit.estimator.memory import (
+    adam8bit_state_bytes,
+    adam_state_bytes,
+    optimizer_bytes,
+    quantized_linears,
+    trainable_params,
+    trainable_tensors,
+    weight_bytes,
+)
 from tunefit.estimator.quant import constants_4bit_bytes, int8_bytes, packed_4bit_bytes
-from tests.estimator.tiny_configs import TINY_CONFIGS
 
 N = 4096 * 4096  # one 4096x4096 matrix
 
@@ -47,6 +55,19 @@ def test_lora_weights_keep_base_in_dtype():
     w = weight_bytes(arch, "lora", "bf16", QuantSpec("none", False, 64), LoraSpec(r=8), True)
     assert w.plain_bytes == 6_738_415_616 * 2 + 2 * 64 * 4  # bf16 weights + fp32 rotary buffers
     assert w.quantized_bytes == w.constant_bytes == 0
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS) + ["opt-350m"], ids=sorted(TINY_CONFIGS) + ["opt-350m"])
+def test_full_fine_tuning_trains_the_listed_tensors(name):
+    """Gradients and optimizer states of full fine-tuning cover every listed parameter tensor, one
+    ``step`` scalar each; bitsandbytes quantizes the Linear weights among them."""
+    arch = arch_from_config(OPT_350M if name == "opt-350m" else TINY_CONFIGS[name])
+    tensors = trainable_tensors(arch, "full", None)
+    assert trainable_params(tensors) == arch.total_params
+    assert sum(count for _, count in tensors) == sum(t.count for t in arch.param_tensors())
+    q_params, _ = quantized_linears(arch, QuantSpec())
+    linears = [(m, arch.num_hidden_layers) for m in arch.layer_linears] + [(m, 1) for m in arch.model_linears]
+    assert q_params == sum(m.weight_params * n for m, n in linears if m.quantizable)
 
 
 def test_adam_state_counts_step_scalars_on_cpu_only():

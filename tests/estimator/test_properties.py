@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.estimator import EstimateError, EstimateRequest, LoraSpec, QuantSpec, estimate, get_model, to_document
 from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.arch import arch_from_config
 from tunefit.estimator.quant import BLOCKSIZES, QUANT_TYPES
 from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_RANK, MAX_SEQ, OPTIMIZERS
-from tests.estimator.tiny_configs import TINY_CONFIGS
 
 EXAMPLES = 150
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

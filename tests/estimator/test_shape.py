@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.estimator import EstimateError, EstimateRequest, LoraSpec, QuantSpec, estimate, models, to_document
 from tunefit.estimator.estimate import _shape_free, step_plan
 from tunefit.estimator.request import normalize, resolve_model
-from tunefit.estimator.shape import _quadratic, fit
-from tests.estimator.tiny_configs import TINY_CONFIGS
+from tunefit.estimator.shape import _integer_quadratic, fit
 
 estimate_module = importlib.import_module("tunefit.estimator.estimate")  # the package exports a function of that name
 
@@ -151,4 +151,4 @@ def test_fit_refuses_moments_that_change_with_the_shape():
 @pytest.mark.parametrize("c0, c1, c2", [(0, 0, 0), (5, 0, 0), (-3, 7, 2), (10**15, 3, 10**9)])
 def test_quadratic_interpolates_exactly(c0, c1, c2):
     g = [c0 + c1 * s + c2 * s * s for s in (1, 2, 3)]
-    assert _quadratic(*g) == (c0, c1, c2)
+    assert _integer_quadratic(*g) == (c0, c1, c2)

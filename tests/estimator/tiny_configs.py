@@ -44,3 +44,13 @@ TINY_CONFIGS: dict[str, dict] = {
     "falcon-serial": dict(model_type="falcon", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                           vocab_size=1000, parallel_attn=False, multi_query=False, ffn_hidden_size=100),
 }
+
+# facebook/opt-350m's config.json (published values; the rest are transformers' OPTConfig defaults:
+# enable_bias true, layer_norm_elementwise_affine true, tie_word_embeddings true). Not tiny: build it
+# on the meta device only. Its token table is word_embed_proj_dim (512) wide, not hidden_size (1024).
+OPT_350M: dict = dict(
+    model_type="opt", vocab_size=50272, hidden_size=1024, ffn_dim=4096, num_hidden_layers=24,
+    num_attention_heads=16, max_position_embeddings=2048, word_embed_proj_dim=512, do_layer_norm_before=False,
+    enable_bias=True, tie_word_embeddings=True, activation_function="relu", dropout=0.1, attention_dropout=0.0,
+    pad_token_id=1, bos_token_id=2, eos_token_id=2,
+)

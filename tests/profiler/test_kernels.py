@@ -14,10 +14,6 @@ from tunefit.estimator import activations  # noqa: E402
 from tunefit.profiler import kernels  # noqa: E402
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "estimator/activations.py states 16, as earlier torch releases' attention.cpp pad_bias did; torch "
-    "2.13.0's preprocess_mask pads to mem_eff_alignment = 8 (profiler/kernels.py). Drop this mark once "
-    "the estimator says 8."))
 def test_the_memory_efficient_bias_alignment_is_the_estimators():
     """CUDA's memory-efficient attention pads an additive mask's rows (attention.cpp, ``preprocess_mask``)."""
     assert kernels.MEM_EFF_BIAS_ALIGNMENT == activations.MEM_EFF_BIAS_ALIGNMENT

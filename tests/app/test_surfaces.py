@@ -1,0 +1,87 @@
+"""One plan, three surfaces, one document: the Python API, the CLI and the REST API build their
+requests with the estimator's one constructor and its one set of defaults (alpha = 2·r included),
+so the same plan gives the same document everywhere."""
+
+import json
+
+import pytest
+
+from tunefit.app.cli import main as cli_main
+from tunefit.app.planning.schemas import LoraIn, QuantIn, SettingIn
+from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate, to_document
+from tunefit.estimator.request import DEFAULT_REQUEST, QLORA_DEFAULT_QUANT
+
+# (Python request, CLI arguments, REST body): each leaves out what the user would leave out.
+PLANS = {
+    "lora-defaults": (
+        EstimateRequest("llama-2-7b"),
+        ["--model", "llama-2-7b"],
+        {"model": "llama-2-7b"},
+    ),
+    "lora-r8-alpha-default": (
+        EstimateRequest("llama-3-8b", lora=LoraSpec(r=8, target_modules="all-linear")),
+        ["--model", "llama-3-8b", "--r", "8", "--targets", "all-linear"],
+        {"model": "llama-3-8b", "lora": {"r": 8, "target_modules": "all-linear"}},
+    ),
+    "qlora-quant-default": (
+        EstimateRequest("mistral-7b", method="qlora", lora=LoraSpec(r=64, dropout=0.05), batch_size=4,
+                        seq_len=1000, gradient_checkpointing=True),
+        ["--model", "mistral-7b", "--method", "qlora", "--r", "64", "--lora-dropout", "0.05", "--batch-size", "4",
+         "--seq-len", "1000", "--gradient-checkpointing"],
+        {"model": "mistral-7b", "method": "qlora", "lora": {"r": 64, "dropout": 0.05}, "batch_size": 4,
+         "seq_len": 1000, "gradient_checkpointing": True},
+    ),
+    "qlora-fp4-no-dq-explicit-alpha": (
+        EstimateRequest("llama-2-13b", method="qlora", lora=LoraSpec(r=16, alpha=16.0, variant="dora"),
+                        quant=QuantSpec("fp4", False, 128), optimizer="paged_adamw_8bit", dtype="fp16"),
+        ["--model", "llama-2-13b", "--method", "qlora", "--alpha", "16", "--variant", "dora", "--quant", "fp4",
+         "--no-double-quant", "--blocksize", "128", "--optimizer", "paged_adamw_8bit", "--dtype", "fp16"],
+        {"model": "llama-2-13b", "method": "qlora", "lora": {"alpha": 16.0, "variant": "dora"},
+         "quant": {"type": "fp4", "double_quant": False, "blocksize": 128}, "optimizer": "paged_adamw_8bit",
+         "dtype": "fp16"},
+    ),
+    "full-zero3-gpu": (
+        EstimateRequest("llama-2-70b", method="full", sharding="zero3", num_gpus=8, gpu="h100-sxm-80gb",
+                        attn_implementation="eager"),
+        ["--model", "llama-2-70b", "--method", "full", "--sharding", "zero3", "--num-gpus", "8", "--gpu",
+         "h100-sxm-80gb", "--attn", "eager"],
+        {"model": "llama-2-70b", "method": "full", "sharding": "zero3", "num_gpus": 8, "gpu": "h100-sxm-80gb",
+         "attn_implementation": "eager"},
+    ),
+}
+
+
+@pytest.mark.parametrize("python,argv,body", PLANS.values(), ids=PLANS.keys())
+def test_python_cli_and_rest_give_the_same_document(python, argv, body, client, capsys):
+    expected = to_document(estimate(python))
+    assert cli_main(["estimate", *argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    response = client.post("/api/v1/estimate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == expected
+
+
+def test_the_alpha_default_is_two_r_on_every_surface(client, capsys):
+    r = 12
+    assert estimate(EstimateRequest("llama-2-7b", lora=LoraSpec(r=r))).request.lora.alpha == 2 * r
+    assert cli_main(["estimate", "--model", "llama-2-7b", "--r", str(r), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["request"]["lora"]["alpha"] == 2 * r
+    body = {"model": "llama-2-7b", "lora": {"r": r}}
+    assert client.post("/api/v1/estimate", json=body).json()["request"]["lora"]["alpha"] == 2 * r
+
+
+def test_the_api_schemas_take_their_defaults_from_the_estimator():
+    setting = SettingIn(model="llama-2-7b")
+    assert (setting.method, setting.dtype, setting.batch_size, setting.seq_len, setting.optimizer,
+            setting.attn_implementation, setting.device, setting.num_gpus, setting.sharding,
+            setting.gradient_checkpointing) == (
+        DEFAULT_REQUEST.method, DEFAULT_REQUEST.dtype, DEFAULT_REQUEST.batch_size, DEFAULT_REQUEST.seq_len,
+        DEFAULT_REQUEST.optimizer, DEFAULT_REQUEST.attn_implementation, DEFAULT_REQUEST.device,
+        DEFAULT_REQUEST.num_gpus, DEFAULT_REQUEST.sharding, DEFAULT_REQUEST.gradient_checkpointing)
+    lora = LoraIn()
+    assert (lora.r, tuple(lora.target_modules), lora.variant, lora.dropout) == (
+        DEFAULT_REQUEST.lora.r, DEFAULT_REQUEST.lora.target_modules, DEFAULT_REQUEST.lora.variant,
+        DEFAULT_REQUEST.lora.dropout)
+    quant = QuantIn()
+    assert (quant.type, quant.double_quant, quant.blocksize) == (
+        QLORA_DEFAULT_QUANT.type, QLORA_DEFAULT_QUANT.double_quant, QLORA_DEFAULT_QUANT.blocksize)
