@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.templating import Jinja2Templates
 
-from tunefit.app.api.router import router as api_v1
+from tunefit.app.api import router as api
 from tunefit.app.core.answers import AnswerCache
 from tunefit.app.core.config import Settings, get_settings
 from tunefit.app.core.db import Database
@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _on(app, RequestValidationError, _invalid_body)
     _on(app, QueueUnavailable, _queue_unavailable)
     _on(app, QueueFull, _queue_full)
-    app.include_router(api_v1)
+    for capability in api.ROUTERS:
+        app.include_router(capability, prefix=api.PREFIX, tags=api.TAGS)
     app.include_router(web)
 
     @app.get("/healthz", tags=["ops"])

@@ -261,7 +261,14 @@ class ArchSpec:
 
     def params_of(self, *roles: str) -> int:
         """Parameters of the model's tensors with one of ``roles`` (``"embedding"``, ...)."""
-        return sum(t.params for t in self.param_tensors() if t.role in roles)
+        return sum(self._params_by_role.get(role, 0) for role in roles)
+
+    @cached_property  # frozen: summed once, read by every new step plan
+    def _params_by_role(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for t in self.param_tensors():
+            totals[t.role] = totals.get(t.role, 0) + t.params
+        return totals
 
     @cached_property  # frozen: computed once, read by every estimate
     def layer_params(self) -> int:

@@ -50,9 +50,8 @@ def _quant(quant: QuantSpec) -> dict[str, Any]:
 
 
 def fits_document(peak_bytes: int, gpu_ids: list[str] | None) -> list[dict[str, Any]]:
-    """``{gpu, fits, headroom_bytes}`` per GPU: :func:`hardware.fit_rows` (what ``fit_table`` holds) as JSON."""
-    return [{"gpu": gpu, "fits": fits, "headroom_bytes": headroom}
-            for gpu, fits, headroom in fit_rows(peak_bytes, gpu_ids)]
+    """``{gpu, fits, headroom_bytes}`` per GPU: :func:`hardware.fit_rows`, what ``fit_table`` holds."""
+    return fit_rows(peak_bytes, gpu_ids)
 
 
 def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, Any]:

@@ -26,17 +26,17 @@ class GpuFit:
     headroom_bytes: int
 
 
-def fit_rows(peak_bytes: int, gpu_ids: list[str] | None = None) -> list[tuple[str, bool, int]]:
-    """``(gpu, fits, headroom_bytes)`` of a per-GPU peak on each catalog GPU (or on ``gpu_ids``,
+def fit_rows(peak_bytes: int, gpu_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """``{gpu, fits, headroom_bytes}`` of a per-GPU peak on each catalog GPU (or on ``gpu_ids``,
     named as given): ``headroom = usable - peak``; it fits when the headroom is not negative.
-    Plain tuples: every estimate document reads them (:func:`document.fits_document`)."""
+    Built as the estimate document's ``fits`` directly: every API answer carries them."""
     table = [(g, get_gpu(g).usable_bytes) for g in gpu_ids] if gpu_ids else _usable_bytes()
-    return [(g, usable >= peak_bytes, usable - peak_bytes) for g, usable in table]
+    return [{"gpu": g, "fits": usable >= peak_bytes, "headroom_bytes": usable - peak_bytes} for g, usable in table]
 
 
 def fit_table(peak_bytes: int, gpu_ids: list[str] | None = None) -> list[GpuFit]:
     """:func:`fit_rows` as :class:`GpuFit` rows."""
-    return [GpuFit(*row) for row in fit_rows(peak_bytes, gpu_ids)]
+    return [GpuFit(**row) for row in fit_rows(peak_bytes, gpu_ids)]
 
 
 @lru_cache(maxsize=1)
@@ -100,7 +100,7 @@ class _Curve:
     def allocated(self, x: float) -> float:
         """The largest moment's allocated bytes at ``x``."""
         f = self.basis(x)
-        return max(sum(c * v for c, v in zip(row, f, strict=True)) for row in self.coefficients)
+        return max(sum(c * v for c, v in zip(row, f)) for row in self.coefficients)
 
 
 def _tolerance(value: float) -> float:
@@ -115,7 +115,7 @@ def _undominated(rows: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...]
     one per moment of the step."""
     kept: list[tuple[float, ...]] = []
     for row in sorted(set(rows), key=lambda r: tuple(reversed(r)), reverse=True):
-        if not any(all(k >= c for k, c in zip(other, row, strict=True)) for other in kept):
+        if not any(all(k >= c for k, c in zip(other, row)) for other in kept):
             kept.append(row)
     return tuple(kept)
 
@@ -127,7 +127,7 @@ def _solve(basis: Callable[[float], tuple[float, ...]], points: tuple[int, ...],
     def moments(x: int) -> list[int]:
         return list(estimate(replace(request, **changes(x))).moment_bytes)
 
-    columns = list(zip(*(moments(x) for x in points), strict=True))
+    columns = list(zip(*(moments(x) for x in points)))
     matrix = [basis(x) for x in points]
     curve = _Curve(basis, tuple(_linear_solve(matrix, list(ys)) for ys in columns), checked=False)
     if check_at in points:
@@ -137,22 +137,22 @@ def _solve(basis: Callable[[float], tuple[float, ...]], points: tuple[int, ...],
     except EstimateError:
         return curve
     f = basis(check_at)
-    fitted = [sum(c * v for c, v in zip(row, f, strict=True)) for row in curve.coefficients]
-    checked = all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact, strict=True))
+    fitted = [sum(c * v for c, v in zip(row, f)) for row in curve.coefficients]
+    checked = all(abs(a - y) <= _tolerance(y) for a, y in zip(fitted, exact))
     return replace(curve, coefficients=_undominated(curve.coefficients), checked=checked)
 
 
 def _linear_solve(matrix: list[tuple[float, ...]], ys: list[float]) -> tuple[float, ...]:
     """Gauss-Jordan elimination with partial pivoting, for the 2x2 and 3x3 systems of :func:`_solve`."""
     n = len(ys)
-    a = [list(row) + [y] for row, y in zip(matrix, ys, strict=True)]
+    a = [list(row) + [y] for row, y in zip(matrix, ys)]
     for col in range(n):
         pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
         a[col], a[pivot] = a[pivot], a[col]
         for r in range(n):
             if r != col:
                 factor = a[r][col] / a[col][col]
-                a[r] = [x - factor * y for x, y in zip(a[r], a[col], strict=True)]
+                a[r] = [x - factor * y for x, y in zip(a[r], a[col])]
     return tuple(a[r][n] / a[r][r] for r in range(n))
 
 

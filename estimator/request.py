@@ -65,6 +65,7 @@ class EstimateRequest:
 
 # The fields a request document (``document.request_document``) carries.
 REQUEST_FIELDS = tuple(f.name for f in fields(EstimateRequest))
+_REQUEST_FIELD_SET = frozenset(REQUEST_FIELDS)
 # The request with every default: the one place the CLI, the API's schemas and the form read them.
 DEFAULT_REQUEST = EstimateRequest(model=None)
 
@@ -79,11 +80,14 @@ def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
     :class:`QuantSpec`, where each is written once: ``lora.alpha`` None is 2·r, ``quant`` None the
     method's default (:func:`default_quant`). Keys that are not request fields are refused.
     """
-    unknown = sorted(set(values) - set(REQUEST_FIELDS))
-    if unknown:
+    if not _REQUEST_FIELD_SET.issuperset(values):
+        unknown = sorted(set(values) - _REQUEST_FIELD_SET)
         raise EstimateError(unknown[0], f"is not a request field; expected some of {list(REQUEST_FIELDS)}")
-    given = {k: v for k, v in values.items() if v is not None and k not in ("lora", "quant")}
-    return EstimateRequest(**given, lora=_lora_from(values.get("lora")), quant=_quant_from(values.get("quant")))
+    given = {k: v for k, v in values.items() if v is not None}
+    given["lora"] = _lora_from(given.get("lora"))
+    if "quant" in given:
+        given["quant"] = QuantSpec(**{k: v for k, v in given["quant"].items() if v is not None})
+    return EstimateRequest(**given)
 
 
 def _lora_from(values: Mapping[str, Any] | None) -> LoraSpec:
@@ -91,12 +95,6 @@ def _lora_from(values: Mapping[str, Any] | None) -> LoraSpec:
     if isinstance(given.get("target_modules"), list):  # JSON has no tuples
         given["target_modules"] = tuple(given["target_modules"])
     return LoraSpec(**given)
-
-
-def _quant_from(values: Mapping[str, Any] | None) -> QuantSpec | None:
-    if values is None:
-        return None
-    return QuantSpec(**{k: v for k, v in values.items() if v is not None})
 
 
 def _choice(field_name: str, value: str, options: tuple[str, ...]) -> str:

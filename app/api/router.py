@@ -1,11 +1,14 @@
-"""``/api/v1``: the capability routers under one prefix (OpenAPI at ``/openapi.json``)."""
+"""``/api/v1``: the capability routers, each mounted under the prefix by ``main.include_api``
+(one level of routers, not a router of routers: each level costs every request a scan)."""
 
 from __future__ import annotations
+
+from enum import Enum
 
 from fastapi import APIRouter
 
 from tunefit.app.api.routes import catalog, estimates, jobs, reports
 
-router = APIRouter(prefix="/api/v1", tags=["v1"])
-for module in (catalog, estimates, jobs, reports):
-    router.include_router(module.router)
+PREFIX = "/api/v1"
+TAGS: list[str | Enum] = ["v1"]
+ROUTERS: tuple[APIRouter, ...] = (catalog.router, estimates.router, jobs.router, reports.router)

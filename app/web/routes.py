@@ -1,9 +1,11 @@
-"""The planning form (server-rendered; works with JavaScript off)."""
+"""The web pages (server-rendered; they work with JavaScript off): the planning form, profiling
+jobs, reports and the LoRA paper's figures. Routes parse, call a service, render."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
 from tunefit.app.core.security import guard_job_creation
@@ -43,7 +45,8 @@ async def create_job(request: Request) -> RedirectResponse:
     try:
         body = profile_from_plan(form.get("plan", ""), form.get("steps", "3"), simulated=form.get("device") == "meta")
         state = request.app.state
-        job = jobs.create_job(state.db, body, state.executor.dispatch, state.settings)
+        # off the event loop: handing the job to a Celery broker may wait on the network
+        job = await run_in_threadpool(jobs.create_job, state.db, body, state.executor.dispatch, state.settings)
     except EstimateError as exc:
         raise HTTPException(422, str(exc)) from exc
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
