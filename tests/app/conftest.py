@@ -9,7 +9,7 @@ from tunefit.app.main import create_app
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    # no job rate limit here: tests/app/test_access.py tests it; other modules create jobs freely
+    # no job rate limit here: tests/app/api/test_access.py tests it; other modules create jobs freely
     return Settings(data_dir=tmp_path_factory.mktemp("data"), run_worker=False, job_rate_per_minute=0)
 
 

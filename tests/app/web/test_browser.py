@@ -18,7 +18,7 @@ from tunefit.app.main import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("TUNEFIT_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("TUNEFIT_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
