@@ -18,6 +18,8 @@ from .errors import EstimateError
 
 AllLinear = Literal["all-linear"]
 ALL_LINEAR: AllLinear = "all-linear"
+# The PEFT variants the estimator models; each one's tensors are in ``VARIANT_TENSORS`` below.
+Variant = Literal["lora", "rslora", "lora+", "dora", "vera"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,6 @@ def vera_tensors(d: int, k: int, r: int) -> tuple[AdapterTensor, ...]:
 # Every variant the estimator knows, with the tensors peft adds for it. rsLoRA (scaling alpha/sqrt(r))
 # and LoRA+ (Hayou et al., "LoRA+: Efficient Low Rank Adaptation of Large Models", arXiv:2402.12354:
 # a larger learning rate for B, peft.optimizers.create_loraplus_optimizer) train LoRA's very tensors.
-Variant = Literal["lora", "rslora", "lora+", "dora", "vera"]
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 VARIANT_TENSORS: dict[Variant, Callable[[int, int, int], tuple[AdapterTensor, ...]]] = {
     "lora": lora_tensors,

@@ -66,6 +66,8 @@ class EstimateRequest:
 # The fields a request document (``document.request_document``) carries.
 REQUEST_FIELDS = tuple(f.name for f in fields(EstimateRequest))
 _REQUEST_FIELD_SET = frozenset(REQUEST_FIELDS)
+_LORA_FIELD_SET = frozenset(f.name for f in fields(LoraSpec))
+_QUANT_FIELD_SET = frozenset(f.name for f in fields(QuantSpec))
 # The request with every default: the one place the CLI, the API's schemas and the form read them.
 DEFAULT_REQUEST = EstimateRequest(model=None)
 
@@ -80,18 +82,23 @@ def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
     :class:`QuantSpec`, where each is written once: ``lora.alpha`` None is 2·r, ``quant`` None the
     method's default (:func:`default_quant`). Keys that are not request fields are refused.
     """
-    if not _REQUEST_FIELD_SET.issuperset(values):
-        unknown = sorted(set(values) - _REQUEST_FIELD_SET)
-        raise EstimateError(unknown[0], f"is not a request field; expected some of {list(REQUEST_FIELDS)}")
-    given = {k: v for k, v in values.items() if v is not None}
+    given = _known("", values, _REQUEST_FIELD_SET)
     given["lora"] = _lora_from(given.get("lora"))
     if "quant" in given:
-        given["quant"] = QuantSpec(**{k: v for k, v in given["quant"].items() if v is not None})
+        given["quant"] = QuantSpec(**_known("quant.", given["quant"], _QUANT_FIELD_SET))
     return EstimateRequest(**given)
 
 
+def _known(prefix: str, values: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """``values`` without its None entries; a key that is not one of ``names`` is refused."""
+    if not names.issuperset(values):
+        unknown = sorted(set(values) - names)
+        raise EstimateError(prefix + unknown[0], f"is not a field here; expected some of {sorted(names)}")
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _lora_from(values: Mapping[str, Any] | None) -> LoraSpec:
-    given = {k: v for k, v in (values or {}).items() if v is not None}
+    given = _known("lora.", values or {}, _LORA_FIELD_SET)
     if isinstance(given.get("target_modules"), list):  # JSON has no tuples
         given["target_modules"] = tuple(given["target_modules"])
     return LoraSpec(**given)

@@ -85,3 +85,4 @@ def test_the_api_schemas_take_their_defaults_from_the_estimator():
     quant = QuantIn()
     assert (quant.type, quant.double_quant, quant.blocksize) == (
         QLORA_DEFAULT_QUANT.type, QLORA_DEFAULT_QUANT.double_quant, QLORA_DEFAULT_QUANT.blocksize)
+

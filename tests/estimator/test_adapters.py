@@ -273,3 +273,11 @@ def test_the_resolved_alpha_is_what_the_request_echo_shows():
     doc = to_document(estimate(EstimateRequest("llama-2-7b", method="lora", lora=LoraSpec(r=8))))
     assert doc["request"]["lora"]["alpha"] == 16.0
     assert LoraSpec(r=8) == LoraSpec(r=8, alpha=16.0)  # the same setting, the same cache entries
+
+
+def test_every_variant_has_its_tensors_listed():
+    """``Variant`` names the choices (the API and the CLI offer them); ``VARIANT_TENSORS`` says what
+    each adds. A name without tensors, or tensors without a name, would be a second list."""
+    from tunefit.estimator.adapters import VARIANT_TENSORS
+
+    assert tuple(VARIANT_TENSORS) == VARIANTS
