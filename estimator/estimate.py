@@ -16,6 +16,7 @@ from typing import NamedTuple
 from . import activations as act
 from .adapters import LoraSpec, adapter_params, resolve_targets
 from .arch import ArchSpec
+from .errors import EstimateError
 from .memory import (
     ADAPTER_BITS,
     OptimizerBytes,
@@ -66,6 +67,9 @@ TERMS = (
     "working_bytes",
 )
 RUNTIME_TERMS = ("cuda_context_bytes", "allocator_slack_bytes")
+# The most bytes a plan may need: 2^63 - 1 (8 EiB), what a signed 64-bit integer holds, and with it
+# every count in a document (orjson writes at most 64-bit integers), SQLite's INTEGER, bigint.
+MAX_PLAN_BYTES = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -389,6 +393,8 @@ def estimate(request: EstimateRequest) -> Estimate:
     breakdown = dict(peak.terms)
     runtime = _runtime_terms(req, peak.allocated_bytes)
     breakdown.update(runtime)
+    peak_bytes = peak.allocated_bytes + sum(runtime.values())
+    _check_countable(peak_bytes, req)
     opt = plan.opt
     return Estimate(
         request=req,
@@ -404,10 +410,20 @@ def estimate(request: EstimateRequest) -> Estimate:
         peak_phase=peak.name,
         breakdown=breakdown,
         peak_allocated_bytes=peak.allocated_bytes,
-        peak_bytes=peak.allocated_bytes + sum(runtime.values()),
+        peak_bytes=peak_bytes,
         paged_optimizer_bytes=opt.state_bytes if opt is not None and opt.paged else 0,
         assumptions=_assumptions(req, arch, opt),
     )
+
+
+def _check_countable(peak_bytes: int, req: EstimateRequest) -> None:
+    """Refuse a plan whose peak (and so any of its terms, none negative) exceeds
+    :data:`MAX_PLAN_BYTES`: no device holds it, and its byte counts would not fit the 64-bit
+    integers the documents, the JSON writer and the database carry."""
+    if peak_bytes > MAX_PLAN_BYTES:
+        tokens = req.batch_size * req.seq_len
+        raise EstimateError("batch_size", f"batch_size × seq_len = {tokens:,} tokens would need {peak_bytes:.3e} "
+                                          f"bytes, more than 2^63 - 1: no device holds such a plan")
 
 
 def _worst_per_phase(moments: tuple[Phase, ...]) -> tuple[Phase, ...]:

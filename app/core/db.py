@@ -20,6 +20,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 log = logging.getLogger("tunefit.db")
 
 
+JOB_ID_LENGTH = 32  # uuid4().hex
+MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY (and PostgreSQL's bigint)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -45,7 +49,7 @@ class Job(Base):
 
     __tablename__ = "jobs"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: uuid.uuid4().hex)
+    id: Mapped[str] = mapped_column(String(JOB_ID_LENGTH), primary_key=True, default=lambda: uuid.uuid4().hex)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     label: Mapped[str] = mapped_column(String(200))
     request_json: Mapped[str] = mapped_column(Text)

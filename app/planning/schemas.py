@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, field_validator
 
+from tunefit.estimator import EstimateError
 from tunefit.estimator.adapters import ALL_LINEAR, AllLinear, Variant
 from tunefit.estimator.hardware import Capacity
 from tunefit.estimator.quant import Blocksize, QuantType
@@ -31,6 +32,7 @@ DEFAULT = DEFAULT_REQUEST
 Dtype = Literal["fp32", "fp16", "bf16", "float32", "float16", "bfloat16"]
 MAX_GPU_IDS = 64
 MAX_TARGETS = 64
+MAX_ALPHA = 1e6
 MAX_COMPARE_VARIANTS = 16  # columns of one comparison
 ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 ModuleList = Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_TARGETS)]
@@ -72,6 +74,20 @@ class ConfigModel(_Strict):
         return config
 
 
+_JSON_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+def config_from_text(text: str | bytes) -> ConfigModel:
+    """A pasted ``config.json`` (the form's text field) read as the API reads a request body:
+    pydantic's JSON parser, with its nesting and number limits, then :class:`ConfigModel`'s checks.
+    Anything it refuses is a :class:`EstimateError` located at ``config``."""
+    try:
+        return ConfigModel(config=_JSON_OBJECT.validate_json(text))
+    except ValidationError as exc:
+        reasons = "; ".join(e["msg"] for e in exc.errors())
+        raise EstimateError("config", f"is not a usable JSON object: {reasons}") from exc
+
+
 class CheckpointModel(_Strict):
     """A local checkpoint directory (profiling jobs only): read only under the service's configured
     checkpoint directories (``TUNEFIT_CHECKPOINT_DIRS``), never with the checkpoint's own code."""
@@ -85,7 +101,7 @@ class LoraIn(_Strict):
     """peft ``LoraConfig`` / ``VeraConfig`` settings (ignored for methods full and inference)."""
 
     r: int = Field(DEFAULT.lora.r, ge=1, le=MAX_RANK, description="rank")
-    alpha: float | None = Field(None, gt=0, le=1e6, description="lora_alpha (default 2·r)")
+    alpha: float | None = Field(None, gt=0, le=MAX_ALPHA, description="lora_alpha (default 2·r)")
     target_modules: Targets = Field(
         default_factory=lambda: _targets_default(DEFAULT.lora.target_modules),
         description="module names, or 'all-linear'")

@@ -5,7 +5,6 @@ All formatting (GiB figures, percentages, chart geometry) happens here; template
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -14,13 +13,15 @@ from starlette.datastructures import QueryParams
 from tunefit.app.jobs.schemas import ProfileIn
 from tunefit.app.planning import service
 from tunefit.app.planning.schemas import (
+    MAX_ALPHA,
+    MAX_TARGETS,
     CapacityIn,
     CompareIn,
-    ConfigModel,
     Dtype,
     EstimateIn,
     LoraIn,
     QuantIn,
+    config_from_text,
 )
 from tunefit.app.web.charts import gib_text, stacked_chart
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
@@ -81,8 +82,8 @@ class PlanForm(BaseModel):
     method: Method = FORM_METHOD
     dtype: Dtype = DEFAULT_DTYPE
     r: int = Field(DEFAULT.lora.r, ge=1, le=MAX_RANK)
-    alpha: float | None = Field(None, gt=0)
-    targets: list[str] = Field(default_factory=list, max_length=64)
+    alpha: float | None = Field(None, gt=0, le=MAX_ALPHA)
+    targets: list[str] = Field(default_factory=list, max_length=MAX_TARGETS)
     all_linear: bool = False
     variant: Variant = DEFAULT.lora.variant
     quant: QuantType = QLORA_DEFAULT_QUANT.type
@@ -108,21 +109,20 @@ def parse_form(query: QueryParams) -> tuple[PlanForm, list[str]]:
     try:
         return PlanForm.model_validate(data), []
     except ValidationError as exc:
-        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        errors = _located(exc)
         bad = {e["loc"][0] for e in exc.errors()}
         form = PlanForm.model_validate({k: v for k, v in data.items() if k not in bad})
         return form, errors
 
 
+def _located(exc: ValidationError) -> list[str]:
+    """pydantic's errors as ``field: message`` lines."""
+    return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+
+
 def setting_from_form(form: PlanForm) -> dict[str, Any]:
     """The shared API fields the form describes (validated by the API schemas' rules)."""
-    if form.config.strip():
-        try:
-            model: Any = ConfigModel(config=json.loads(form.config))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise EstimateError("config", f"is not a JSON object: {exc}") from exc
-    else:
-        model = form.model
+    model: Any = config_from_text(form.config) if form.config.strip() else form.model
     targets: Any = ALL_LINEAR if form.all_linear else (form.targets or DEFAULT_TARGETS)
     return dict(
         model=model, method=form.method, dtype=form.dtype,
@@ -139,7 +139,7 @@ def module_names(form: PlanForm) -> list[str]:
         if form.config.strip():
             from tunefit.estimator import arch_from_config
 
-            return list(arch_from_config(json.loads(form.config)).linear_names)
+            return list(arch_from_config(config_from_text(form.config).config).linear_names)
         return list(get_model(form.model).arch.linear_names)
     except (EstimateError, ValueError, TypeError, AttributeError):
         return DEFAULT_TARGETS
@@ -251,7 +251,7 @@ def page_context(query: QueryParams) -> dict[str, Any]:
         except EstimateError as exc:
             context["errors"] = [str(exc)]
         except ValidationError as exc:
-            context["errors"] = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            context["errors"] = _located(exc)
     return context
 
 
@@ -263,6 +263,7 @@ def recent_rows(plans) -> list[dict[str, str]]:
 # ---- measuring a plan ----------------------------------------------------------------------------
 
 JOB_STEPS = (1, 2, 3, 5)
+DEFAULT_JOB_STEPS = 3
 
 
 def profile_from_plan(plan_query: str, steps: str, simulated: bool = False) -> ProfileIn:
@@ -271,10 +272,13 @@ def profile_from_plan(plan_query: str, steps: str, simulated: bool = False) -> P
     form, errors = parse_form(QueryParams(plan_query))
     if errors:
         raise EstimateError("plan", "; ".join(errors))
-    setting = setting_from_form(form)
-    if simulated:
-        setting.update(device="meta", target=setting["device"])
-    return ProfileIn(**setting, steps=int(steps) if steps.isdigit() else 3)
+    try:  # the API's schemas judge the plan: a bound the form misses is a located error too
+        setting = setting_from_form(form)
+        if simulated:
+            setting.update(device="meta", target=setting["device"])
+        return ProfileIn(**setting, steps=steps if steps.isdigit() else DEFAULT_JOB_STEPS)
+    except ValidationError as exc:
+        raise EstimateError("plan", "; ".join(_located(exc))) from exc
 
 
 def evidence_context(found: dict[str, Any], doc: dict[str, Any]) -> list[dict[str, str]]:

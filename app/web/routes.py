@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
+from tunefit.app.core.ids import JobId, MeasurementId
 from tunefit.app.core.security import guard_job_creation
 from tunefit.app.jobs import service as jobs
 from tunefit.app.reports.data import plan_evidence, to_row
@@ -53,7 +54,7 @@ async def create_job(request: Request) -> RedirectResponse:
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: str, request: Request) -> HTMLResponse:
+def job_page(job_id: JobId, request: Request) -> HTMLResponse:
     """Progress while it runs (the page refreshes itself), predicted vs measured when done."""
     job = request.app.state.db.get_job(job_id)
     if job is None:
@@ -89,7 +90,7 @@ def reports_json(request: Request) -> JSONResponse:
 
 
 @router.get("/reports/{measurement_id}", response_class=HTMLResponse)
-def measurement_page(measurement_id: int, request: Request) -> HTMLResponse:
+def measurement_page(measurement_id: MeasurementId, request: Request) -> HTMLResponse:
     db = request.app.state.db
     measurement = db.get_measurement(measurement_id)
     if measurement is None:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from tunefit.app.api.deps import database, executor, may_create_jobs
 from tunefit.app.api.responses import JOB_ERRORS, DocumentResponse
+from tunefit.app.core.ids import JobId
 from tunefit.app.core.routing import JSONBodyRoute
 from tunefit.app.jobs import service
 from tunefit.app.jobs.schemas import JobOut, ProfileIn, WorkerOut
@@ -40,7 +41,7 @@ def list_profiles(request: Request) -> DocumentResponse:
 
 
 @router.get("/profile/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
-def get_profile(job_id: str, request: Request) -> DocumentResponse:
+def get_profile(job_id: JobId, request: Request) -> DocumentResponse:
     job = database(request).get_job(job_id)
     if job is None:
         raise HTTPException(404, f"no profiling job {job_id!r}")
