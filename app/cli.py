@@ -253,8 +253,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tunefit.app.main import create_app
 
     settings = get_settings()
+    trusted = settings.forwarded_allow_ips.strip()
     uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-                workers=1)
+                workers=1, proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
     return 0
 
 

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None  # when set, creating a job needs `Authorization: Bearer <token>`
     job_rate_per_minute: float = Field(10.0, ge=0)  # jobs one client may create a minute; 0: no limit
     job_rate_burst: int = Field(5, ge=1)  # jobs one client may create at once
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips: comma-separated
+    # addresses or networks, "*" for any). Empty (the default): none; the peer address is the client,
+    # so a forged header cannot dodge the rate limits.
+    forwarded_allow_ips: str = ""
     max_queued_jobs: int = Field(100, ge=1)  # jobs waiting for a worker; past it new ones are refused (503)
     checkpoint_dirs: list[Path] = []  # local checkpoints are read only under these; empty: none
     allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests

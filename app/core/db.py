@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Integer, String, Text, Update, create_engine, event, func, select, update
+from sqlalchemy import DateTime, Integer, String, Text, Update, create_engine, event, func, select, text, update
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -214,8 +214,20 @@ class Database:
 
     # ---- jobs -----------------------------------------------------------------------------------
     @retried_when_locked
-    def create_job(self, request_json: str, label: str, steps: int) -> Job:
+    def create_job(self, request_json: str, label: str, steps: int, max_queued: int | None = None) -> Job | None:
+        """Queue a job; with ``max_queued``, only while fewer jobs wait (None when the queue is full).
+
+        The count and the insert are one write transaction that writers take in turn (SQLite:
+        ``BEGIN IMMEDIATE``; PostgreSQL: a lock on the table that conflicts with itself), so
+        concurrent submissions cannot all see room for one more.
+        """
         with self.sessions.begin() as session:
+            if max_queued is not None:
+                if session.get_bind().dialect.name == "postgresql":
+                    session.execute(text("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE"))
+                waiting = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+                if waiting >= max_queued:
+                    return None
             job = Job(request_json=request_json, label=label[:200], steps=steps, status="queued")
             session.add(job)
         return job
@@ -229,11 +241,6 @@ class Database:
     def list_jobs(self, limit: int) -> list[Job]:
         with Session(self.engine) as session:
             return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
-
-    @retried_when_locked
-    def count_jobs(self, status: str) -> int:
-        with Session(self.engine) as session:
-            return session.scalar(select(func.count()).select_from(Job).where(Job.status == status)) or 0
 
     @retried_when_locked
     def claim_next(self, worker: str) -> Job | None:

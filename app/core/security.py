@@ -99,7 +99,13 @@ def client_address(request: Request) -> str:
 
 
 def guard_job_creation(request: Request, presented: str | None) -> None:
-    """Creating a profiling job (API or form): this client's rate limit, then the API token when
-    one is set."""
-    request.app.state.job_limiter.take(client_address(request))
-    check_token(request.app.state.settings.api_token, presented)
+    """Creating a profiling job (API or form): the API token when one is set, then this client's
+    rate limit. Failed attempts spend a bucket of their own (``auth_failure_limiter``), so guessing
+    is throttled and cannot use up the allowance of a token holder at the same address."""
+    state, client = request.app.state, client_address(request)
+    try:
+        check_token(state.settings.api_token, presented)
+    except Unauthorized:
+        state.auth_failure_limiter.take(client)
+        raise
+    state.job_limiter.take(client)

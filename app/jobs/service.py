@@ -101,10 +101,10 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
     estimated = run_estimate(job_request(body)[0])
     if settings is not None:
         check_fits(estimated.peak_bytes, body, settings)
-        if db.count_jobs("queued") >= settings.max_queued_jobs:
-            raise QueueFull(f"{settings.max_queued_jobs} profiling jobs are waiting already "
-                            "(TUNEFIT_MAX_QUEUED_JOBS); try again later")
-    job = db.create_job(body.model_dump_json(), job_label(body), body.steps)
+    max_queued = settings.max_queued_jobs if settings is not None else None
+    job = db.create_job(body.model_dump_json(), job_label(body), body.steps, max_queued)
+    if job is None:
+        raise QueueFull(f"{max_queued} profiling jobs are waiting already (TUNEFIT_MAX_QUEUED_JOBS); try again later")
     if dispatch is not None:
         try:
             dispatch(job, body)
