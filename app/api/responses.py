@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -17,7 +18,14 @@ class DocumentResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return content if isinstance(content, bytes) else orjson.dumps(content)
+        if isinstance(content, bytes):
+            return content
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # An integer past 64 bits (a stored job result no measurement writes): the standard
+            # library writes integers of any size, so the answer is sent, never a 500.
+            return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # so a forged header cannot dodge the rate limits.
     forwarded_allow_ips: str = ""
     max_queued_jobs: int = Field(100, ge=1)  # jobs waiting for a worker; past it new ones are refused (503)
+    # Simulations allocate nothing, but one of a plan past this many bytes (1 PiB: no fleet runs it)
+    # only spends a worker's time (up to job_timeout_s): refused like a job too large for its device.
+    max_simulated_bytes: int = Field(2**50, ge=2**30)
     checkpoint_dirs: list[Path] = []  # local checkpoints are read only under these; empty: none
     allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests
     # Who runs profiling jobs: `local` (a worker polling the database; in-process with `tunefit

@@ -62,14 +62,15 @@ def with_checked_checkpoint(body: ProfileIn, roots: Sequence[Path]) -> ProfileIn
     return body.model_copy(update={"model": CheckpointModel(checkpoint=str(real))})
 
 
-def worker_memory(body: ProfileIn, settings: Settings) -> tuple[int | None, str]:
+def worker_memory(body: ProfileIn, settings: Settings) -> tuple[int, str]:
     """The memory a job would run in, as far as the service knows it, and what that is.
 
     A CPU job runs under the worker's memory guard; a CUDA job on some worker's GPU, at most the
-    largest GPU in the catalog; a simulation allocates nothing.
+    largest GPU in the catalog; a simulation allocates nothing, and is bounded all the same: past
+    ``max_simulated_bytes`` no fleet runs the plan, and simulating it only takes a worker's time.
     """
     if body.simulated_device is not None:
-        return None, ""
+        return settings.max_simulated_bytes, "the simulation bound (TUNEFIT_MAX_SIMULATED_BYTES)"
     if body.device == "cpu":
         return settings.job_memory_limit_bytes, "the CPU worker's memory guard (TUNEFIT_JOB_MEMORY_LIMIT_BYTES)"
     largest = max(gpus().values(), key=lambda g: g.memory_bytes)
@@ -79,7 +80,7 @@ def worker_memory(body: ProfileIn, settings: Settings) -> tuple[int | None, str]
 def check_fits(peak_bytes: int, body: ProfileIn, settings: Settings) -> None:
     """Refuse a job whose estimated peak exceeds the memory it would run in, with the estimate."""
     capacity, what = worker_memory(body, settings)
-    if capacity is not None and peak_bytes > capacity:
+    if peak_bytes > capacity:
         raise JobTooLarge("device", f"the estimate is {peak_bytes / GIB:.2f} GiB at peak, more than the "
                                     f"{capacity / GIB:.2f} GiB of {what}: not queued")
 

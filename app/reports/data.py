@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from tunefit.app.core.db import Database, Measurement
 from tunefit.estimator import EstimateError, estimate
 from tunefit.estimator.document import request_from_document
+from tunefit.estimator.estimate import MAX_PLAN_BYTES
 from tunefit.profiler.device import slug
 
 # The shipped measurements, package data of ``tunefit.reports`` (the repository's reports/data in an
@@ -104,13 +105,40 @@ def rule_4bit(method: str, params: int) -> int:
     return params // 2 if method == "qlora" else rule_4x(method, params)
 
 
-def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -> Row | None:
-    """Estimate the measurement's request again; None when today's estimator refuses it."""
-    request_doc = result["request"]
+# What a stored result may fail with when it is not what a measurement writes (a row from another
+# version, a hand-edited file, a hostile job): the row is left out of the reports, with a count.
+UNREADABLE = (EstimateError, KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def row_of(m: Measurement) -> Row | None:
+    """:func:`to_row` of a stored measurement (whose JSON itself may not parse)."""
     try:
-        est = estimate(request_from_document(request_doc))
-    except EstimateError:
+        result = m.result
+    except ValueError:
         return None
+    return to_row(m.id, m.source, m.split, result)
+
+
+def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -> Row | None:
+    """The measurement next to today's estimate of its request; None when the estimator refuses the
+    request or the result cannot be read (:data:`UNREADABLE`, or byte counts no measurement has)."""
+    try:
+        return _row(measurement_id, source, split, result)
+    except UNREADABLE:
+        return None
+
+
+def measured_count(value: Any) -> int:
+    """A stored byte count: an integer from 0 to 2^63 - 1 (what any measurement reports), else
+    ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PLAN_BYTES:
+        raise ValueError(f"not a byte count a measurement reports: {value!r}")
+    return value
+
+
+def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -> Row:
+    request_doc = result["request"]
+    est = estimate(request_from_document(request_doc))
     measured = result["measured"]
     case = result.get("case", "")
     model = result.get("model") or (request_doc["model"] if isinstance(request_doc["model"], str) else "config.json")
@@ -121,12 +149,20 @@ def to_row(measurement_id: int, source: str, split: str, result: dict[str, Any])
         gradient_checkpointing=request_doc["gradient_checkpointing"], attn=request_doc["attn_implementation"],
         device=result["environment"]["device"], device_kind=device_kind(result), plan=plan_key(request_doc),
         split=split or "-", source=source,
-        measured_bytes=measured["peak_allocated_bytes"], predicted_bytes=est.peak_allocated_bytes,
+        measured_bytes=_positive(measured_count(measured["peak_allocated_bytes"])),
+        predicted_bytes=est.peak_allocated_bytes,
         paper_bytes=est.paper.bytes, rule_4x_bytes=rule_4x(est.request.method, est.total_params),
         rule_4bit_bytes=rule_4bit(est.request.method, est.total_params),
-        phase_measured=dict(measured["phase_peaks"]),
+        phase_measured={str(phase): measured_count(n) for phase, n in measured["phase_peaks"].items()},
         phase_predicted={p.name: p.allocated_bytes for p in est.phases},
     )
+
+
+def _positive(n: int) -> int:
+    """The peak every error is relative to: a measurement of nothing has none."""
+    if n <= 0:
+        raise ValueError("a measured peak of 0 bytes")
+    return n
 
 
 def device_kind(result: dict[str, Any]) -> str:
@@ -178,13 +214,17 @@ def plan_evidence(db: Database, request_doc: dict[str, Any]) -> dict[str, Any]:
     key, device = plan_key(request_doc), request_doc["device"]
     found: dict[str, Any] = {"simulated": None, "measured": None}
     for m in db.measurements():
-        result = m.result
-        request = result["request"]
-        if request.get("device") != device or plan_key(request) != key:
+        try:
+            result = m.result
+            request = result["request"]
+            if request.get("device") != device or plan_key(request) != key:
+                continue
+            simulated = result["environment"]["device"] == "meta"
+            item = {"id": m.id, "bytes": _positive(measured_count(result["measured"]["peak_allocated_bytes"])),
+                    "device_kind": device_kind(result)}
+        except UNREADABLE:  # left out, as the reports leave it out
             continue
-        simulated = result["environment"]["device"] == "meta"
-        found["simulated" if simulated else "measured"] = {
-            "id": m.id, "bytes": result["measured"]["peak_allocated_bytes"], "device_kind": device_kind(result)}
+        found["simulated" if simulated else "measured"] = item
     return found
 
 
@@ -214,12 +254,17 @@ class RowCache:
                 self._read_new(db)
             return [row for row in self._rows.values() if row is not None]
 
+    def skipped(self) -> int:
+        """Stored measurements left out of the rows (:func:`to_row` could not read them)."""
+        with self._lock:
+            return sum(row is None for row in self._rows.values())
+
     def _read_new(self, db: Database) -> None:
         with Session(db.engine) as session:
             fresh = list(session.scalars(select(Measurement).where(Measurement.id > self._last_id)
                                          .order_by(Measurement.id)))
         for m in fresh:
-            self._rows[m.id] = to_row(m.id, m.source, m.split, m.result)
+            self._rows[m.id] = row_of(m)
             self._last_id = m.id
         self._read_at = time.monotonic()
         self._added_seen = db.measurements_added
@@ -255,6 +300,13 @@ def row_cache(db: Database) -> RowCache:
 def rows(db: Database) -> list[Row]:
     """The rows of every measurement in ``db``, in the order they were stored."""
     return row_cache(db)(db)
+
+
+def skipped_measurements(db: Database) -> int:
+    """Measurements in ``db`` that :func:`rows` leaves out (they cannot be read)."""
+    cache = row_cache(db)
+    cache(db)
+    return cache.skipped()
 
 
 FILTERS = ("method", "family", "split", "device", "device_kind", "source", "dtype", "attn")

@@ -47,14 +47,16 @@ def stats_document(table: dict[str, Any]) -> dict[str, Any]:
             "phases": {m: {k: s(v) for k, v in d.items()} for m, d in table["phases"].items()}}
 
 
-def report_document(rows: list[Row], filters: dict[str, str]) -> dict[str, Any]:
+def report_document(rows: list[Row], filters: dict[str, str], skipped: int = 0) -> dict[str, Any]:
     """Rows (measured, and simulated ones with ``device`` meta), the accuracy of ours against the
-    measurements (``accuracy``) and, separately, against the simulations (``accuracy_simulated``)."""
+    measurements (``accuracy``) and, separately, against the simulations (``accuracy_simulated``);
+    ``skipped``: stored measurements left out because they cannot be read (``data.to_row``)."""
     sel = filtered(rows, **filters)
     measured, simulated = measured_and_simulated(sel)
     return {"estimator_version": ESTIMATOR_VERSION, "filters": filters, "rows": [row_document(r) for r in sel],
             "accuracy": stats_document(accuracy_table(measured)),
-            "accuracy_simulated": stats_document(accuracy_table(simulated)), "by_device": by_device_document(sel)}
+            "accuracy_simulated": stats_document(accuracy_table(simulated)), "by_device": by_device_document(sel),
+            "skipped": skipped}
 
 
 # ``GET /api/v1/reports`` asks the database for new measurements at most this often: under load
@@ -65,8 +67,10 @@ REPORT_REFRESH_S = 1.0
 def report_json(db: Database, filters: dict[str, str], max_age_s: float = REPORT_REFRESH_S) -> bytes:
     """``report_document`` of every stored measurement as JSON bytes, made again only when a
     measurement was added (``GET /api/v1/reports``)."""
-    return row_cache(db).derived(db, ("json", tuple(sorted(filters.items()))),
-                                 lambda table_rows: orjson.dumps(report_document(table_rows, filters)), max_age_s)
+    cache = row_cache(db)
+    return cache.derived(db, ("json", tuple(sorted(filters.items()))),
+                         lambda table_rows: orjson.dumps(report_document(table_rows, filters, cache.skipped())),
+                         max_age_s)
 
 
 def by_device_document(sel: list[Row]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from starlette.datastructures import QueryParams
 from tunefit.app.core.ids import JobId, MeasurementId
 from tunefit.app.core.security import guard_job_creation
 from tunefit.app.jobs import service as jobs
-from tunefit.app.reports.data import plan_evidence, to_row
+from tunefit.app.reports.data import plan_evidence, row_of, skipped_measurements
 from tunefit.app.reports.data import rows as report_rows
 from tunefit.app.reports.documents import filters_from, report_csv, report_document
 from tunefit.app.web.job_pages import job_context, jobs_context
@@ -72,8 +72,9 @@ def job_list(request: Request) -> HTMLResponse:
 @router.get("/reports", response_class=HTMLResponse)
 def reports_page(request: Request) -> HTMLResponse:
     """Every measurement, filterable; predicted against measured; error histograms."""
-    rows = report_rows(request.app.state.db)
-    context = reports_context(rows, filters_from(request.query_params), request.url.query)
+    db = request.app.state.db
+    context = reports_context(report_rows(db), filters_from(request.query_params), request.url.query)
+    context["skipped"] = skipped_measurements(db)
     return request.app.state.templates.TemplateResponse(request, "reports.html", context)
 
 
@@ -85,7 +86,8 @@ def reports_csv(request: Request) -> Response:
 
 @router.get("/reports.json")
 def reports_json(request: Request) -> JSONResponse:
-    body = report_document(report_rows(request.app.state.db), filters_from(request.query_params))
+    db = request.app.state.db
+    body = report_document(report_rows(db), filters_from(request.query_params), skipped_measurements(db))
     return JSONResponse(body, headers={"content-disposition": 'attachment; filename="reports.json"'})
 
 
@@ -95,7 +97,10 @@ def measurement_page(measurement_id: MeasurementId, request: Request) -> HTMLRes
     measurement = db.get_measurement(measurement_id)
     if measurement is None:
         raise HTTPException(404, f"no measurement {measurement_id}")
-    row = to_row(measurement.id, measurement.source, measurement.split, measurement.result)
+    row = row_of(measurement)
+    if row is None:
+        raise HTTPException(422, f"measurement {measurement_id} is stored in a form this estimator cannot read "
+                                 "(a request it refuses, or numbers no measurement reports); the reports leave it out")
     context = measurement_context(measurement.id, measurement.result, row)
     return request.app.state.templates.TemplateResponse(request, "measurement.html", context)
 

@@ -149,7 +149,7 @@ def test_the_report_document_is_made_again_only_when_measurements_are_added(tmp_
     reports.import_jsonl(db)
     made = []
     real = report_views.report_document
-    monkeypatch.setattr(report_views, "report_document", lambda rows, f: made.append(f) or real(rows, f))
+    monkeypatch.setattr(report_views, "report_document", lambda rows, f, *rest: made.append(f) or real(rows, f, *rest))
     first = report_views.report_json(db, {"method": "lora"})
     assert report_views.report_json(db, {"method": "lora"}, max_age_s=0) == first and len(made) == 1
     assert orjson.loads(first) == real(reports.rows(db), {"method": "lora"})
