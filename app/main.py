@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.templates = Jinja2Templates(directory=str(settings.templates_dir))
-    app.state.answers = AnswerCache(settings.answer_cache_size)
+    app.state.answers = AnswerCache(settings.answer_cache_size, settings.answer_cache_bytes)
     app.state.job_limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     app.state.auth_failure_limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     app.state.executor = make_executor(app.state.db, settings)

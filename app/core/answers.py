@@ -14,12 +14,20 @@ import orjson
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+# An answer larger than this share of the byte budget is sent but not kept: one such answer would
+# push out many ordinary ones, and a client that sends it is rarely asking the same again.
+LARGEST_SHARE = 16
+
 
 class AnswerCache:
-    """Least-recently-used cache of JSON answers (``size`` 0 turns it off)."""
+    """Least-recently-used cache of JSON answers, bounded by entries (``size``; 0 turns it off) and
+    by bytes (``max_bytes``: keys and answers together, so large pasted configs cannot grow it past
+    the budget however many distinct requests arrive)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, max_bytes: int = 32 * 2**20):
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
@@ -53,9 +61,17 @@ class AnswerCache:
         return key, cached
 
     def _store(self, key: tuple[str, str] | None, answer: bytes) -> bytes:
-        if key is None:
+        cost = _cost(key, answer) if key is not None else 0
+        if key is None or cost * LARGEST_SHARE > self.max_bytes or key in self._entries:
             return answer
         self._entries[key] = answer
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self.bytes += cost
+        while len(self._entries) > self.size or self.bytes > self.max_bytes:
+            old_key, old_answer = self._entries.popitem(last=False)
+            self.bytes -= _cost(old_key, old_answer)
         return answer
+
+
+def _cost(key: tuple[str, str], answer: bytes) -> int:
+    """Bytes an entry holds: its answer and its key (the request's JSON, a pasted config included)."""
+    return len(answer) + len(key[1])

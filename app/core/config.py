@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=1024)  # a config.json is a few KiB
     recent_plans: int = Field(10, ge=0)
     answer_cache_size: int = Field(4096, ge=0)  # API answers kept (pure functions of the request); 0: off
+    answer_cache_bytes: int = Field(32 * 2**20, ge=0)  # ... and the bytes they may hold, requests included
     # Profiling jobs.
     run_worker: bool = True  # an in-process worker with `tunefit serve` (when torch is installed)
     worker_poll_s: float = Field(1.0, gt=0)

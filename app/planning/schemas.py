@@ -231,6 +231,9 @@ class CompareItemOut(BaseModel):
 
 class CompareOut(BaseModel):
     results: list[CompareItemOut]
+    config: dict[str, Any] | None = Field(None, description="a pasted config.json, echoed once: each column's "
+                                                              "request names it by config_sha256")
+    config_sha256: str | None = None
 
 
 class ModelOut(BaseModel):

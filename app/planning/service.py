@@ -5,8 +5,11 @@ Routes parse and render; everything in between happens here.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from tunefit.app.core.checkpoints import read_config
 from tunefit.app.planning.schemas import (
@@ -131,7 +134,22 @@ def compare_document(body: CompareIn) -> dict[str, Any]:
                             "error": None})
         except EstimateError as exc:
             results.append({"label": label, "document": None, "error": str(exc)})
-    return {"results": results}
+    return {"results": results, **_config_once(results)}
+
+
+def _config_once(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A pasted config echoed once: at the top (``config``), each column's request naming it by its
+    SHA-256 (``{"config_sha256": ...}``). Every column shares it, and 16 copies of a large config
+    made an answer 16 times its size."""
+    config = next((r["document"]["request"]["model"]["config"] for r in results
+                   if r["document"] and isinstance(r["document"]["request"]["model"], dict)), None)
+    if config is None:
+        return {"config": None, "config_sha256": None}
+    digest = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    for r in results:
+        if r["document"]:
+            r["document"]["request"]["model"] = {"config_sha256": digest}
+    return {"config": config, "config_sha256": digest}
 
 
 # ---- catalogs ----------------------------------------------------------------------------------

@@ -46,3 +46,26 @@ def test_size_zero_turns_it_off():
     for _ in range(3):
         cache.answer("k", Body(x=1), lambda b: calls.append(1) or {})
     assert len(calls) == 3
+
+
+def _sized(n: int):
+    return lambda body: {"x": body.x, "pad": "p" * n}
+
+
+def test_the_byte_budget_evicts_the_least_recently_used():
+    entry = len(b'{"x":1,"pad":""}') + 100 + len(Body(x=1).model_dump_json())
+    cache = AnswerCache(size=100, max_bytes=20 * entry)
+    for x in range(40):
+        cache.answer("k", Body(x=x), _sized(100))
+        assert cache.bytes <= cache.max_bytes
+    assert cache.max_bytes - 2 * entry < cache.bytes  # full, give or take an entry's size
+    assert cache.answer("k", Body(x=39), lambda b: {"rebuilt": True}) != b'{"rebuilt":true}'  # kept
+    assert cache.answer("k", Body(x=0), lambda b: {"rebuilt": True}) == b'{"rebuilt":true}'  # evicted
+
+
+def test_an_answer_too_large_for_the_budget_is_sent_but_not_kept():
+    cache = AnswerCache(size=100, max_bytes=16_000)
+    kept = cache.answer("k", Body(x=1), _sized(100))
+    large = cache.answer("k", Body(x=2), _sized(2_000))  # more than 1/16 of the budget
+    assert b"p" * 2_000 in large and cache.bytes == len(kept) + len(Body(x=1).model_dump_json())
+    assert cache.answer("k", Body(x=2), lambda b: {"rebuilt": True}) == b'{"rebuilt":true}'
