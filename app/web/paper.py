@@ -53,6 +53,7 @@ def paper_context(model_id: str, r: int, targets: str) -> dict[str, Any]:
 def parse_paper_query(query) -> tuple[str, int, str]:
     model_id = query.get("model", "llama-2-7b")
     r_text = query.get("r", "8")
-    if not r_text.isdigit() or not 1 <= int(r_text) <= 4096:
+    # at most four digits before int(): a thousand-digit string is past int()'s own limit (ValueError)
+    if not (r_text.isdigit() and len(r_text) <= 4) or not 1 <= int(r_text) <= 4096:
         raise EstimateError("r", f"must be a whole number from 1 to 4096, got {r_text!r}")
     return model_id, int(r_text), query.get("targets", "q_proj,v_proj")
