@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.answers = AnswerCache(settings.answer_cache_size, settings.answer_cache_bytes)
     app.state.job_limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     app.state.auth_failure_limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
+    app.state.plan_limiter = RateLimiter(settings.plan_rate_per_minute, settings.plan_rate_burst)
     app.state.executor = make_executor(app.state.db, settings)
     import_jsonl(app.state.db)  # the measurements shipped in reports/data
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

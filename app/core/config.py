@@ -35,7 +35,13 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite file tunefit.db in data_dir
     templates_dir: Path = Field(default_factory=_default_templates_dir)
     max_body_bytes: int = Field(256 * 1024, ge=1024)  # a config.json is a few KiB
-    recent_plans: int = Field(10, ge=0)
+    recent_plans: int = Field(10, ge=0)  # a browser's own recent plans shown on the form
+    # Plans stored: a browser's latest plans_per_client, at most max_stored_plans in all (the oldest
+    # go), and a client stores at most plan_rate_per_minute a minute (beyond, pages are still shown).
+    plans_per_client: int = Field(20, ge=1)
+    max_stored_plans: int = Field(10_000, ge=1)
+    plan_rate_per_minute: float = Field(60.0, ge=0)
+    plan_rate_burst: int = Field(30, ge=1)
     answer_cache_size: int = Field(4096, ge=0)  # API answers kept (pure functions of the request); 0: off
     answer_cache_bytes: int = Field(32 * 2**20, ge=0)  # ... and the bytes they may hold, requests included
     # Profiling jobs.

@@ -12,7 +12,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Integer, String, Text, Update, create_engine, event, func, select, text, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    Text,
+    Update,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -21,6 +35,7 @@ log = logging.getLogger("tunefit.db")
 
 
 JOB_ID_LENGTH = 32  # uuid4().hex
+CLIENT_ID_LENGTH = 32  # secrets.token_hex(16): a browser's id (core.clients)
 MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY (and PostgreSQL's bigint)
 
 
@@ -42,6 +57,9 @@ class Plan(Base):
     query: Mapped[str] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(200))
     peak_bytes: Mapped[int] = mapped_column(Integer)
+    # The browser that asked (its client id cookie): recent plans are shown to it only. Plans stored
+    # before there were owners have none, and are shown to nobody.
+    client: Mapped[str | None] = mapped_column(String(CLIENT_ID_LENGTH), index=True, nullable=True)
 
 
 class Job(Base):
@@ -107,6 +125,27 @@ LOCKED_FIRST_PAUSE_S = 0.05
 LOCKED_MAX_PAUSE_S = 2.0
 
 T = TypeVar("T")
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a database made by an earlier version up to the tables: columns added since (nullable,
+    so rows stored before keep their meaning: a plan without an owner) and their indexes."""
+    with engine.begin() as connection:  # one connection: on SQLite the writer holds the lock from BEGIN
+        inspector = inspect(connection)
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
+
+
+def _keep_newest(session: Session, keep: int, *where: Any) -> None:
+    """Delete all but the ``keep`` newest plans matching ``where``."""
+    newest = select(Plan.id).where(*where).order_by(Plan.created_at.desc(), Plan.id.desc()).limit(keep)
+    session.execute(delete(Plan).where(*where, Plan.id.not_in(newest)))
 
 
 def rows_updated(session: Session, statement: Update) -> int:
@@ -176,19 +215,36 @@ class Database:
         else:
             self.engine = writer = create_engine(url)
         retried_when_locked(Base.metadata.create_all)(writer)
+        retried_when_locked(_add_missing_columns)(writer)
         self.sessions = sessionmaker(writer, expire_on_commit=False)
         self.measurements_added = 0  # by this process: caches of derived reports look at it
 
     # ---- plans ----------------------------------------------------------------------------------
     @retried_when_locked
-    def add_plan(self, query: str, label: str, peak_bytes: int) -> None:
+    def add_plan(self, client: str, query: str, label: str, peak_bytes: int, per_client: int, total: int) -> None:
+        """Remember ``client``'s plan: the same query again moves its row to the front (no second
+        row); past ``per_client`` plans of this client, or ``total`` in all, the oldest are deleted."""
         with self.sessions.begin() as session:
-            session.add(Plan(query=query, label=label[:200], peak_bytes=peak_bytes))
+            known = session.scalar(select(Plan).where(Plan.client == client, Plan.query == query))
+            if known is None:
+                session.add(Plan(client=client, query=query, label=label[:200], peak_bytes=peak_bytes))
+            else:
+                known.created_at, known.label, known.peak_bytes = now(), label[:200], peak_bytes
+            session.flush()
+            _keep_newest(session, per_client, Plan.client == client)
+            _keep_newest(session, total)
 
     @retried_when_locked
-    def recent_plans(self, limit: int) -> list[Plan]:
+    def recent_plans(self, client: str, limit: int) -> list[Plan]:
+        """``client``'s latest plans, newest first."""
         with Session(self.engine) as session:
-            return list(session.scalars(select(Plan).order_by(Plan.id.desc()).limit(limit)))
+            return list(session.scalars(select(Plan).where(Plan.client == client)
+                                        .order_by(Plan.created_at.desc(), Plan.id.desc()).limit(limit)))
+
+    @retried_when_locked
+    def count_plans(self) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(Plan)) or 0
 
     # ---- measurements ---------------------------------------------------------------------------
     @retried_when_locked

@@ -8,8 +8,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
+from tunefit.app.core.clients import client_id, remember
 from tunefit.app.core.ids import JobId, MeasurementId
-from tunefit.app.core.security import guard_job_creation
+from tunefit.app.core.security import RateLimited, client_address, guard_job_creation
 from tunefit.app.jobs import service as jobs
 from tunefit.app.reports.data import plan_evidence, row_of, skipped_measurements
 from tunefit.app.reports.data import rows as report_rows
@@ -26,15 +27,30 @@ router = APIRouter(include_in_schema=False)
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     """The form; with ``submitted`` in the query string, the result below it (a shareable URL)."""
-    state = request.app.state
+    state, settings = request.app.state, request.app.state.settings
+    client, new_client = client_id(request)
     context = page_context(request.query_params)
     if context["result"] is not None:
         doc = context["result"]["doc"]
-        state.db.add_plan(request.url.query, plan_label(context["form"]), doc["peak_bytes"])
+        if _may_store_plan(request):
+            state.db.add_plan(client, request.url.query, plan_label(context["form"]), doc["peak_bytes"],
+                              settings.plans_per_client, settings.max_stored_plans)
         context["evidence"] = evidence_context(plan_evidence(state.db, doc["request"]), doc)
-    context["recent"] = recent_rows(state.db.recent_plans(state.settings.recent_plans))
-    context["token_required"] = state.settings.api_token is not None
-    return state.templates.TemplateResponse(request, "index.html", context)
+    context["recent"] = recent_rows(state.db.recent_plans(client, settings.recent_plans))
+    context["token_required"] = settings.api_token is not None
+    response = state.templates.TemplateResponse(request, "index.html", context)
+    if new_client:
+        remember(response, client)
+    return response
+
+
+def _may_store_plan(request: Request) -> bool:
+    """Within this client's plan rate (past it the page is shown, the plan not stored)."""
+    try:
+        request.app.state.plan_limiter.take(client_address(request))
+    except RateLimited:
+        return False
+    return True
 
 
 @router.post("/jobs")

@@ -93,10 +93,10 @@ def test_a_worker_killed_mid_job_fails_that_job_and_the_next_worker_goes_on(tmp_
 # ---- the server ---------------------------------------------------------------------------------------
 
 @contextmanager
-def _server(data: Path, port: int, run_worker: bool):
+def _server(data: Path, port: int, run_worker: bool, cookies: dict[str, str] | None = None):
     log = data / "server.log"
     with _process(["serve", "--port", str(port)], _env(data, TUNEFIT_RUN_WORKER=str(run_worker).lower()), log) as proc:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, cookies=cookies) as client:
             wait_for(lambda: _answers(client), "the server to answer", timeout_s=DEADLINE_S, logs=log)
             yield client, proc, log
 
@@ -115,6 +115,7 @@ def test_a_killed_server_keeps_plans_queued_jobs_and_results(tmp_path):
     port = free_port()
     with _server(tmp_path, port, run_worker=False) as (client, server, _):
         assert client.get("/", params=PLAN).status_code == 200  # a plan, listed under recent plans
+        browser = dict(client.cookies)  # the plan is this browser's
         job = client.post("/api/v1/profile", json=TINY).json()["id"]
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
@@ -125,7 +126,7 @@ def test_a_killed_server_keeps_plans_queued_jobs_and_results(tmp_path):
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
 
-    with _server(tmp_path, port, run_worker=False) as (client, _, _):
+    with _server(tmp_path, port, run_worker=False, cookies=browser) as (client, _, _):
         again = client.get(f"/api/v1/profile/{job}").json()
         assert again["status"] == "done" and again["result"] == done["result"]
         reported = client.get("/api/v1/reports", params={"source": "job"}).json()
