@@ -33,6 +33,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "request body too large"},
     422: {"description": "invalid input, located by field"},
 }
+# Operations that take an optional admin token: without one the public answer, with a wrong one 401.
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "a token was sent and it is neither the admin token nor the API token"},
+}
 JOB_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     401: {"model": ErrorOut, "description": "the service sets an API token and the request lacks it"},

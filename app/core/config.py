@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     job_niceness: int = Field(10, ge=0, le=19)
     # Access to profiling jobs (estimates are public): see app/core/security.py and app/checkpoints.py.
     api_token: SecretStr | None = None  # when set, creating a job needs `Authorization: Bearer <token>`
+    # With `Authorization: Bearer <admin token>`: every job (not only the caller's), and the details
+    # public documents leave out (worker hosts and process ids, checkpoint paths, the platform).
+    admin_token: SecretStr | None = None
     job_rate_per_minute: float = Field(10.0, ge=0)  # jobs one client may create a minute; 0: no limit
     job_rate_burst: int = Field(5, ge=1)  # jobs one client may create at once
     # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips: comma-separated
@@ -79,7 +82,7 @@ class Settings(BaseSettings):
     job_busy_retry_s: float = Field(30.0, gt=0)  # a duplicate delivery looks again after this long
     workers_inspect_timeout_s: float = Field(1.0, gt=0)  # GET /api/v1/workers waits this long for replies
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "admin_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         """``TUNEFIT_API_TOKEN=`` (empty) means no token, not a token nobody can send."""

@@ -77,6 +77,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # The browser that created it (its client id cookie): job lists show a caller its own jobs.
+    owner: Mapped[str | None] = mapped_column(String(CLIENT_ID_LENGTH), index=True, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -270,7 +272,8 @@ class Database:
 
     # ---- jobs -----------------------------------------------------------------------------------
     @retried_when_locked
-    def create_job(self, request_json: str, label: str, steps: int, max_queued: int | None = None) -> Job | None:
+    def create_job(self, request_json: str, label: str, steps: int, max_queued: int | None = None,
+                   owner: str | None = None) -> Job | None:
         """Queue a job; with ``max_queued``, only while fewer jobs wait (None when the queue is full).
 
         The count and the insert are one write transaction that writers take in turn (SQLite:
@@ -284,7 +287,7 @@ class Database:
                 waiting = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
                 if waiting >= max_queued:
                     return None
-            job = Job(request_json=request_json, label=label[:200], steps=steps, status="queued")
+            job = Job(request_json=request_json, label=label[:200], steps=steps, status="queued", owner=owner)
             session.add(job)
         return job
 
@@ -294,9 +297,15 @@ class Database:
             return session.get(Job, job_id)
 
     @retried_when_locked
-    def list_jobs(self, limit: int) -> list[Job]:
+    def list_jobs(self, limit: int, owner: str | None = None, everyone: bool = True) -> list[Job]:
+        """The latest jobs, newest first: everyone's, or (``everyone`` False) ``owner``'s only."""
+        query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+        if not everyone:
+            if owner is None:  # a caller with no id owns nothing (and ownerless jobs are nobody's)
+                return []
+            query = query.where(Job.owner == owner)
         with Session(self.engine) as session:
-            return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+            return list(session.scalars(query))
 
     @retried_when_locked
     def claim_next(self, worker: str) -> Job | None:

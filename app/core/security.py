@@ -55,6 +55,13 @@ def check_token(expected: SecretStr | None, presented: str | None) -> None:
         raise Unauthorized("the API token is not valid")
 
 
+def is_admin(expected: SecretStr | None, presented: str | None) -> bool:
+    """Whether ``presented`` is the configured admin token (never, when none is configured)."""
+    if expected is None or presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+
+
 class RateLimited(HTTPException):
     def __init__(self, retry_after_s: float, per_minute: float):
         super().__init__(429, f"too many profiling jobs from this client (limit {per_minute:g} a minute); "

@@ -86,7 +86,7 @@ def check_fits(peak_bytes: int, body: ProfileIn, settings: Settings) -> None:
 
 
 def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
-               settings: Settings | None = None) -> Job:
+               settings: Settings | None = None, owner: str | None = None) -> Job:
     """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here.
 
     A local checkpoint is read only under the configured directories (none without ``settings``).
@@ -103,7 +103,7 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
     if settings is not None:
         check_fits(estimated.peak_bytes, body, settings)
     max_queued = settings.max_queued_jobs if settings is not None else None
-    job = db.create_job(body.model_dump_json(), job_label(body), body.steps, max_queued)
+    job = db.create_job(body.model_dump_json(), job_label(body), body.steps, max_queued, owner)
     if job is None:
         raise QueueFull(f"{max_queued} profiling jobs are waiting already (TUNEFIT_MAX_QUEUED_JOBS); try again later")
     if dispatch is not None:
@@ -120,13 +120,44 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def job_document(job: Job, with_result: bool = True) -> dict[str, Any]:
-    """The API's view of a job."""
+LISTED_JOBS = 50  # the latest jobs a job list shows
+
+# What a public job document leaves out: the measuring machine's platform (its kernel) from a result.
+PRIVATE_ENVIRONMENT = ("platform",)
+
+
+def job_document(job: Job, with_result: bool = True, private: bool = True) -> dict[str, Any]:
+    """The API's view of a job. ``private`` (everyone but the admin): no server paths, hostnames or
+    process ids: a local checkpoint by its directory's name, no worker (``host:pid:thread``), no
+    platform in the result's environment."""
+    request = json.loads(job.request_json)
+    result = job.result if with_result else None
+    if private:
+        request, result = _public_request(request), _public_result(result)
     return {
         "id": job.id, "status": job.status, "label": job.label, "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at), "attempts": job.attempts,
-        "worker": job.worker,
-        "progress": job.progress, "request": json.loads(job.request_json),
-        "result": job.result if with_result else None,
+        "worker": None if private else job.worker,
+        "progress": job.progress, "request": request, "result": result,
         "error": job.error, "url": f"/api/v1/profile/{job.id}",
     }
+
+
+def public_worker(worker: dict[str, Any], index: int) -> dict[str, Any]:
+    """A worker as everyone but the admin sees it: its kind, device and job, no name (it holds the
+    host and process id), host or library versions."""
+    return {**worker, "name": f"{worker['executor']} worker {index + 1}", "host": None, "versions": {}}
+
+
+def _public_request(request: dict[str, Any]) -> dict[str, Any]:
+    model = request.get("model")
+    if isinstance(model, dict) and isinstance(model.get("checkpoint"), str):
+        return {**request, "model": {"checkpoint": Path(model["checkpoint"]).name}}
+    return request
+
+
+def _public_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    environment = result.get("environment") if result else None
+    if result is None or not isinstance(environment, dict):
+        return result
+    return {**result, "environment": {k: v for k, v in environment.items() if k not in PRIVATE_ENVIRONMENT}}

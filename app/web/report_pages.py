@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunefit.app.jobs.service import PRIVATE_ENVIRONMENT
 from tunefit.app.reports.data import (
     FILTERS,
     Row,
@@ -79,7 +80,8 @@ def measurement_context(measurement_id: int, result: dict[str, Any], row: Row | 
                       "after": f"{t['allocated_bytes']:,}"} for t in [measured["load"], *measured["timeline"]]],
         "breakdown": breakdown, "measured_peak": f"{measured['peak_allocated_bytes']:,}",
         "predicted_peak": f"{est.peak_allocated_bytes:,}",
-        "environment": [(k, v) for k, v in result["environment"].items() if v is not None],
+        "environment": [(k, v) for k, v in result["environment"].items()
+                        if v is not None and k not in PRIVATE_ENVIRONMENT],
         "counter": measured["counter"], "request": result["request"],
         "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,
     }

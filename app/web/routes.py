@@ -10,8 +10,9 @@ from starlette.datastructures import QueryParams
 
 from tunefit.app.core.clients import client_id, remember
 from tunefit.app.core.ids import JobId, MeasurementId
-from tunefit.app.core.security import RateLimited, client_address, guard_job_creation
+from tunefit.app.core.security import RateLimited, bearer_token, client_address, guard_job_creation, is_admin
 from tunefit.app.jobs import service as jobs
+from tunefit.app.jobs.service import LISTED_JOBS
 from tunefit.app.reports.data import plan_evidence, row_of, skipped_measurements
 from tunefit.app.reports.data import rows as report_rows
 from tunefit.app.reports.documents import filters_from, report_csv, report_document
@@ -62,11 +63,16 @@ async def create_job(request: Request) -> RedirectResponse:
     try:
         body = profile_from_plan(form.get("plan", ""), form.get("steps", "3"), simulated=form.get("device") == "meta")
         state = request.app.state
+        client, new_client = client_id(request)
         # off the event loop: handing the job to a Celery broker may wait on the network
-        job = await run_in_threadpool(jobs.create_job, state.db, body, state.executor.dispatch, state.settings)
+        job = await run_in_threadpool(jobs.create_job, state.db, body, state.executor.dispatch, state.settings,
+                                      client)
     except EstimateError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+    response = RedirectResponse(f"/jobs/{job.id}", status_code=303)
+    if new_client:
+        remember(response, client)
+    return response
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -75,13 +81,16 @@ def job_page(job_id: JobId, request: Request) -> HTMLResponse:
     job = request.app.state.db.get_job(job_id)
     if job is None:
         raise HTTPException(404, f"no profiling job {job_id!r}")
-    context = job_context(jobs.job_document(job))
+    admin = is_admin(request.app.state.settings.admin_token, bearer_token(request.headers.get("authorization")))
+    context = job_context(jobs.job_document(job, private=not admin))
     return request.app.state.templates.TemplateResponse(request, "job.html", context)
 
 
 @router.get("/jobs", response_class=HTMLResponse)
 def job_list(request: Request) -> HTMLResponse:
-    rows = [jobs.job_document(j, with_result=False) for j in request.app.state.db.list_jobs(50)]
+    client, new_client = client_id(request)  # this browser's jobs
+    own = request.app.state.db.list_jobs(LISTED_JOBS, owner=None if new_client else client, everyone=False)
+    rows = [jobs.job_document(j, with_result=False) for j in own]
     return request.app.state.templates.TemplateResponse(request, "jobs.html", jobs_context(rows))
 
 

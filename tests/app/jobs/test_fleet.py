@@ -29,6 +29,7 @@ from tunefit.app.main import create_app
 
 TINY = {"model": {"config": TINY_CONFIGS["llama-gqa"]}, "method": "lora", "device": "cpu", "dtype": "fp32",
         "seq_len": 16, "lora": {"r": 4}, "steps": 2}
+ADMIN = "the operator's token"
 VISIBILITY_S = 25  # longer than one tiny job here (10-15 s, most of it importing torch in the child)
 HEARTBEAT_S = 4
 DEADLINE_S = 150
@@ -68,7 +69,7 @@ def fleet(redis_url, tmp_path_factory):
            "TUNEFIT_CELERY_RESTORE_INTERVAL_S": "1", "TUNEFIT_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_S),
            "TUNEFIT_JOB_BUSY_RETRY_S": "2", "TUNEFIT_JOB_TIMEOUT_S": "120", "TUNEFIT_RUN_WORKER": "false"}
     settings = Settings(executor="celery", broker_url=redis_url, data_dir=data, run_worker=False, job_rate_per_minute=0,
-                        celery_visibility_timeout_s=VISIBILITY_S, workers_inspect_timeout_s=1.0)
+                        celery_visibility_timeout_s=VISIBILITY_S, workers_inspect_timeout_s=1.0, admin_token=ADMIN)
     workers = {}
     logs = []
     for i in range(2):
@@ -78,7 +79,8 @@ def fleet(redis_url, tmp_path_factory):
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         workers[proc.pid] = proc
     try:
-        with TestClient(create_app(settings)) as client:
+        # the operator's view: worker names (host, process id) and versions need the admin token
+        with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN}"}) as client:
             wait_for(lambda: len(client.get("/api/v1/workers").json()) == 2, "both workers to answer", timeout_s=60,
                      poll_s=1)
             yield client, settings, workers
@@ -225,6 +227,7 @@ def test_an_unreachable_broker_fails_the_job_with_503(tmp_path):
     settings = Settings(executor="celery", broker_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=tmp_path,
                         run_worker=False)
     with TestClient(create_app(settings)) as client:
+        client.get("/")  # a browser has its client id (cookie) before it submits: its job list shows the job
         r = client.post("/api/v1/profile", json=TINY)
         assert r.status_code == 503 and "job queue" in r.json()["detail"]
         jobs = client.get("/api/v1/profile").json()
