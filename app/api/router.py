@@ -1,5 +1,5 @@
-"""``/api/v1``: the capability routers, each mounted under the prefix by ``main.include_api``
-(one level of routers, not a router of routers: each level costs every request a scan)."""
+"""``/api/v1``: the capability routers, each mounted under the prefix by ``main.create_app`` (one
+level of routers, not a router of routers: each level costs every request a scan)."""
 
 from __future__ import annotations
 

@@ -51,15 +51,26 @@ def check_token(expected: SecretStr | None, presented: str | None) -> None:
         return
     if presented is None:
         raise Unauthorized("creating profiling jobs needs an API token: send 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+    if not _matches(expected, presented):
         raise Unauthorized("the API token is not valid")
 
 
-def is_admin(expected: SecretStr | None, presented: str | None) -> bool:
-    """Whether ``presented`` is the configured admin token (never, when none is configured)."""
-    if expected is None or presented is None:
+def reads_as_admin(admin_token: SecretStr | None, api_token: SecretStr | None, presented: str | None) -> bool:
+    """Whether a read sees everything (every job, hosts, paths): with the admin token. No token, or
+    the API token (it creates jobs, it sees no more), is a public reader; any other token is refused
+    (:class:`Unauthorized`), not silently taken as none."""
+    if presented is None:
         return False
-    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+    if _matches(admin_token, presented):
+        return True
+    if _matches(api_token, presented):
+        return False
+    raise Unauthorized("the token is neither the admin token nor the API token")
+
+
+def _matches(expected: SecretStr | None, presented: str) -> bool:
+    """Whether ``presented`` is the configured token (never when none is configured)."""
+    return expected is not None and hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
 
 
 class RateLimited(HTTPException):

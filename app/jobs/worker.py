@@ -12,6 +12,7 @@ from typing import Any
 from tunefit.app.core.config import Settings
 from tunefit.app.core.db import Database, Job
 from tunefit.app.jobs.runner import run_job
+from tunefit.app.jobs.service import LISTED_JOBS
 
 log = logging.getLogger("tunefit.worker")
 
@@ -77,7 +78,7 @@ def local_workers(db: Database, worker: Worker | None) -> list[dict[str, Any]]:
     """The in-process worker, if it runs, in the shape of ``GET /api/v1/workers``."""
     if worker is None:
         return []
-    running = next((j for j in db.list_jobs(50) if j.status == "running" and j.worker == worker.name), None)
+    running = next((j for j in db.list_jobs(LISTED_JOBS) if j.status == "running" and j.worker == worker.name), None)
     from tunefit.profiler.device import versions
 
     current = {"id": running.id, "label": running.label, "attempt": running.attempts} if running else None

@@ -10,7 +10,13 @@ from starlette.datastructures import QueryParams
 
 from tunefit.app.core.clients import client_id, remember
 from tunefit.app.core.ids import JobId, MeasurementId
-from tunefit.app.core.security import RateLimited, bearer_token, client_address, guard_job_creation, is_admin
+from tunefit.app.core.security import (
+    RateLimited,
+    bearer_token,
+    client_address,
+    guard_job_creation,
+    reads_as_admin,
+)
 from tunefit.app.jobs import service as jobs
 from tunefit.app.jobs.service import LISTED_JOBS
 from tunefit.app.reports.data import plan_evidence, row_of, skipped_measurements
@@ -81,7 +87,8 @@ def job_page(job_id: JobId, request: Request) -> HTMLResponse:
     job = request.app.state.db.get_job(job_id)
     if job is None:
         raise HTTPException(404, f"no profiling job {job_id!r}")
-    admin = is_admin(request.app.state.settings.admin_token, bearer_token(request.headers.get("authorization")))
+    settings = request.app.state.settings
+    admin = reads_as_admin(settings.admin_token, settings.api_token, bearer_token(request.headers.get("authorization")))
     context = job_context(jobs.job_document(job, private=not admin))
     return request.app.state.templates.TemplateResponse(request, "job.html", context)
 
