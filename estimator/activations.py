@@ -24,10 +24,10 @@ recomputes one layer at a time in backward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .adapters import param_wrapper_tensors
-from .arch import ArchSpec, LinearSpec, ParamTarget
+from .arch import ArchSpec, LinearSpec, NormSpec, ParamTarget
 from .units import FP32_BYTES
 
 LORA_BYTES = FP32_BYTES  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
@@ -64,6 +64,9 @@ class ActivationSetting:
     # bitsandbytes 4-bit: a quantized Linear dequantizes its whole weight to the compute dtype for
     # each matmul (forward and backward); the largest such transient, in bytes (0 unquantized).
     dequant_bytes: float = 0.0
+    # The attention window of the layer in question (0: full causal attention); per layer where
+    # the model mixes sliding and full layers (``ArchSpec.layer_windows``).
+    window: int = 0
 
     @property
     def tokens(self) -> int:
@@ -71,12 +74,35 @@ class ActivationSetting:
 
 
 def norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Bytes one norm keeps for backward."""
+    """Bytes one norm of the residual stream keeps for backward."""
     t, h, a = st.tokens, arch.hidden_size, st.stream_bytes
-    if arch.layer_norms[0].kind == "layernorm":
+    norm = arch.layer_norms[0]
+    if norm.kind == "layernorm":
         return t * h * a + 2 * t * FP32_BYTES
-    weight_grad = t * h * a if st.full else 0
-    return t * h * FP32_BYTES + t * FP32_BYTES + weight_grad
+    return rms_norm_saved(norm, t, h, st)
+
+
+def rms_norm_saved(norm: NormSpec, rows: int, width: int, st: ActivationSetting) -> float:
+    """Bytes an RMSNorm over ``rows`` vectors of ``width`` keeps: its fp32 input (``pow`` and the
+    multiply by ``rsqrt`` share it), the fp32 ``rsqrt`` per row and, if its weight trains, the
+    normalized tensor the weight multiplies: in the stream's dtype (Llama casts first), in fp32
+    where the family scales before casting (Gemma's ``1 + w``, OLMo 2's ``w * x``)."""
+    if not st.full:
+        return rows * width * FP32_BYTES + rows * FP32_BYTES
+    # a trained Gemma weight: the fp32 ``1 + w`` the multiply keeps too
+    weight_grad = rows * width * FP32_BYTES + width * FP32_BYTES if norm.fp32_scale else rows * width * st.stream_bytes
+    return rows * width * FP32_BYTES + rows * FP32_BYTES + weight_grad
+
+
+def qk_norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Bytes ``q_norm`` and ``k_norm`` keep: RMSNorms over every head's vector (``t·heads`` rows of
+    ``head_dim``: Qwen3, Gemma 3) or over each token's whole projection (OLMo 2)."""
+    heads = (arch.num_attention_heads, arch.num_key_value_heads)
+    total = 0.0
+    for norm, n in zip(arch.qk_norms, heads, strict=False):
+        rows = st.tokens * (n if arch.qk_norm_per_head else 1)
+        total += rms_norm_saved(norm, rows, norm.size, st)
+    return total
 
 
 def _input_widths(arch: ArchSpec) -> dict[str, int]:
@@ -154,8 +180,19 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def sdpa_masked(arch: ArchSpec, st: ActivationSetting) -> bool:
-    """Whether transformers hands sdpa a materialized mask (a sliding window the sequence reaches)."""
-    return st.attn == "sdpa" and 0 < arch.sliding_window <= st.seq
+    """Whether transformers hands sdpa a materialized mask (the layer's sliding window, which the
+    sequence reaches)."""
+    return st.attn == "sdpa" and 0 < st.window <= st.seq
+
+
+def layer_kinds(arch: ArchSpec, st: ActivationSetting) -> tuple[tuple[ActivationSetting, int], ...]:
+    """(the setting of one kind of layer, how many layers of that kind): layers differ by window."""
+    return tuple((replace(st, window=w), n) for w, n in arch.window_counts)
+
+
+def bottom_layer(arch: ArchSpec, st: ActivationSetting) -> ActivationSetting:
+    """The setting of the first decoder layer (the last one backward reaches)."""
+    return replace(st, window=arch.layer_windows[0] if arch.num_hidden_layers else 0)
 
 
 def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -203,7 +240,7 @@ def _sdpa_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes the MLP keeps between its Linears (activation input/output, gated product)."""
-    t, i, a = st.tokens, arch.intermediate_size, st.stream_bytes
+    t, i, a = st.tokens, arch.expert_width, st.stream_bytes
     act_saved = COMPOSITE_ACT_SAVED.get(arch.hidden_act, 1)
     if arch.gated_mlp:
         per_token = (act_saved + 2) * i * a  # act input (+ pieces), act output, up output
@@ -257,6 +294,7 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return (
         norms
         + linear_inputs_saved(arch, st, arch.layer_linears)
+        + qk_norm_saved(arch, st)
         + attention_saved(arch, st)
         + mlp_saved(arch, st)
         + expert_inputs_saved(arch, st)
@@ -278,12 +316,11 @@ def checkpoint_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return st.tokens * arch.hidden_size * st.stream_bytes
 
 
-def layers_saved(arch: ArchSpec, st: ActivationSetting, one_layer: float | None = None) -> float:
-    """Bytes all decoder layers keep at the end of the forward pass (``one_layer``: the
-    :func:`layer_saved` figure, when the caller has it already)."""
+def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Bytes all decoder layers keep at the end of the forward pass, kind by kind of layer."""
     if st.gradient_checkpointing:
         return arch.num_hidden_layers * checkpoint_saved(arch, st)
-    return arch.num_hidden_layers * (layer_saved(arch, st) if one_layer is None else one_layer)
+    return sum(n * layer_saved(arch, kind) for kind, n in layer_kinds(arch, st))
 
 
 def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -370,10 +407,12 @@ def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> floa
 
 def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """Transient gradients inside one layer's backward: the MLP intermediate grads dominate."""
-    t, i, a = st.tokens, arch.intermediate_size, st.stream_bytes
+    t, i, a = st.tokens, arch.expert_width, st.stream_bytes
     routed = max(arch.num_experts_per_tok, 1)
     wrapped_grad = max((p.weight_params * a for p in _wrapped(arch, st)), default=0.0)  # dL/dW' of one
-    return t * (2 * routed * i + 2 * arch.hidden_size) * a + wrapped_grad
+    # Granite: the gradient of ``output * residual_multiplier``, a copy next to the incoming one
+    scaled = 1 if arch.residual_scaled else 0
+    return t * (2 * routed * i + (2 + scaled) * arch.hidden_size) * a + wrapped_grad
 
 
 def _fused_qkv(arch: ArchSpec) -> LinearSpec | None:
@@ -401,7 +440,7 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """No-grad prefill transient inside the MLP, in ``t·i`` tensors: gated, the activation output,
     the up projection and their product; plain, the projection and the activation's outputs
     (a composite activation keeps several partial results alive at once)."""
-    t, a, i = st.tokens, st.stream_bytes, arch.intermediate_size
+    t, a, i = st.tokens, st.stream_bytes, arch.expert_width
     if arch.num_local_experts:
         # transformers' grouped_mm experts: the t·k routed rows gathered (h wide), the fused
         # gate_up output (2i, alive while its halves are used), the activation and the product
@@ -439,7 +478,9 @@ def inference_head_stream(arch: ArchSpec, st: ActivationSetting) -> float:
 def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> float:
     """``t·h`` tensors alive inside a layer of a no-grad forward: the embedding output (the model
     keeps ``inputs_embeds`` to the end), the layer's input (the model's loop variable), the
-    normalized input and, in the MLP, the residual after attention; plus RoPE's cos and sin."""
+    normalized input and, in the MLP, the residual after attention; plus RoPE's cos and sin, one
+    pair per rotary table (Gemma 3: sliding and full layers rotate with different bases)."""
     t, a = st.tokens, st.stream_bytes
-    stream = (4 if in_mlp else 3) * t * arch.hidden_size * a
-    return stream + 2 * t * arch.rotary_dim * a
+    # a post-norm layer (OLMo 2) reads its input itself: no normalized copy beside it
+    stream = ((4 if in_mlp else 3) - (1 if arch.post_norm else 0)) * t * arch.hidden_size * a
+    return stream + arch.rotary_tables * 2 * t * arch.rotary_dim * a

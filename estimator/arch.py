@@ -98,6 +98,9 @@ class NormSpec:
     size: int
     bias: bool = False
     affine: bool = True  # LayerNorm's elementwise_affine: False keeps neither weight nor bias
+    # Gemma's RMSNorm scales by ``1 + weight`` in fp32 and casts after (``(x * w).to(dtype)``);
+    # Llama's casts first and scales in the stream's dtype (``w * x.to(dtype)``).
+    fp32_scale: bool = False
 
     def tensors(self) -> tuple[ParamTensor, ...]:
         """``weight (size,)`` and ``bias (size,)`` as the norm has them."""
@@ -157,6 +160,9 @@ class ArchSpec:
     position_embeddings: int = 0  # rows of a learned position table (GPT-2, OPT)
     num_local_experts: int = 0
     num_experts_per_tok: int = 0
+    # Width of each routed expert's MLP where it is not ``intermediate_size`` (Qwen3 MoE's
+    # ``moe_intermediate_size``); 0: ``intermediate_size`` (Mixtral).
+    moe_intermediate_size: int = 0
     # Non-Linear parameters per layer that peft can still adapt (ParamWrapper): MoE experts, router.
     layer_param_targets: tuple[ParamTarget, ...] = ()
     parallel_residual: bool = False
@@ -165,6 +171,7 @@ class ArchSpec:
     # in fp32, ``ceil(rotary_dim / 2)`` entries each; Gemma keeps ``embed_scale``, a scalar in the
     # model dtype.
     rotary_dim: int = 0
+    rotary_tables: int = 1  # rotary tables kept (Gemma 3: one per layer type, each its own base)
     embed_scale_buffer: bool = False
     # Whether transformers offers torch's scaled_dot_product_attention for this family (Gemma 2's
     # logit soft-capping needs eager or flash attention in transformers 5).
@@ -190,6 +197,23 @@ class ArchSpec:
     softmax_fp32: bool = True
     # Dropout on the attention and MLP outputs (GPT-2's resid_pdrop defaults to 0.1).
     hidden_dropout: float = 0.0
+    # q/k normalization inside attention (``q_norm``, ``k_norm``): RMSNorm over each head's vector
+    # (Qwen3, Gemma 3: ``RMSNorm(head_dim)``, ``qk_norm_per_head``) or over the whole projection
+    # (OLMo 2: ``RMSNorm(num_heads * head_dim)``). Empty: none.
+    qk_norms: tuple[NormSpec, ...] = ()
+    qk_norm_per_head: bool = False
+    # config.json's ``layer_types``, one per layer: "full_attention" or "sliding_attention" (the
+    # layer attends within ``sliding_window``). Empty: every layer alike, sliding when
+    # ``sliding_window`` is set (Mistral, Phi-3).
+    layer_types: tuple[str, ...] = ()
+    # OLMo 2: the layer norms the attention and MLP outputs (``post_attention_layernorm``,
+    # ``post_feedforward_layernorm``) and reads its input unnormalized.
+    post_norm: bool = False
+    # Granite: the attention and MLP outputs are scaled (``residual_multiplier``) before each add.
+    residual_scaled: bool = False
+    # config.json's ``no_rope_layers`` (SmolLM3): 1 where the layer applies RoPE, 0 where it does
+    # not (NoPE). Empty: every layer applies RoPE when ``rotary_dim`` is set.
+    no_rope_layers: tuple[int, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -208,6 +232,32 @@ class ArchSpec:
     @property
     def kv_dim(self) -> int:
         return self.num_key_value_heads * self.head_dim
+
+    @cached_property
+    def layer_windows(self) -> tuple[int, ...]:
+        """Each layer's attention window in tokens (0: full causal attention)."""
+        if not self.layer_types:
+            return (self.sliding_window,) * self.num_hidden_layers
+        return tuple(self.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
+
+    @cached_property
+    def window_counts(self) -> tuple[tuple[int, int], ...]:
+        """(window, how many layers have it), in order of first appearance."""
+        counts: dict[int, int] = {}
+        for w in self.layer_windows:
+            counts[w] = counts.get(w, 0) + 1
+        return tuple(counts.items())
+
+    def layer_has_rope(self, index: int) -> bool:
+        """Whether decoder layer ``index`` rotates q and k (``no_rope_layers``, else ``rotary_dim``)."""
+        if self.no_rope_layers:
+            return bool(self.no_rope_layers[index]) and self.rotary_dim > 0
+        return self.rotary_dim > 0
+
+    @property
+    def expert_width(self) -> int:
+        """Intermediate width of one routed expert (MoE), else of the MLP."""
+        return self.moe_intermediate_size or self.intermediate_size
 
     @property
     def embedding_dim(self) -> int:
@@ -240,7 +290,7 @@ class ArchSpec:
     @cached_property  # frozen: listed once, read by every estimate
     def _layer_param_tensors(self) -> tuple[ParamTensor, ...]:
         linears = [t for m in self.layer_linears for t in m.tensors()]
-        norms = [t for n in self.layer_norms for t in n.tensors()]
+        norms = [t for n in (*self.layer_norms, *self.qk_norms) for t in n.tensors()]
         return (*linears, *(p.tensor() for p in self.layer_param_targets), *norms)
 
     @cached_property
@@ -282,7 +332,7 @@ class ArchSpec:
 
     def buffer_bytes(self, dtype_bits: int) -> float:
         """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
-        inv_freq = 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
+        inv_freq = self.rotary_tables * 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
         return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0)
 
     # ---- what peft can target -------------------------------------------------------
@@ -323,6 +373,16 @@ class _Config:
 
     def __init__(self, raw: Mapping[str, Any]):
         self.raw = raw
+
+    def choices(self, key: str, allowed: tuple[Any, ...], length: int) -> tuple[Any, ...] | None:
+        """A list of ``length`` values each one of ``allowed`` (``layer_types``), or None when absent."""
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != length or any(
+                isinstance(v, bool) or v not in allowed for v in value):
+            raise EstimateError(f"config.{key}", f"must list one of {list(allowed)} for each of the {length} layers")
+        return tuple(value)
 
     def int(self, key: str, default: int | None = None, *, minimum: int = 1, maximum: int = MAX_DIM) -> int:
         value = self.raw.get(key)
@@ -380,17 +440,18 @@ def _rotary_dim(c: _Config, head_dim: int, default_factor: float = 1.0) -> int:
     return int(head_dim * (factor or default_factor))
 
 
-def _head_dim(c: _Config, hidden: int, heads: int) -> int:
-    """``head_dim`` from the config when given, else ``hidden_size // num_attention_heads``."""
-    if c.raw.get("head_dim") is not None:
-        return c.int("head_dim")
+def _head_dim(c: _Config, hidden: int, heads: int, default: int | None = None) -> int:
+    """``head_dim`` from the config when given, else the family's default, else
+    ``hidden_size // num_attention_heads``."""
+    if c.raw.get("head_dim") is not None or default is not None:
+        return c.int("head_dim", default)
     if hidden % heads:
         raise EstimateError("config.num_attention_heads", f"must divide hidden_size ({hidden})")
     return hidden // heads
 
 
-def _kv_heads(c: _Config, heads: int) -> int:
-    kv = c.int("num_key_value_heads", heads)
+def _kv_heads(c: _Config, heads: int, default: int | None = None) -> int:
+    kv = c.int("num_key_value_heads", default or heads)
     if heads % kv:
         raise EstimateError("config.num_key_value_heads", f"must divide num_attention_heads ({heads})")
     return kv
@@ -436,7 +497,8 @@ class _Shared:
 
 
 def _read_shared(c: _Config, *, tie_word_embeddings: bool, max_position_embeddings: int, hidden_act: str,
-                 keys: _Keys = HF_KEYS, gqa: bool = True, intermediate_factor: int | None = None) -> _Shared:
+                 keys: _Keys = HF_KEYS, gqa: bool = True, intermediate_factor: int | None = None,
+                 head_dim: int | None = None, num_key_value_heads: int | None = None) -> _Shared:
     """The fields every family has, read under the family's ``keys``; ``tie_word_embeddings``,
     ``max_position_embeddings`` and ``hidden_act`` are its defaults for a config that leaves them out.
 
@@ -445,6 +507,8 @@ def _read_shared(c: _Config, *, tie_word_embeddings: bool, max_position_embeddin
     ``num_key_value_heads`` and ``head_dim``; False: every head has its own k and v, and ``head_dim`` is
     ``hidden_size / num_attention_heads`` (GPT-2, OPT, GPT-NeoX, Falcon). ``intermediate_factor``: the
     MLP is that many times ``hidden_size`` wide when the config leaves it out; None: it is required.
+    ``head_dim``, ``num_key_value_heads``: the family's config-class defaults where they are not
+    ``hidden_size / num_attention_heads`` and ``num_attention_heads`` (Qwen3Config: ``head_dim=128``).
     """
     h = _int_or_alias(c, keys.hidden_size, "hidden_size")
     heads = _int_or_alias(c, keys.num_attention_heads, "num_attention_heads")
@@ -452,8 +516,8 @@ def _read_shared(c: _Config, *, tie_word_embeddings: bool, max_position_embeddin
     return _Shared(
         hidden_size=h,
         num_attention_heads=heads,
-        num_key_value_heads=_kv_heads(c, heads) if gqa else heads,
-        head_dim=_head_dim(c if gqa else _Config({}), h, heads),
+        num_key_value_heads=_kv_heads(c, heads, num_key_value_heads) if gqa else heads,
+        head_dim=_head_dim(c if gqa else _Config({}), h, heads, head_dim),
         intermediate_size=c.int(keys.intermediate_size, inter_default),
         num_hidden_layers=_int_or_alias(c, keys.num_hidden_layers, "num_hidden_layers", maximum=MAX_LAYERS),
         vocab_size=c.int("vocab_size"),
@@ -485,6 +549,40 @@ def _sliding_window(c: _Config, model_type: str) -> int:
     return c.int("sliding_window", maximum=2**27)
 
 
+def _attention_linears(s: _Shared, qkv_bias: bool, o_bias: bool) -> tuple[LinearSpec, ...]:
+    """``q_proj``, ``k_proj``, ``v_proj`` (GQA: ``num_key_value_heads`` wide) and ``o_proj``."""
+    h, d, heads, kv = s.hidden_size, s.head_dim, s.num_attention_heads, s.num_key_value_heads
+    return (
+        LinearSpec("q_proj", h, heads * d, qkv_bias, role="q"),
+        LinearSpec("k_proj", h, kv * d, qkv_bias, role="k"),
+        LinearSpec("v_proj", h, kv * d, qkv_bias, role="v"),
+        LinearSpec("o_proj", heads * d, h, o_bias, role="o"),
+    )
+
+
+def _gated_mlp(h: int, inter: int, bias: bool) -> tuple[LinearSpec, ...]:
+    """``gate_proj``, ``up_proj`` (``h -> i``) and ``down_proj`` (``i -> h``)."""
+    return (
+        LinearSpec("gate_proj", h, inter, bias, role="mlp_in"),
+        LinearSpec("up_proj", h, inter, bias, role="mlp_in"),
+        LinearSpec("down_proj", inter, h, bias, role="mlp_out"),
+    )
+
+
+def _fused_experts(h: int, moe_inter: int, experts: int, names: tuple[tuple[str, ...], tuple[str, ...]]
+                   ) -> tuple[ParamTarget, ...]:
+    """transformers 5's MoE block: a router weight ``(E, h)`` and the experts fused into two 3-D
+    parameters (not ``nn.Linear``), ``gate_up_proj (E, 2i, h)`` and ``down_proj (E, h, i)``.
+    ``names``: the transformers-4 module names peft 0.21 maps onto them
+    (``utils/transformers_weight_conversion.py``, ``_MOE_TARGET_MODULE_MAPPING``)."""
+    gate_up, down = names
+    return (
+        ParamTarget("gate.weight", ("gate",), 1, h, experts, "router"),
+        ParamTarget("gate_up_proj", gate_up, experts, h, 2 * moe_inter, "expert_in"),
+        ParamTarget("down_proj", down, experts, moe_inter, h, "expert_out"),
+    )
+
+
 def _llama_like(c: _Config, model_type: str) -> ArchSpec:
     """llama, mistral, mixtral, qwen2, gemma, gemma2: RMSNorm, RoPE, gated MLP, GQA."""
     gemma = model_type in ("gemma", "gemma2")
@@ -493,49 +591,214 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
     s = _read_shared(c, keys=keys, tie_word_embeddings=gemma, max_position_embeddings=4096,
                      hidden_act=c.str("hidden_act", "silu"))
     h, d, inter = s.hidden_size, s.head_dim, s.intermediate_size
-    heads, kv = s.num_attention_heads, s.num_key_value_heads
     qkv_bias = model_type == "qwen2" or c.bool("attention_bias", False)
     o_bias = c.bool("attention_bias", False) and model_type != "qwen2"
-    mlp_bias = c.bool("mlp_bias", False)
-    attn = (
-        LinearSpec("q_proj", h, heads * d, qkv_bias, role="q"),
-        LinearSpec("k_proj", h, kv * d, qkv_bias, role="k"),
-        LinearSpec("v_proj", h, kv * d, qkv_bias, role="v"),
-        LinearSpec("o_proj", heads * d, h, o_bias, role="o"),
-    )
     n_experts = 0
     param_targets: tuple[ParamTarget, ...] = ()
     if model_type == "mixtral":
-        # transformers 5 fuses the experts into two 3-D parameters (not nn.Linear): gate_up_proj
-        # (E, 2I, H) and down_proj (E, H, I); the router is a bare weight (E, H).
         n_experts = c.int("num_local_experts")
         mlp: tuple[LinearSpec, ...] = ()
-        param_targets = (
-            ParamTarget("gate.weight", ("gate",), 1, h, n_experts, "router"),
-            ParamTarget("gate_up_proj", ("w1", "w3"), n_experts, h, 2 * inter, "expert_in"),
-            ParamTarget("down_proj", ("w2",), n_experts, inter, h, "expert_out"),
-        )
+        param_targets = _fused_experts(h, inter, n_experts, (("w1", "w3"), ("w2",)))
     else:
-        mlp = (
-            LinearSpec("gate_proj", h, inter, mlp_bias, role="mlp_in"),
-            LinearSpec("up_proj", h, inter, mlp_bias, role="mlp_in"),
-            LinearSpec("down_proj", inter, h, mlp_bias, role="mlp_out"),
-        )
+        mlp = _gated_mlp(h, inter, c.bool("mlp_bias", False))
     norms_per_layer = 4 if model_type == "gemma2" else 2
     return s.spec(
         model_type,
         gated_mlp=True,
         attention_dropout=c.probability("attention_dropout", 0.0),
         sliding_window=_sliding_window(c, model_type),
-        layer_linears=attn + mlp,
-        layer_norms=(NormSpec("rmsnorm", h),) * norms_per_layer,
-        final_norm=NormSpec("rmsnorm", h),
+        layer_linears=_attention_linears(s, qkv_bias, o_bias) + mlp,
+        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=gemma),) * norms_per_layer,
+        final_norm=NormSpec("rmsnorm", h, fp32_scale=gemma),
         num_local_experts=n_experts,
         num_experts_per_tok=c.int("num_experts_per_tok", 2) if n_experts else 0,
         layer_param_targets=param_targets,
         rotary_dim=_rotary_dim(c, d),
         embed_scale_buffer=gemma,
         supports_sdpa=model_type != "gemma2",
+    )
+
+
+ATTENTION_TYPES = ("full_attention", "sliding_attention")
+
+
+def _layer_types(c: _Config, layers: int, window: int, slides: Callable[[int], bool]) -> tuple[str, ...]:
+    """Each layer's attention type: config.json's ``layer_types`` where given, else the family's
+    rule ``slides(layer_index)`` (no layer slides without a window)."""
+    given = c.choices("layer_types", ATTENTION_TYPES, layers)
+    if given is not None:
+        return given
+    return tuple(ATTENTION_TYPES[bool(window) and slides(i)] for i in range(layers))
+
+
+def _qk_norms(s: _Shared, per_head: bool, fp32_scale: bool = False) -> tuple[NormSpec, ...]:
+    """``q_norm`` and ``k_norm``: RMSNorm over each head (``head_dim``) or over the projection."""
+    if per_head:
+        return (NormSpec("rmsnorm", s.head_dim, fp32_scale=fp32_scale),) * 2
+    return (NormSpec("rmsnorm", s.num_attention_heads * s.head_dim, fp32_scale=fp32_scale),
+            NormSpec("rmsnorm", s.num_key_value_heads * s.head_dim, fp32_scale=fp32_scale))
+
+
+def _optional_window(c: _Config, enabled: bool, default: int = 0) -> int:
+    """``sliding_window`` when the family uses one: the config's, the config class's ``default``
+    when the key is absent, 0 when it is null."""
+    if not enabled or ("sliding_window" in c.raw and c.raw["sliding_window"] is None):
+        return 0
+    return c.int("sliding_window", default or None, maximum=2**27) if "sliding_window" in c.raw else default
+
+
+def _qwen3(c: _Config, model_type: str) -> ArchSpec:
+    """qwen3 and qwen3_moe (transformers ``modeling_qwen3``/``modeling_qwen3_moe``): Llama's layer with
+    ``q_norm``/``k_norm`` RMSNorm(head_dim) on every head before RoPE, no qkv bias, an explicit
+    ``head_dim`` (Qwen3Config's default 128, not hidden/heads); sliding window only with
+    ``use_sliding_window``, on layers from ``max_window_layers`` on. qwen3_moe: every MLP a sparse
+    block of ``num_experts`` experts ``moe_intermediate_size`` wide, ``num_experts_per_tok`` routed."""
+    moe = model_type == "qwen3_moe"
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=32768, hidden_act="silu",
+                     head_dim=None if moe else 128, num_key_value_heads=None if moe else 32)
+    h, L = s.hidden_size, s.num_hidden_layers
+    window = _optional_window(c, c.bool("use_sliding_window", False))
+    max_window_layers = c.int("max_window_layers", 28, minimum=0, maximum=MAX_LAYERS)
+    bias = c.bool("attention_bias", False)
+    n_experts, moe_inter = 0, 0
+    mlp: tuple[LinearSpec, ...] = _gated_mlp(h, s.intermediate_size, False)
+    param_targets: tuple[ParamTarget, ...] = ()
+    if moe:
+        n_experts, moe_inter = c.int("num_experts", 128), c.int("moe_intermediate_size", 768)
+        _uniform_sparse_layers(c, L)
+        mlp = ()
+        param_targets = _fused_experts(h, moe_inter, n_experts, (("gate_proj", "up_proj"), ("down_proj",)))
+    return s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        sliding_window=window,
+        layer_types=_layer_types(c, L, window, lambda i: i >= max_window_layers),
+        layer_linears=_attention_linears(s, bias, bias) + mlp,
+        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        qk_norms=_qk_norms(s, per_head=True),
+        qk_norm_per_head=True,
+        final_norm=NormSpec("rmsnorm", h),
+        num_local_experts=n_experts,
+        num_experts_per_tok=c.int("num_experts_per_tok", 8) if moe else 0,
+        moe_intermediate_size=moe_inter,
+        layer_param_targets=param_targets,
+        rotary_dim=_rotary_dim(c, s.head_dim),
+    )
+
+
+def _uniform_sparse_layers(c: _Config, layers: int) -> None:
+    """Refuse a qwen3_moe config whose layers are not all sparse (``mlp_only_layers``,
+    ``decoder_sparse_step`` > 1): dense and sparse layers in one model are not modelled yet."""
+    only = c.raw.get("mlp_only_layers") or []
+    step = c.int("decoder_sparse_step", 1)
+    if only or step != 1:
+        raise EstimateError("config.mlp_only_layers" if only else "config.decoder_sparse_step",
+                            "dense MLP layers between the sparse ones are not modelled yet; "
+                            "every public Qwen3 MoE config has all layers sparse")
+
+
+def _olmo2(c: _Config, model_type: str) -> ArchSpec:
+    """olmo2 and olmo3 (transformers ``modeling_olmo2``/``modeling_olmo3``): norms after attention and
+    after the MLP (no input norm), ``q_norm``/``k_norm`` over the whole q and k projections;
+    OLMo 3 adds sliding-window layers (``layer_types``; three of every four slide by default).
+    Its RMSNorm scales in fp32 and casts after (``(w * x).to(dtype)``)."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=2048, hidden_act="silu")
+    h, L = s.hidden_size, s.num_hidden_layers
+    bias = c.bool("attention_bias", False)
+    olmo3 = model_type == "olmo3"
+    window = _optional_window(c, olmo3, default=4096)
+    layer_types = _layer_types(c, L, window, lambda i: (i + 1) % 4 != 0) if olmo3 else ()
+    return s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        sliding_window=window,
+        layer_types=layer_types,
+        rotary_tables=len(set(layer_types)) or 1,
+        layer_linears=_attention_linears(s, bias, bias) + _gated_mlp(h, s.intermediate_size, False),
+        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=True),) * 2,
+        post_norm=True,
+        qk_norms=_qk_norms(s, per_head=False, fp32_scale=True),
+        final_norm=NormSpec("rmsnorm", h, fp32_scale=True),
+        rotary_dim=_rotary_dim(c, s.head_dim),
+    )
+
+
+def _smollm3(c: _Config, model_type: str) -> ArchSpec:
+    """smollm3 (transformers ``modeling_smollm3``): Llama's layer, with RoPE skipped on the layers
+    ``no_rope_layers`` marks 0 (by default every ``no_rope_layer_interval``-th, 4)."""
+    s = _read_shared(c, tie_word_embeddings=True, max_position_embeddings=32768, hidden_act="silu",
+                     num_key_value_heads=4)
+    h, L = s.hidden_size, s.num_hidden_layers
+    interval = c.int("no_rope_layer_interval", 4)
+    rope = c.choices("no_rope_layers", (0, 1), L) or tuple(int((i + 1) % interval != 0) for i in range(L))
+    window = _optional_window(c, c.bool("use_sliding_window", False))
+    return s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        sliding_window=window,
+        layer_types=_layer_types(c, L, window, lambda i: not rope[i]),
+        no_rope_layers=rope,
+        layer_linears=(_attention_linears(s, c.bool("attention_bias", False), c.bool("attention_bias", False))
+                       + _gated_mlp(h, s.intermediate_size, c.bool("mlp_bias", False))),
+        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        final_norm=NormSpec("rmsnorm", h),
+        rotary_dim=_rotary_dim(c, s.head_dim),
+    )
+
+
+def _granite(c: _Config, model_type: str) -> ArchSpec:
+    """granite (transformers ``modeling_granite``): Llama's modules and names; its multipliers
+    (``embedding_multiplier``, ``residual_multiplier``, ``attention_multiplier``, ``logits_scaling``)
+    add no parameter; the residual one makes a gradient copy in each layer's backward."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=2048, hidden_act="silu")
+    bias = c.bool("attention_bias", False)
+    return s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        layer_linears=_attention_linears(s, bias, bias) + _gated_mlp(s.hidden_size, s.intermediate_size,
+                                                                      c.bool("mlp_bias", False)),
+        layer_norms=(NormSpec("rmsnorm", s.hidden_size),) * 2,
+        final_norm=NormSpec("rmsnorm", s.hidden_size),
+        rotary_dim=_rotary_dim(c, s.head_dim),
+        residual_scaled=True,
+    )
+
+
+GEMMA3_KEYS = _Keys(hidden_act="hidden_activation")
+
+
+def _gemma3_text(c: _Config, model_type: str) -> ArchSpec:
+    """gemma3_text (transformers ``modeling_gemma3``): Gemma 2's four norms per layer with
+    ``q_norm``/``k_norm`` per head, all ``(1 + w)`` in fp32; sliding-window layers (``layer_types``,
+    else five of every ``sliding_window_pattern`` = 6) and a rotary table for each layer type; the
+    token embedding scaled by ``sqrt(hidden_size)`` (a buffer); no logit soft-capping by default, so
+    sdpa runs."""
+    s = _read_shared(c, keys=GEMMA3_KEYS, tie_word_embeddings=True, max_position_embeddings=131072,
+                     hidden_act="gelu_pytorch_tanh", head_dim=256, num_key_value_heads=4)
+    h, L = s.hidden_size, s.num_hidden_layers
+    bias = c.bool("attention_bias", False)
+    pattern = c.int("sliding_window_pattern", 6)
+    window = _optional_window(c, True, default=4096)
+    layer_types = _layer_types(c, L, window, lambda i: bool((i + 1) % pattern))
+    return s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        sliding_window=window,
+        layer_types=layer_types,
+        rotary_tables=len(set(layer_types)),
+        layer_linears=_attention_linears(s, bias, bias) + _gated_mlp(h, s.intermediate_size, False),
+        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=True),) * 4,
+        qk_norms=_qk_norms(s, per_head=True, fp32_scale=True),
+        qk_norm_per_head=True,
+        final_norm=NormSpec("rmsnorm", h, fp32_scale=True),
+        rotary_dim=_rotary_dim(c, s.head_dim),
+        embed_scale_buffer=True,
+        supports_sdpa=c.raw.get("attn_logit_softcapping") is None,
     )
 
 
@@ -693,6 +956,13 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "opt": _opt,
     "gpt_neox": _gpt_neox,
     "falcon": _falcon,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3,
+    "olmo2": _olmo2,
+    "olmo3": _olmo2,
+    "smollm3": _smollm3,
+    "granite": _granite,
+    "gemma3_text": _gemma3_text,
 }
 
 

@@ -79,16 +79,24 @@ def gpus() -> dict[str, Gpu]:
 Entry = TypeVar("Entry", CatalogModel, Gpu)
 
 
-def _lookup(kind: str, key: str, table: dict[str, Entry]) -> Entry:
-    item = table.get(key) or table.get(str(key).lower())
+def _lookup(kind: str, key: str, table: dict[str, Entry], aliases: dict[str, Entry] | None = None) -> Entry:
+    folded = str(key).lower()
+    item = table.get(key) or table.get(folded) or (aliases or {}).get(folded)
     if item is None:
-        raise UnknownIdError(kind, key, difflib.get_close_matches(str(key).lower(), list(table), n=3, cutoff=0.5))
+        raise UnknownIdError(kind, key, difflib.get_close_matches(folded, list(table), n=3, cutoff=0.5))
     return item
 
 
+@lru_cache(maxsize=1)
+def _models_by_repo() -> dict[str, CatalogModel]:
+    """Catalog models by their Hugging Face id, case-folded as the Hub resolves it."""
+    return {m.hf_repo.lower(): m for m in models().values()}
+
+
 def get_model(model_id: str) -> CatalogModel:
-    """The catalog model ``model_id``; unknown ids raise with the closest matches."""
-    return _lookup("model", model_id, models())
+    """The catalog model ``model_id``, its short id (``qwen3-8b``) or its Hugging Face id
+    (``Qwen/Qwen3-8B``); unknown ids raise with the closest matches."""
+    return _lookup("model", model_id, models(), _models_by_repo())
 
 
 def get_gpu(gpu_id: str) -> Gpu:

@@ -140,6 +140,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         device=req.device,
         gradient_checkpointing=req.gradient_checkpointing,
         dequant_bytes=_dequant_bytes(arch, req),
+        window=arch.layer_windows[-1] if arch.num_hidden_layers else 0,  # the top layer's
     )
 
 
@@ -163,8 +164,8 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     sum of its two gradients; optimizer step."""
     weights = _weight_terms(w)
     state = 0 if opt.paged else opt.state_bytes
-    one_layer = act.layer_saved(arch, st)
-    layers = act.layers_saved(arch, st, one_layer)
+    one_layer = act.layer_saved(arch, st)  # the top layer (``st`` is its setting)
+    layers = act.layers_saved(arch, st)
     head = act.head_saved(arch, st)
     mlp_half = act.mlp_half_saved(arch, st)
     # (working bytes, saved bytes already consumed): the MLP's backward, attention's, and a 4-bit
@@ -189,7 +190,8 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     # table's lm_head half is there from the start)
     late = act.embedding_grad_bytes(arch, st)
     top_grads = grads - layer_grads * (arch.num_hidden_layers - 1) - late
-    last_layer = one_layer if not st.gradient_checkpointing else one_layer + act.checkpoint_saved(arch, st)
+    bottom = act.layer_saved(arch, act.bottom_layer(arch, st))
+    last_layer = bottom if not st.gradient_checkpointing else bottom + act.checkpoint_saved(arch, st)
     moments = [backward_start]
     for working, consumed in workings:
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,

@@ -83,6 +83,11 @@ TARGETS = [
     ("opt", ("q_proj", "fc1")),
     ("mixtral", ("q_proj", "k_proj", "v_proj", "o_proj")),
     ("gemma2", ("gate_proj", "down_proj")),
+    ("qwen3", ("q_proj", "v_proj")),  # q_norm/k_norm are not Linear: never targets
+    ("olmo2", ("k_proj", "o_proj")),
+    ("gemma3_text", ("q_proj", "gate_proj")),
+    ("smollm3", ("v_proj", "down_proj")),
+    ("granite", ("q_proj", "up_proj")),
 ]
 CASES = [
     pytest.param(name, targets, variant, id=f"{name}-{'+'.join(targets)}-{variant}")
@@ -118,11 +123,18 @@ MOE_CASES = [
     for targets in [("w2",), ("gate", "q_proj"), ("q_proj", "w1", "w3"), ("w1", "w2", "w3", "gate")]
     for variant in ["lora", "rslora", "lora+"]
 ] + [pytest.param("vera", "all-linear", id="mixtral-all-linear-vera")]
+# qwen3_moe: peft 0.21 maps it with qwen2_moe's table ("gate"; "gate_proj" + "up_proj" fused into
+# gate_up_proj at rank 2r; "down_proj", now the stacked parameter of the same name)
+MOE_CASES = [pytest.param("mixtral", *case.values, id=case.id) for case in MOE_CASES] + [
+    pytest.param("qwen3_moe", variant, targets, id=f"qwen3_moe-{_label(targets)}-{variant}")
+    for targets in [("down_proj",), ("gate", "q_proj"), ("gate_proj", "up_proj"), "all-linear"]
+    for variant in ["lora", "rslora"]
+]
 
 
-@pytest.mark.parametrize("variant,targets", MOE_CASES)
-def test_moe_parameter_targets_match_peft(variant, targets):
-    assert _ours("mixtral", variant, 4, targets) == _peft_trainable("mixtral", variant, 4, targets)
+@pytest.mark.parametrize("name,variant,targets", MOE_CASES)
+def test_moe_parameter_targets_match_peft(name, variant, targets):
+    assert _ours(name, variant, 4, targets) == _peft_trainable(name, variant, 4, targets)
 
 
 # ---- 3. invalid input names the field --------------------------------------------------------------
@@ -146,11 +158,14 @@ def test_moe_parameter_targets_match_peft(variant, targets):
     ("mixtral", LoraSpec(r=4, target_modules=("w2",), dropout=0.1), "lora.dropout"),
     # "down_proj" is a parameter in transformers 5, not a module peft's target_modules can match
     ("mixtral", LoraSpec(r=4, target_modules=("down_proj",)), "lora.target_modules"),
+    ("qwen3_moe", LoraSpec(r=4, target_modules=("up_proj",)), "lora.target_modules"),
+    ("qwen3", LoraSpec(r=4, target_modules=("q_norm",)), "lora.target_modules"),
 ], ids=[
     "llama-unknown-c_attn", "gpt2-unknown-q_proj", "llama-unknown-in-string", "llama-empty-targets",
     "r-zero", "r-negative", "vera-r-zero", "llama-r-over-k_proj", "llama-r-over-all-linear",
     "gpt2-r-over-c_attn", "falcon-r-over-qkv", "mixtral-w1-without-w3", "mixtral-dora-on-experts",
-    "mixtral-dropout-on-experts", "mixtral-down_proj-is-a-parameter",
+    "mixtral-dropout-on-experts", "mixtral-down_proj-is-a-parameter", "qwen3_moe-up_proj-without-gate_proj",
+    "qwen3-q_norm-is-no-linear",
 ])
 def test_invalid_lora_raises_naming_the_field(name, lora, field):
     with pytest.raises(EstimateError) as info:
@@ -176,7 +191,8 @@ SHAPE_CASES = [
     pytest.param(name, variant, id=f"{name}-{variant}")
     for name in sorted(TINY_CONFIGS)
     for variant in VARIANTS
-    if not (name == "mixtral" and variant == "dora")  # peft's ParamWrapper refuses DoRA (section 3)
+    # peft's ParamWrapper refuses DoRA on MoE experts (section 3)
+    if not (arch_from_config(TINY_CONFIGS[name]).layer_param_targets and variant == "dora")
 ]
 
 

@@ -16,6 +16,7 @@ from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.arch import arch_from_config
 from tunefit.estimator.quant import BLOCKSIZES, QUANT_TYPES
 from tunefit.estimator.request import ATTN_IMPLEMENTATIONS, DEVICES, MAX_BATCH, MAX_RANK, MAX_SEQ, OPTIMIZERS
+from tunefit.estimator.units import FP32_BYTES
 
 EXAMPLES = 150
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -134,7 +135,10 @@ def _state_bytes(est) -> int:
 
 
 def _adapters_are_small(est) -> bool:
-    return 8 * est.adapter_params <= est.total_params
+    """Trained and frozen adapter tensors (VeRA's shared random projections are r·(d + k) fp32
+    values however few scaling vectors train) at most an eighth of the model's parameters."""
+    stored_params = est.breakdown["adapter_bytes"] / FP32_BYTES
+    return 8 * max(est.adapter_params, stored_params) <= est.total_params
 
 
 def _three_methods(request: EstimateRequest):

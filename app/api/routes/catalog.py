@@ -17,7 +17,8 @@ async def list_models() -> DocumentResponse:
     return DocumentResponse(service.model_list())
 
 
-@router.get("/models/{model_id}", response_model=ModelOut, responses=ERRORS)
+# ``:path``: a Hugging Face id (``Qwen/Qwen3-8B``) names a catalog model as well as its short id
+@router.get("/models/{model_id:path}", response_model=ModelOut, responses=ERRORS)
 async def get_model(model_id: str) -> DocumentResponse:
     return DocumentResponse(service.model_summary(model_id, with_config=True))
 
