@@ -195,13 +195,15 @@ def module_tensors(m: Target, lora: LoraSpec) -> tuple[AdapterTensor, ...]:
 
 
 @lru_cache(maxsize=1024)
-def adapter_tensors(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[AdapterTensor, int], ...]:
-    """(tensor, how many in the model) of every trainable tensor peft adds for ``lora`` on ``arch``."""
+def adapter_tensors(arch: ArchSpec, lora: LoraSpec, text_only: bool = False) -> tuple[tuple[AdapterTensor, int], ...]:
+    """(tensor, how many in the model) of every trainable tensor peft adds for ``lora`` on ``arch``;
+    ``text_only``: without those on a multimodal wrapper's tower and projector."""
     if lora.variant not in VARIANT_TENSORS:
         raise EstimateError("lora.variant", f"must be one of {list(VARIANTS)}, got {lora.variant!r}")
     modules = resolve_targets(arch, lora)
     validate_rank(lora, modules)
-    return tuple((t, count) for m, count in modules for t in module_tensors(m, lora))
+    return tuple((t, count) for m, count in modules for t in module_tensors(m, lora)
+                 if not (text_only and m.role == "tower"))
 
 
 @lru_cache(maxsize=1024)

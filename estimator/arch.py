@@ -211,6 +211,14 @@ class ArchSpec:
     post_norm: bool = False
     # Granite: the attention and MLP outputs are scaled (``residual_multiplier``) before each add.
     residual_scaled: bool = False
+    # A multimodal wrapper's modules outside the text model (Gemma 3's SigLIP tower and projector,
+    # Mistral 3's Pixtral tower and projector): Linears with how many the model holds, the other
+    # parameter tensors, and its buffers' bytes. A batch of text alone never runs them: their
+    # weights (and any adapters on them) are held, but no gradient reaches them, and AdamW keeps
+    # no state for a parameter whose ``.grad`` is None.
+    tower_linears: tuple[tuple[LinearSpec, int], ...] = ()
+    tower_tensors: tuple[ParamTensor, ...] = ()
+    tower_buffer_bytes: int = 0
     # config.json's ``no_rope_layers`` (SmolLM3): 1 where the layer applies RoPE, 0 where it does
     # not (NoPE). Empty: every layer applies RoPE when ``rotary_dim`` is set.
     no_rope_layers: tuple[int, ...] = ()
@@ -303,6 +311,8 @@ class ArchSpec:
         tensors += [t for m in self.model_linears for t in m.tensors()]
         tensors += [replace(t, count=L) for t in self.layer_param_tensors()]
         tensors += self.final_norm.tensors() if self.final_norm else ()
+        tensors += [replace(t, role="tower", count=n) for m, n in self.tower_linears for t in m.tensors()]
+        tensors += self.tower_tensors
         if not self.tie_word_embeddings:
             tensors.append(ParamTensor("lm_head.weight", (self.vocab_size, self.embedding_dim), "lm_head"))
             if self.lm_head_bias:
@@ -333,7 +343,7 @@ class ArchSpec:
     def buffer_bytes(self, dtype_bits: int) -> float:
         """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
         inv_freq = self.rotary_tables * 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
-        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0)
+        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0) + self.tower_buffer_bytes
 
     # ---- what peft can target -------------------------------------------------------
     @property
@@ -342,6 +352,7 @@ class ArchSpec:
         transformers-4 names peft maps onto stacked parameters."""
         names = [m.name for m in self.layer_linears] + [m.name for m in self.model_linears]
         names += [n for p in self.layer_param_targets for n in p.legacy_names]
+        names += [m.name for m, _ in self.tower_linears]
         return tuple(dict.fromkeys(names))
 
     def param_targets_named(self, names: tuple[str, ...]) -> list[tuple[ParamTarget, int]]:
@@ -362,7 +373,8 @@ class ArchSpec:
         """(module, how many in the model) for every Linear whose name is in ``names``."""
         layer = [(m, self.num_hidden_layers) for m in self.layer_linears if m.name in names]
         top = [(m, 1) for m in self.model_linears if m.name in names]
-        return layer + top
+        tower = [(m, n) for m, n in self.tower_linears if m.name in names]  # peft matches a name anywhere
+        return layer + top + tower
 
 
 # ---- config reading -----------------------------------------------------------------
@@ -944,6 +956,128 @@ def _falcon(c: _Config, model_type: str) -> ArchSpec:
     )
 
 
+# ---- multimodal wrappers: a text model, a vision tower and a projector ------------------
+
+
+@dataclass(frozen=True)
+class _Tower:
+    """What a wrapper adds to its text model (:attr:`ArchSpec.tower_linears` and the rest)."""
+
+    linears: tuple[tuple[LinearSpec, int], ...]
+    tensors: tuple[ParamTensor, ...]
+    buffer_bytes: int = 0
+
+    def __add__(self, other: _Tower) -> _Tower:
+        return _Tower(self.linears + other.linears, self.tensors + other.tensors,
+                      self.buffer_bytes + other.buffer_bytes)
+
+
+def _tower_linear(name: str, in_features: int, out_features: int, bias: bool, quantizable: bool = True) -> LinearSpec:
+    return LinearSpec(name, in_features, out_features, bias, quantizable=quantizable, role="tower")
+
+
+def _tower_norms(kind: str, size: int, bias: bool, count: int) -> tuple[ParamTensor, ...]:
+    return tuple(replace(t, role="tower", count=count) for t in NormSpec(kind, size, bias=bias).tensors())
+
+
+def _sub_config(c: _Config, key: str) -> _Config:
+    value = c.raw.get(key)
+    if not isinstance(value, Mapping):
+        raise EstimateError(f"config.{key}", "is required for this model_type (an object)")
+    return _Config(value)
+
+
+def _siglip(v: _Config) -> _Tower:
+    """The SigLIP vision tower (transformers ``modeling_siglip.SiglipVisionTransformer``, with
+    SiglipVisionConfig's defaults): a patch convolution with bias, learned positions (and their
+    int64 ``position_ids`` buffer), ``num_hidden_layers`` layers of LayerNorm, q/k/v/out_proj and
+    fc1/fc2 (biased Linears), a final LayerNorm; with ``vision_use_head``, an attention-pooling head
+    (its ``out_proj`` is torch's NonDynamicallyQuantizableLinear, which bitsandbytes leaves alone)."""
+    h, inter = v.int("hidden_size", 768), v.int("intermediate_size", 3072)
+    layers = v.int("num_hidden_layers", 12, maximum=MAX_LAYERS)
+    patch, channels = v.int("patch_size", 16), v.int("num_channels", 3)
+    positions = (v.int("image_size", 224) // patch) ** 2
+    linears = tuple((_tower_linear(n, h, h, True), layers) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
+    linears += ((_tower_linear("fc1", h, inter, True), layers), (_tower_linear("fc2", inter, h, True), layers))
+    tensors = (ParamTensor("patch_embedding.weight", (h, channels, patch, patch), "tower"),
+               ParamTensor("patch_embedding.bias", (h,), "tower"),
+               ParamTensor("position_embedding.weight", (positions, h), "tower"),
+               *_tower_norms("layernorm", h, True, 2 * layers), *_tower_norms("layernorm", h, True, 1))
+    tower = _Tower(linears, tensors, buffer_bytes=positions * 8)  # position_ids, int64
+    if v.bool("vision_use_head", True):
+        head_linears = ((_tower_linear("out_proj", h, h, True, quantizable=False), 1),
+                        (_tower_linear("fc1", h, inter, True), 1), (_tower_linear("fc2", inter, h, True), 1))
+        head_tensors = (ParamTensor("head.probe", (1, 1, h), "tower"),
+                        ParamTensor("head.attention.in_proj_weight", (3 * h, h), "tower"),
+                        ParamTensor("head.attention.in_proj_bias", (3 * h,), "tower"),
+                        *_tower_norms("layernorm", h, True, 1))
+        tower = tower + _Tower(head_linears, head_tensors)
+    return tower
+
+
+def _pixtral(v: _Config) -> _Tower:
+    """The Pixtral vision tower (transformers ``modeling_pixtral.PixtralTransformer``, with
+    PixtralVisionConfig's defaults): a bias-free patch convolution, RMSNorms, q/k/v/o_proj and a
+    gated gate/up/down_proj MLP without biases, and a 2-D rotary table (``head_dim / 2`` fp32
+    frequencies, kept twice)."""
+    h, inter = v.int("hidden_size", 1024), v.int("intermediate_size", 4096)
+    layers = v.int("num_hidden_layers", 24, maximum=MAX_LAYERS)
+    patch, channels = v.int("patch_size", 16), v.int("num_channels", 3)
+    head_dim = _head_dim(v, h, v.int("num_attention_heads", 16))
+    linears = tuple((_tower_linear(n, h, h, False), layers) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    linears += tuple((m, layers) for m in (_tower_linear("gate_proj", h, inter, False),
+                                           _tower_linear("up_proj", h, inter, False),
+                                           _tower_linear("down_proj", inter, h, False)))
+    tensors = (ParamTensor("patch_conv.weight", (h, channels, patch, patch), "tower"),
+               *_tower_norms("rmsnorm", h, False, 1 + 2 * layers))
+    return _Tower(linears, tensors, buffer_bytes=2 * (head_dim // 2) * FP32_BYTES)
+
+
+GEMMA3_TEXT_DEFAULTS = {"hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+                        "num_attention_heads": 8, "vocab_size": 262208}  # Gemma3TextConfig's
+
+
+def _gemma3(c: _Config, model_type: str) -> ArchSpec:
+    """gemma3 (transformers ``Gemma3ForConditionalGeneration``): a gemma3_text model under
+    ``text_config`` (Gemma3TextConfig's defaults for what it leaves out), a SigLIP tower under
+    ``vision_config`` and a projector: the bare ``mm_input_projection_weight (vision, text)`` and
+    a Gemma RMSNorm. lm_head is tied to the token embedding unless the wrapper says otherwise."""
+    text = _gemma3_text(_Config({**GEMMA3_TEXT_DEFAULTS, **_sub_config(c, "text_config").raw}), "gemma3_text")
+    vision = _sub_config(c, "vision_config")
+    v_h = vision.int("hidden_size", 768)
+    projector = _Tower((), (ParamTensor("mm_input_projection_weight", (v_h, text.hidden_size), "tower"),
+                            *_tower_norms("rmsnorm", v_h, False, 1)))
+    return _wrap(text, model_type, c.bool("tie_word_embeddings", True), _siglip(vision) + projector)
+
+
+def _mistral3(c: _Config, model_type: str) -> ArchSpec:
+    """mistral3 (transformers ``Mistral3ForConditionalGeneration``, Mistral Small 3.x): a mistral
+    text model under ``text_config``, a Pixtral tower and a projector (an RMSNorm, the patch
+    merger's ``merging_layer (vision·m² -> vision)`` for ``spatial_merge_size`` m, ``linear_1``
+    and ``linear_2``). Mistral3Config ties lm_head by default (``tie_word_embeddings``)."""
+    text_raw = _sub_config(c, "text_config").raw
+    text_type = str(text_raw.get("model_type") or "mistral")
+    if text_type not in ("mistral", "llama"):
+        raise EstimateError("config.text_config.model_type", f"{text_type!r} under mistral3 is not modelled yet")
+    text = _llama_like(_Config(text_raw), text_type)
+    vision = _sub_config(c, "vision_config")
+    v_h, merge = vision.int("hidden_size", 1024), c.int("spatial_merge_size", 2)
+    layers = c.raw.get("vision_feature_layer", -1)
+    features = len(layers) if isinstance(layers, list) else 1
+    bias = c.bool("multimodal_projector_bias", False)
+    projector = _Tower(((_tower_linear("merging_layer", v_h * merge * merge, v_h, False), 1),
+                        (_tower_linear("linear_1", v_h * features, text.hidden_size, bias), 1),
+                        (_tower_linear("linear_2", text.hidden_size, text.hidden_size, bias), 1)),
+                       _tower_norms("rmsnorm", v_h, False, 1))
+    return _wrap(text, model_type, c.bool("tie_word_embeddings", True), _pixtral(vision) + projector)
+
+
+def _wrap(text: ArchSpec, model_type: str, tie_word_embeddings: bool, tower: _Tower) -> ArchSpec:
+    """The text model's facts under the wrapper's ``model_type``, with its tower and projector."""
+    return replace(text, model_type=model_type, tie_word_embeddings=tie_word_embeddings,
+                   tower_linears=tower.linears, tower_tensors=tower.tensors, tower_buffer_bytes=tower.buffer_bytes)
+
+
 FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "llama": _llama_like,
     "mistral": _llama_like,
@@ -963,6 +1097,8 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "smollm3": _smollm3,
     "granite": _granite,
     "gemma3_text": _gemma3_text,
+    "gemma3": _gemma3,
+    "mistral3": _mistral3,
 }
 
 

@@ -23,6 +23,7 @@ from .memory import (
     WeightBytes,
     gradient_bytes,
     optimizer_bytes,
+    stepped_tensors,
     trainable_params,
     trainable_tensors,
     weight_bytes,
@@ -248,6 +249,10 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     if arch.num_local_experts:
         notes.append("transformers 5 fuses MoE experts into 3-D parameters: not nn.Linear, so never quantized; "
                      "peft reaches them (and the router) only through ParamWrapper, which keeps a full adapted copy")
+    if arch.tower_linears:
+        notes.append(f"{arch.model_type} is a multimodal wrapper: batches of text only; its vision tower and "
+                     "projector hold their weights (and any adapters on them) but get no gradients or optimizer "
+                     "state (AdamW skips a parameter whose .grad is None)")
     if opt is not None and opt.paged:
         notes.append("paged optimizer states live in CUDA unified memory and may be evicted to host RAM: "
                      "reported as paged_optimizer_bytes, not counted in the peak")
@@ -327,9 +332,10 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     opt, grads, layer_grads = None, 0, 0
     if method != "inference":
         bits = DTYPE_BITS[dtype] if method == "full" else ADAPTER_BITS
-        grads = gradient_bytes(tensors, bits)
+        stepped = stepped_tensors(arch, method, lora)
+        grads = gradient_bytes(stepped, bits)
         layer_grads = _layer_grad_bytes(arch, method, bits, grads)
-        opt = optimizer_bytes(tensors, bits, optimizer, device)
+        opt = optimizer_bytes(stepped, bits, optimizer, device)
     return StepPlan(
         arch=arch,
         weights=weight_bytes(arch, method, dtype, quant, lora, prepare_kbit),

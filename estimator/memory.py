@@ -83,6 +83,18 @@ def trainable_tensors(arch: ArchSpec, method: str, lora: LoraSpec | None) -> Ten
 
 
 @lru_cache(maxsize=1024)
+def stepped_tensors(arch: ArchSpec, method: str, lora: LoraSpec | None) -> Tensors:
+    """The trainable tensors that get a gradient and optimizer state in a step on text: all but a
+    multimodal wrapper's tower and projector (and adapters on them), which text never reaches
+    (their ``.grad`` stays None, which AdamW skips)."""
+    if method == "full":
+        return tuple((t.numel, t.count) for t in arch.param_tensors() if t.role != "tower")
+    if method in ("lora", "qlora") and lora is not None:
+        return tuple((t.numel, count) for t, count in adapter_tensors(arch, lora, text_only=True))
+    return ()
+
+
+@lru_cache(maxsize=1024)
 def trainable_params(tensors: Tensors) -> int:
     return sum(numel * count for numel, count in tensors)
 

@@ -58,10 +58,19 @@ def source_config(model: Any, allow_hub: bool = False) -> tuple[dict[str, Any], 
     return AutoConfig.from_pretrained(model, trust_remote_code=False).to_dict(), None
 
 
+def model_class(config_dict: dict[str, Any]) -> Any:
+    """transformers' auto class that builds ``config_dict``'s model with its LM head:
+    AutoModelForCausalLM, or AutoModelForImageTextToText for a multimodal wrapper the first does
+    not map (mistral3)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = config_dict.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    return AutoModelForCausalLM if causal else AutoModelForImageTextToText
+
+
 def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool = False) -> PreTrainedModel:
     """The base model in ``request.dtype`` on ``device`` (quantized for qlora / a quantized inference)."""
-    from transformers import AutoModelForCausalLM
-
     config_dict, checkpoint = source_config(request.model, allow_hub)
     dtype = TORCH_DTYPES[request.dtype]
     # A checkpoint's own modelling code (``auto_map``) never runs: only transformers' classes.
@@ -71,10 +80,11 @@ def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool =
         if checkpoint is None:
             with tempfile.TemporaryDirectory() as tmp:
                 random_model(config_dict, **kwargs).save_pretrained(tmp)
-                return _load_quantized(tmp, quant, kwargs, device)
-        return _load_quantized(checkpoint, quant, kwargs, device)
+                return _load_quantized(tmp, model_class(config_dict), quant, kwargs, device)
+        return _load_quantized(checkpoint, model_class(config_dict), quant, kwargs, device)
     if checkpoint is not None:
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True, **kwargs)
+        model: PreTrainedModel = model_class(config_dict).from_pretrained(checkpoint, local_files_only=True,
+                                                                          **kwargs)
         # transformers wraps ``to`` with functools.wraps, whose typeshed type does not bind ``self``
         return model.to(device)  # type: ignore[arg-type]
     with device:
@@ -84,9 +94,9 @@ def load_model(request: EstimateRequest, device: torch.device, allow_hub: bool =
 def random_model(config_dict: dict[str, Any], **kwargs: Any) -> PreTrainedModel:
     """transformers' causal LM for ``config_dict`` with random weights, built on the current
     default device (``with device:``)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    model: PreTrainedModel = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config_dict), **kwargs)
+    model: PreTrainedModel = model_class(config_dict).from_config(AutoConfig.for_model(**config_dict), **kwargs)
     return model
 
 
@@ -95,16 +105,17 @@ def vocab_size(model: PreTrainedModel) -> int:
     return int(model.config.get_text_config().vocab_size)
 
 
-def _load_quantized(path: str, quant: QuantSpec, kwargs: dict[str, Any], device: torch.device) -> PreTrainedModel:
+def _load_quantized(path: str, auto_class: Any, quant: QuantSpec, kwargs: dict[str, Any],
+                    device: torch.device) -> PreTrainedModel:
     """The checkpoint at ``path`` quantized as ``quant`` says, computing in the model's dtype."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     if quant.type == "int8":
         bnb = BitsAndBytesConfig(load_in_8bit=True)
     else:
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.type,
                                  bnb_4bit_use_double_quant=quant.double_quant, bnb_4bit_compute_dtype=kwargs["dtype"])
-    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+    model: PreTrainedModel = auto_class.from_pretrained(
         path, quantization_config=bnb, device_map=str(device), local_files_only=True, **kwargs)
     return model
 

@@ -21,6 +21,8 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 transformers.utils.logging.set_verbosity_error()
 
+from tunefit.profiler.build import model_class  # noqa: E402
+
 # Known third-party noise: peft switches fan_in_fan_out on for gpt2's Conv1D, and transformers 5
 # deprecates a name peft still calls.
 pytestmark = [
@@ -36,7 +38,7 @@ def _tiny_model(name: str):
     rest = {k: v for k, v in config.items() if k != "model_type"}
     cfg = transformers.AutoConfig.for_model(config["model_type"], **rest)
     torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(cfg)  # CPU: tiny, and peft needs real tensors
+    return model_class(config).from_config(cfg)  # CPU: tiny, and peft needs real tensors
 
 
 def _peft_config(variant: str, r: int, targets):
@@ -88,6 +90,8 @@ TARGETS = [
     ("gemma3_text", ("q_proj", "gate_proj")),
     ("smollm3", ("v_proj", "down_proj")),
     ("granite", ("q_proj", "up_proj")),
+    ("gemma3", ("q_proj", "v_proj")),  # the SigLIP tower's q_proj, v_proj too: peft matches a name anywhere
+    ("mistral3-untied", ("o_proj", "linear_1")),  # Pixtral's o_proj and the projector's linear_1
 ]
 CASES = [
     pytest.param(name, targets, variant, id=f"{name}-{'+'.join(targets)}-{variant}")
@@ -241,7 +245,7 @@ def _meta_peft_trainable(config: dict, variant: str, r: int, targets) -> int:
     rest = {k: v for k, v in config.items() if k != "model_type"}
     cfg = transformers.AutoConfig.for_model(config["model_type"], **rest)
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg)
+        model = model_class(config).from_config(cfg)
     model = peft.get_peft_model(model, _peft_config(variant, r, targets))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

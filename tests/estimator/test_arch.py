@@ -13,12 +13,14 @@ torch = pytest.importorskip("torch", reason="needs the [profiler] extra")
 transformers = pytest.importorskip("transformers")
 transformers.utils.logging.set_verbosity_error()
 
+from tunefit.profiler.build import model_class  # noqa: E402
+
 
 def _meta_model(config: dict):
     rest = {k: v for k, v in config.items() if k != "model_type"}
     cfg = transformers.AutoConfig.for_model(config["model_type"], **rest)
     with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(cfg)
+        return model_class(config).from_config(cfg)
 
 
 def _real_params(config: dict) -> int:
@@ -63,7 +65,7 @@ def test_tiny_config_buffer_bytes_match_transformers(name):
     rest = {k: v for k, v in config.items() if k != "model_type"}
     cfg = transformers.AutoConfig.for_model(config["model_type"], **rest)
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model = model_class(config).from_config(cfg, dtype=torch.bfloat16)
     real = sum(b.numel() * b.element_size() for b in model.buffers())
     assert arch_from_config(config).buffer_bytes(16) == real
 

@@ -12,6 +12,7 @@ from tunefit.estimator.memory import (
     adam_state_bytes,
     optimizer_bytes,
     quantized_linears,
+    stepped_tensors,
     trainable_params,
     trainable_tensors,
     weight_bytes,
@@ -67,7 +68,23 @@ def test_full_fine_tuning_trains_the_listed_tensors(name):
     assert sum(count for _, count in tensors) == sum(t.count for t in arch.param_tensors())
     q_params, _ = quantized_linears(arch, QuantSpec())
     linears = [(m, arch.num_hidden_layers) for m in arch.layer_linears] + [(m, 1) for m in arch.model_linears]
+    linears += list(arch.tower_linears)  # a multimodal wrapper's vision tower and projector
     assert q_params == sum(m.weight_params * n for m, n in linears if m.quantizable)
+
+
+@pytest.mark.parametrize("name", ["gemma3", "mistral3-untied"])
+def test_text_batches_step_no_tower_parameter(name):
+    """A multimodal wrapper trained on text: every parameter is trainable, but only the text model's
+    get gradients and optimizer state (the tower's ``.grad`` stays None); the same for adapters."""
+    arch = arch_from_config(TINY_CONFIGS[name])
+    tower = sum(t.params for t in arch.param_tensors() if t.role == "tower")
+    assert tower > 0
+    assert trainable_params(stepped_tensors(arch, "full", None)) == arch.total_params - tower
+    lora = LoraSpec(r=4, target_modules="all-linear")
+    adapters = trainable_params(trainable_tensors(arch, "lora", lora))
+    text_adapters = trainable_params(stepped_tensors(arch, "lora", lora))
+    on_tower = sum(4 * (m.in_features + m.out_features) * n for m, n in arch.tower_linears)
+    assert adapters - text_adapters == on_tower
 
 
 def test_adam_state_counts_step_scalars_on_cpu_only():

@@ -67,6 +67,19 @@ TINY_CONFIGS: dict[str, dict] = {
     "gemma3_text": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=160, num_hidden_layers=3,
                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=1000,
                         sliding_window=16, sliding_window_pattern=2),
+    # multimodal wrappers: a text model, a vision tower (with SigLIP's pooling head here) and a projector
+    "gemma3": dict(model_type="gemma3", mm_tokens_per_image=4,
+                   text_config=dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, head_dim=32, vocab_size=1000, sliding_window=16),
+                   vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=28, patch_size=14)),
+    "mistral3-untied": dict(model_type="mistral3", tie_word_embeddings=False,
+                            text_config=dict(model_type="mistral", hidden_size=64, intermediate_size=160,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             vocab_size=1000),
+                            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=2, image_size=28,
+                                               patch_size=14)),
 }
 
 # facebook/opt-350m's config.json (published values; the rest are transformers' OPTConfig defaults:

@@ -36,6 +36,15 @@ FAMILIES = {
     # NoPE on every fourth layer (the last one here)
     "smollm3": dict(model_type="smollm3", **{**_BASE, "num_hidden_layers": 4}, pad_token_id=0, bos_token_id=0,
                     eos_token_id=0),
+    # multimodal wrappers on text batches: the tower's weights and adapters are held, never stepped
+    "gemma3": dict(model_type="gemma3", text_config=dict(**_BASE, head_dim=32, sliding_window=32,
+                                                         sliding_window_pattern=2),
+                   vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=56, patch_size=14, vision_use_head=False)),
+    "mistral3": dict(model_type="mistral3", tie_word_embeddings=False,
+                     text_config=dict(model_type="mistral", **_BASE, head_dim=48),
+                     vision_config=dict(model_type="pixtral", hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14)),
     # multipliers on the embedding, residual, attention and logits
     "granite": dict(model_type="granite", **_BASE, embedding_multiplier=12.0, residual_multiplier=0.22,
                     attention_multiplier=0.015625, logits_scaling=8.0),
