@@ -89,8 +89,9 @@ def rms_norm_saved(norm: NormSpec, rows: int, width: int, st: ActivationSetting)
     where the family scales before casting (Gemma's ``1 + w``, OLMo 2's ``w * x``)."""
     if not st.full:
         return rows * width * FP32_BYTES + rows * FP32_BYTES
-    # a trained Gemma weight: the fp32 ``1 + w`` the multiply keeps too
-    weight_grad = rows * width * FP32_BYTES + width * FP32_BYTES if norm.fp32_scale else rows * width * st.stream_bytes
+    weight_grad = rows * width * (FP32_BYTES if norm.fp32_scale else st.stream_bytes)
+    if norm.unit_offset:
+        weight_grad += width * FP32_BYTES  # a trained Gemma weight: the multiply keeps the fp32 ``1 + w`` too
     return rows * width * FP32_BYTES + rows * FP32_BYTES + weight_grad
 
 
@@ -164,6 +165,8 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     qkv = t * (arch.q_dim + 2 * arch.kv_dim) * a
     if st.attn == "eager":
         expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a  # repeat_kv copies under GQA
+        if arch.attention_sinks:
+            return qkv + expanded + _sink_probs_saved(arch, st)
         return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, a)
     if not fused_attention(arch, st):
         return _sdpa_math_saved(arch, st)
@@ -220,6 +223,14 @@ def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
     return sdpa_masked(arch, st) or _cuda_memory_efficient(arch, st)
 
 
+def _sink_probs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """gpt-oss's eager attention with sinks: each row's scores get the head's sink logit appended
+    (``s + 1`` columns), the row maximum is subtracted (``max`` keeps its int64 indices) and the
+    softmax runs in the stream's dtype; its output is kept (the matmul with v keeps a view of it)."""
+    b, s, n, a = st.batch, st.seq, arch.num_attention_heads, st.stream_bytes
+    return b * n * s * (s + 1) * a + b * n * s * INDEX_BYTES
+
+
 def _eager_probs_saved(arch: ArchSpec, a: float) -> float:
     """Bytes per ``b·n·s²`` element eager attention keeps: the softmax output (fp32 where the
     family computes it in fp32, as Llama's ``softmax(dtype=float32)``; in the stream's dtype for
@@ -242,28 +253,61 @@ def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes the MLP keeps between its Linears (activation input/output, gated product)."""
     t, i, a = st.tokens, arch.expert_width, st.stream_bytes
     act_saved = COMPOSITE_ACT_SAVED.get(arch.hidden_act, 1)
-    if arch.gated_mlp:
+    if arch.expert_gate == "clamped_swiglu":
+        per_token = CLAMPED_SWIGLU_SAVED * i * a
+    elif arch.gated_mlp:
         per_token = (act_saved + 2) * i * a  # act input (+ pieces), act output, up output
     else:
         per_token = act_saved * i * a
     if arch.num_local_experts:
-        routed = arch.num_experts_per_tok
-        router = arch.num_local_experts * (a + 2 * FP32_BYTES)  # logits, fp32 softmax and top-k weights
-        gathered = routed * arch.hidden_size * a  # each expert's gathered input rows
-        return t * (routed * per_token + router + gathered)
+        return t * arch.num_experts_per_tok * per_token + moe_routing_saved(arch, st)
     return t * per_token
+
+
+# gpt-oss's ``_apply_gate``: its clamps keep the whole gate_up output (2i), then the sigmoid's
+# output, the clamped gate, ``up + 1`` and the gated product (i each) stay for backward.
+CLAMPED_SWIGLU_SAVED = 6
+INDEX_BYTES = 8  # int64 indices
+
+
+def moe_routing_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What routing keeps in a sparse block run by transformers' grouped_mm experts
+    (``integrations/moe.py``, ``grouped_mm_experts_forward``), per token, for ``k`` routed rows:
+
+    - the router: softmax over all ``E`` logits in fp32 (Mixtral, Qwen3 MoE; its output kept), and
+      with ``norm_topk_prob`` the sum and the fp32 top-``k`` values its division keeps; or softmax
+      over the top-``k`` logits in the stream's dtype (gpt-oss); ``topk``'s int64 indices;
+    - the dispatch: three int64 indices per routed row (the sorted gather of the hidden states,
+      of the routing weights, and the un-permute), the routing weight of each row and each
+      expert's output row, kept by the weighting multiply (``k·h``);
+    - per layer, the int32 group offsets the grouped matmul keeps (``E``).
+    """
+    t, a, k, E = st.tokens, st.stream_bytes, arch.num_experts_per_tok, arch.num_local_experts
+    if arch.router_softmax == "top_k":
+        router = k * a
+    else:
+        router = E * FP32_BYTES + ((1 + k) * FP32_BYTES if arch.norm_topk_prob else 0)
+    weight = FP32_BYTES if arch.routing_weights_fp32 else a
+    per_row = INDEX_BYTES + 3 * INDEX_BYTES + weight + arch.hidden_size * a
+    return t * (router + k * per_row) + E * 4
 
 
 def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Inputs the MoE router and fused experts keep once their weight has a gradient: full
     fine-tuning, or LoRA on them through peft's ParamWrapper. Each expert matmul sees ``k``
-    routed copies of every token; the router sees each token once."""
+    routed copies of every token; the router sees each token once. Trained expert biases
+    (gpt-oss) are gathered per routed row by expert id, and the gather keeps those int64 ids
+    (one tensor, shared by both biases)."""
     t, a = st.tokens, st.stream_bytes
     total = 0.0
+    biases_train = False
     for p in arch.layer_param_targets:
         if st.full or p.name in st.lora_targets:
             copies = arch.num_experts_per_tok if p.experts > 1 else 1
             total += t * copies * p.in_features * a
+            biases_train = biases_train or (p.bias and p.experts > 1 and st.full)
+    if biases_train:
+        total += t * arch.num_experts_per_tok * INDEX_BYTES
     return total
 
 
@@ -441,13 +485,29 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     the up projection and their product; plain, the projection and the activation's outputs
     (a composite activation keeps several partial results alive at once)."""
     t, a, i = st.tokens, st.stream_bytes, arch.expert_width
+    held = eager_weights_returned(arch, st)
     if arch.num_local_experts:
         # transformers' grouped_mm experts: the t·k routed rows gathered (h wide), the fused
-        # gate_up output (2i, alive while its halves are used), the activation and the product
-        return t * arch.num_experts_per_tok * (arch.hidden_size + 4 * i) * a + _prefill_stream(arch, st, in_mlp=True)
+        # gate_up output (2i, alive while its halves are used), the activation and the product;
+        # gpt-oss: its gathered gate_up biases (2i) and, at ``(up + 1) * glu``, the clamped gate and
+        # up, the gated half, ``up + 1`` and the product (i each)
+        widths = 9 * i if arch.expert_gate == "clamped_swiglu" else 4 * i
+        routed = t * arch.num_experts_per_tok * (arch.hidden_size + widths) * a
+        return routed + held + _prefill_stream(arch, st, in_mlp=True)
     tensors = 3 if arch.gated_mlp else 1 + COMPOSITE_ACT_TRANSIENT.get(arch.hidden_act, 1)
     mlp = t * tensors * i * a
-    return mlp + _prefill_stream(arch, st, in_mlp=True)
+    return mlp + held + _prefill_stream(arch, st, in_mlp=True)
+
+
+def eager_weights_returned(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Eager attention returns its weights (the softmax output in the stream's dtype; gpt-oss's
+    with the sink column) and every decoder layer holds them in a local it ignores
+    (``hidden_states, _ = self.self_attn(...)``) until it returns: through the layer's MLP.
+    sdpa and flash kernels return none."""
+    if st.attn != "eager":
+        return 0.0
+    columns = st.seq + 1 if arch.attention_sinks else st.seq
+    return st.batch * arch.num_attention_heads * st.seq * columns * st.stream_bytes
 
 
 def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -465,6 +525,10 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     # masked scores + softmax output, plus the fp32 copy a float32 softmax makes of 16-bit scores
     per_element = a + FP32_BYTES + (FP32_BYTES if a != FP32_BYTES else 0) if arch.softmax_fp32 else 2 * a
     scores = b * arch.num_attention_heads * s * s * per_element
+    if arch.attention_sinks:
+        # gpt-oss: the masked scores, the max-subtracted scores with the sink column, and their
+        # softmax, all in the stream's dtype
+        scores = b * arch.num_attention_heads * s * (s + (s + 1) * 2) * a
     repeated = 2 * t * arch.q_dim * a if arch.num_key_value_heads < arch.num_attention_heads else 0.0  # repeat_kv
     return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)
 

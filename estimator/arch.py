@@ -74,6 +74,9 @@ class ParamTarget:
     in_features: int
     out_features: int  # per stacked matrix
     role: str  # router | expert_in | expert_out
+    # gpt-oss stores its experts ``(experts, in, out)`` and gives each matrix a bias ``(experts, out)``
+    transposed: bool = False
+    bias: bool = False
 
     @property
     def rank_factor(self) -> int:
@@ -83,11 +86,15 @@ class ParamTarget:
     def weight_params(self) -> int:
         return self.experts * self.in_features * self.out_features
 
-    def tensor(self) -> ParamTensor:
-        """``(experts, out, in)`` stacked (Mixtral's ``gate_up_proj``, ``down_proj``), ``(out, in)``
-        for the router's weight."""
-        matrix = (self.out_features, self.in_features)
-        return ParamTensor(self.name, (self.experts, *matrix) if self.experts > 1 else matrix, self.role)
+    def tensors(self) -> tuple[ParamTensor, ...]:
+        """``(experts, out, in)`` stacked (Mixtral's ``gate_up_proj``, ``down_proj``; gpt-oss's
+        ``(experts, in, out)``), ``(out, in)`` for the router's weight; and the biases, if any."""
+        matrix = (self.in_features, self.out_features) if self.transposed else (self.out_features, self.in_features)
+        stacked = (self.experts,) if self.experts > 1 else ()
+        weight = ParamTensor(self.name, (*stacked, *matrix), self.role)
+        if not self.bias:
+            return (weight,)
+        return weight, ParamTensor(f"{self.name}_bias", (*stacked, self.out_features), self.role)
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,11 @@ class NormSpec:
     size: int
     bias: bool = False
     affine: bool = True  # LayerNorm's elementwise_affine: False keeps neither weight nor bias
-    # Gemma's RMSNorm scales by ``1 + weight`` in fp32 and casts after (``(x * w).to(dtype)``);
+    # Gemma's, OLMo 2's and gpt-oss's RMSNorm scale in fp32 and cast after (``(x * w).to(dtype)``);
     # Llama's casts first and scales in the stream's dtype (``w * x.to(dtype)``).
     fp32_scale: bool = False
+    # Gemma's scales by ``1 + weight``, an fp32 tensor made on every call.
+    unit_offset: bool = False
 
     def tensors(self) -> tuple[ParamTensor, ...]:
         """``weight (size,)`` and ``bias (size,)`` as the norm has them."""
@@ -163,6 +172,15 @@ class ArchSpec:
     # Width of each routed expert's MLP where it is not ``intermediate_size`` (Qwen3 MoE's
     # ``moe_intermediate_size``); 0: ``intermediate_size`` (Mixtral).
     moe_intermediate_size: int = 0
+    # How the router and experts compute (each changes what routing keeps for backward):
+    # ``norm_topk_prob`` (config.json's; Mixtral always): the top-k weights renormalized to sum 1;
+    # ``router_softmax``: "experts" (softmax over every expert's logit, in fp32) or "top_k"
+    # (gpt-oss: over the top-k logits only, in the stream's dtype); ``expert_gate``: "swiglu"
+    # (``act(gate) * up``) or "clamped_swiglu" (gpt-oss's clamped, sigmoid-gated ``(up + 1) * glu``).
+    norm_topk_prob: bool = False
+    routing_weights_fp32: bool = False  # Mixtral hands the experts its fp32 top-k weights uncast
+    router_softmax: str = "experts"
+    expert_gate: str = "swiglu"
     # Non-Linear parameters per layer that peft can still adapt (ParamWrapper): MoE experts, router.
     layer_param_targets: tuple[ParamTarget, ...] = ()
     parallel_residual: bool = False
@@ -206,6 +224,10 @@ class ArchSpec:
     # layer attends within ``sliding_window``). Empty: every layer alike, sliding when
     # ``sliding_window`` is set (Mistral, Phi-3).
     layer_types: tuple[str, ...] = ()
+    # Other parameters of every layer (gpt-oss's attention ``sinks``, one logit per head).
+    layer_tensors: tuple[ParamTensor, ...] = ()
+    # gpt-oss: a learned sink logit per head joins every row of attention scores before softmax.
+    attention_sinks: bool = False
     # OLMo 2: the layer norms the attention and MLP outputs (``post_attention_layernorm``,
     # ``post_feedforward_layernorm``) and reads its input unnormalized.
     post_norm: bool = False
@@ -299,7 +321,8 @@ class ArchSpec:
     def _layer_param_tensors(self) -> tuple[ParamTensor, ...]:
         linears = [t for m in self.layer_linears for t in m.tensors()]
         norms = [t for n in (*self.layer_norms, *self.qk_norms) for t in n.tensors()]
-        return (*linears, *(p.tensor() for p in self.layer_param_targets), *norms)
+        targets = [t for p in self.layer_param_targets for t in p.tensors()]
+        return (*linears, *targets, *norms, *self.layer_tensors)
 
     @cached_property
     def _param_tensors(self) -> tuple[ParamTensor, ...]:
@@ -354,6 +377,12 @@ class ArchSpec:
         names += [n for p in self.layer_param_targets for n in p.legacy_names]
         names += [m.name for m, _ in self.tower_linears]
         return tuple(dict.fromkeys(names))
+
+    @property
+    def peft_reaches_experts(self) -> bool:
+        """Whether peft 0.21 maps LoRA targets onto the stacked MoE parameters (it has a conversion
+        table for the family: Mixtral, Qwen3 MoE; not gpt-oss)."""
+        return any(p.legacy_names for p in self.layer_param_targets)
 
     def param_targets_named(self, names: tuple[str, ...]) -> list[tuple[ParamTarget, int]]:
         """(stacked parameter, how many in the model) for every one whose legacy names are all in
@@ -620,10 +649,12 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         attention_dropout=c.probability("attention_dropout", 0.0),
         sliding_window=_sliding_window(c, model_type),
         layer_linears=_attention_linears(s, qkv_bias, o_bias) + mlp,
-        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=gemma),) * norms_per_layer,
-        final_norm=NormSpec("rmsnorm", h, fp32_scale=gemma),
+        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=gemma, unit_offset=gemma),) * norms_per_layer,
+        final_norm=NormSpec("rmsnorm", h, fp32_scale=gemma, unit_offset=gemma),
         num_local_experts=n_experts,
         num_experts_per_tok=c.int("num_experts_per_tok", 2) if n_experts else 0,
+        norm_topk_prob=bool(n_experts),  # Mixtral's router always renormalizes its top-k weights
+        routing_weights_fp32=bool(n_experts),
         layer_param_targets=param_targets,
         rotary_dim=_rotary_dim(c, d),
         embed_scale_buffer=gemma,
@@ -643,10 +674,11 @@ def _layer_types(c: _Config, layers: int, window: int, slides: Callable[[int], b
     return tuple(ATTENTION_TYPES[bool(window) and slides(i)] for i in range(layers))
 
 
-def _qk_norms(s: _Shared, per_head: bool, fp32_scale: bool = False) -> tuple[NormSpec, ...]:
-    """``q_norm`` and ``k_norm``: RMSNorm over each head (``head_dim``) or over the projection."""
+def _qk_norms(s: _Shared, per_head: bool, fp32_scale: bool = False, gemma: bool = False) -> tuple[NormSpec, ...]:
+    """``q_norm`` and ``k_norm``: RMSNorm over each head (``head_dim``) or over the projection;
+    ``gemma``: Gemma's ``1 + w`` in fp32."""
     if per_head:
-        return (NormSpec("rmsnorm", s.head_dim, fp32_scale=fp32_scale),) * 2
+        return (NormSpec("rmsnorm", s.head_dim, fp32_scale=fp32_scale or gemma, unit_offset=gemma),) * 2
     return (NormSpec("rmsnorm", s.num_attention_heads * s.head_dim, fp32_scale=fp32_scale),
             NormSpec("rmsnorm", s.num_key_value_heads * s.head_dim, fp32_scale=fp32_scale))
 
@@ -694,6 +726,7 @@ def _qwen3(c: _Config, model_type: str) -> ArchSpec:
         num_local_experts=n_experts,
         num_experts_per_tok=c.int("num_experts_per_tok", 8) if moe else 0,
         moe_intermediate_size=moe_inter,
+        norm_topk_prob=moe and c.bool("norm_topk_prob", False),
         layer_param_targets=param_targets,
         rotary_dim=_rotary_dim(c, s.head_dim),
     )
@@ -804,10 +837,10 @@ def _gemma3_text(c: _Config, model_type: str) -> ArchSpec:
         layer_types=layer_types,
         rotary_tables=len(set(layer_types)),
         layer_linears=_attention_linears(s, bias, bias) + _gated_mlp(h, s.intermediate_size, False),
-        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=True),) * 4,
-        qk_norms=_qk_norms(s, per_head=True, fp32_scale=True),
+        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=True, unit_offset=True),) * 4,
+        qk_norms=_qk_norms(s, per_head=True, gemma=True),
         qk_norm_per_head=True,
-        final_norm=NormSpec("rmsnorm", h, fp32_scale=True),
+        final_norm=NormSpec("rmsnorm", h, fp32_scale=True, unit_offset=True),
         rotary_dim=_rotary_dim(c, s.head_dim),
         embed_scale_buffer=True,
         supports_sdpa=c.raw.get("attn_logit_softcapping") is None,
@@ -956,6 +989,44 @@ def _falcon(c: _Config, model_type: str) -> ArchSpec:
     )
 
 
+def _gpt_oss(c: _Config, model_type: str) -> ArchSpec:
+    """gpt_oss (transformers ``modeling_gpt_oss``): biased q/k/v/o, a learned attention ``sinks``
+    logit per head, sliding-window and full layers alternating (``layer_types``), and every MLP a
+    sparse block: a biased router ``(E, h)`` and the experts fused as ``gate_up_proj (E, h, 2i)``,
+    ``down_proj (E, i, h)`` with biases, stored transposed. None is ``nn.Linear``: bitsandbytes
+    quantizes none, and peft 0.21 has no conversion table for gpt_oss, so ``all-linear`` reaches
+    the attention projections only. transformers offers no sdpa attention for it (the sinks)."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=131072, hidden_act="silu", head_dim=64,
+                     num_key_value_heads=8)
+    h, L, inter = s.hidden_size, s.num_hidden_layers, s.intermediate_size
+    experts = c.int("num_local_experts", 128)
+    window = _optional_window(c, True, default=128)
+    bias = c.bool("attention_bias", True)
+    return s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        sliding_window=window,
+        layer_types=_layer_types(c, L, window, lambda i: (i + 1) % 2 == 1),
+        layer_linears=_attention_linears(s, bias, bias),
+        layer_tensors=(ParamTensor("sinks", (s.num_attention_heads,), "sink"),),
+        attention_sinks=True,
+        layer_norms=(NormSpec("rmsnorm", h, fp32_scale=True),) * 2,  # (w * x).to(dtype), as OLMo 2
+        final_norm=NormSpec("rmsnorm", h, fp32_scale=True),
+        num_local_experts=experts,
+        num_experts_per_tok=c.int("num_experts_per_tok", 4),
+        router_softmax="top_k",
+        expert_gate="clamped_swiglu",
+        layer_param_targets=(
+            ParamTarget("router.weight", (), 1, h, experts, "router", bias=True),
+            ParamTarget("gate_up_proj", (), experts, h, 2 * inter, "expert_in", transposed=True, bias=True),
+            ParamTarget("down_proj", (), experts, inter, h, "expert_out", transposed=True, bias=True),
+        ),
+        rotary_dim=_rotary_dim(c, s.head_dim),
+        supports_sdpa=False,
+    )
+
+
 # ---- multimodal wrappers: a text model, a vision tower and a projector ------------------
 
 
@@ -1098,6 +1169,7 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "granite": _granite,
     "gemma3_text": _gemma3_text,
     "gemma3": _gemma3,
+    "gpt_oss": _gpt_oss,
     "mistral3": _mistral3,
 }
 

@@ -247,8 +247,15 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
             notes.append("prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32, "
                          "so the residual stream and logits are fp32")
     if arch.num_local_experts:
+        reach = ("peft reaches them (and the router) only through ParamWrapper, which keeps a full adapted copy"
+                 if arch.peft_reaches_experts else
+                 f"peft 0.21 has no conversion table for {arch.model_type}: no LoRA target reaches them")
         notes.append("transformers 5 fuses MoE experts into 3-D parameters: not nn.Linear, so never quantized; "
-                     "peft reaches them (and the router) only through ParamWrapper, which keeps a full adapted copy")
+                     + reach)
+    quantization = arch.config.get("quantization_config")
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "mxfp4":
+        notes.append("the MXFP4 checkpoint is dequantized on load (transformers' Mxfp4Config(dequantize=True), "
+                     f"needed to train it): every weight in {req.dtype}")
     if arch.tower_linears:
         notes.append(f"{arch.model_type} is a multimodal wrapper: batches of text only; its vision tower and "
                      "projector hold their weights (and any adapters on them) but get no gradients or optimizer "

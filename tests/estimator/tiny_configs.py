@@ -67,6 +67,9 @@ TINY_CONFIGS: dict[str, dict] = {
     "gemma3_text": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=160, num_hidden_layers=3,
                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=1000,
                         sliding_window=16, sliding_window_pattern=2),
+    "gpt_oss": dict(model_type="gpt_oss", hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=1000, num_local_experts=4,
+                    num_experts_per_tok=2, sliding_window=16),
     # multimodal wrappers: a text model, a vision tower (with SigLIP's pooling head here) and a projector
     "gemma3": dict(model_type="gemma3", mm_tokens_per_image=4,
                    text_config=dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
