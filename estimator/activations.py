@@ -55,7 +55,7 @@ class ActivationSetting:
     stream_bytes: float  # bytes of one residual-stream element (2 bf16/fp16, 4 fp32)
     logits_bytes: float  # bytes of one logit as lm_head emits it
     full: bool  # every base weight trains
-    lora_targets: tuple[str, ...]  # module names with a LoRA adapter
+    lora_targets: tuple[str, ...]  # names of the Linear modules with a LoRA adapter
     lora_r: int
     lora_dropout: float
     attn: str  # eager | sdpa | flash_attention_2
@@ -64,6 +64,8 @@ class ActivationSetting:
     # bitsandbytes 4-bit: a quantized Linear dequantizes its whole weight to the compute dtype for
     # each matmul (forward and backward); the largest such transient, in bytes (0 unquantized).
     dequant_bytes: float = 0.0
+    # names of the stacked MoE parameters peft's ParamWrapper adapts
+    wrapped_targets: tuple[str, ...] = ()
     # The attention window of the layer in question (0: full causal attention); per layer where
     # the model mixes sliding and full layers (``ArchSpec.layer_windows``).
     window: int = 0
@@ -188,14 +190,17 @@ def sdpa_masked(arch: ArchSpec, st: ActivationSetting) -> bool:
     return st.attn == "sdpa" and 0 < st.window <= st.seq
 
 
-def layer_kinds(arch: ArchSpec, st: ActivationSetting) -> tuple[tuple[ActivationSetting, int], ...]:
-    """(the setting of one kind of layer, how many layers of that kind): layers differ by window."""
-    return tuple((replace(st, window=w), n) for w, n in arch.window_counts)
+def layer_kinds(arch: ArchSpec, st: ActivationSetting) -> tuple[tuple[ArchSpec, ActivationSetting, int], ...]:
+    """(one kind of layer, its setting, how many layers of that kind): layers differ by window and,
+    in a model with dense and sparse layers, by MLP."""
+    return tuple((kind, replace(st, window=w), n) for kind, w, n in arch.kind_counts)
 
 
-def bottom_layer(arch: ArchSpec, st: ActivationSetting) -> ActivationSetting:
-    """The setting of the first decoder layer (the last one backward reaches)."""
-    return replace(st, window=arch.layer_windows[0] if arch.num_hidden_layers else 0)
+def layer_at(arch: ArchSpec, st: ActivationSetting, index: int) -> tuple[ArchSpec, ActivationSetting]:
+    """Decoder layer ``index`` (-1: the top one, the first backward reaches; 0: the bottom one)."""
+    if not arch.num_hidden_layers:
+        return arch, replace(st, window=0)
+    return arch.layer_arch(index % arch.num_hidden_layers), replace(st, window=arch.layer_windows[index])
 
 
 def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -260,7 +265,9 @@ def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     else:
         per_token = act_saved * i * a
     if arch.num_local_experts:
-        return t * arch.num_experts_per_tok * per_token + moe_routing_saved(arch, st)
+        # shared experts: a gated MLP ``intermediate_size`` wide on every token, beside the routed ones
+        shared = t * (act_saved + 2) * arch.intermediate_size * a if arch.shared_experts else 0
+        return t * arch.num_experts_per_tok * per_token + shared + moe_routing_saved(arch, st)
     return t * per_token
 
 
@@ -283,13 +290,20 @@ def moe_routing_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     - per layer, the int32 group offsets the grouped matmul keeps (``E``).
     """
     t, a, k, E = st.tokens, st.stream_bytes, arch.num_experts_per_tok, arch.num_local_experts
-    if arch.router_softmax == "top_k":
+    norm = (1 + k) * FP32_BYTES if arch.norm_topk_prob else 0
+    per_layer = E * 4  # the grouped matmul's int32 offsets
+    if arch.router == "top_k_softmax":
         router = k * a
+    elif arch.router == "grouped_sigmoid":
+        # the fp32 sigmoid scores, the bool mask of the groups not chosen, the int64 indices of
+        # each group's top two and of the chosen groups; the router weight's fp32 copy, per layer
+        router = E * FP32_BYTES + E * MASK_BYTES + (2 * arch.n_group + arch.topk_group) * INDEX_BYTES + norm
+        per_layer += E * arch.hidden_size * FP32_BYTES
     else:
-        router = E * FP32_BYTES + ((1 + k) * FP32_BYTES if arch.norm_topk_prob else 0)
+        router = E * FP32_BYTES + norm
     weight = FP32_BYTES if arch.routing_weights_fp32 else a
     per_row = INDEX_BYTES + 3 * INDEX_BYTES + weight + arch.hidden_size * a
-    return t * (router + k * per_row) + E * 4
+    return t * (router + k * per_row) + per_layer
 
 
 def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -302,9 +316,11 @@ def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     total = 0.0
     biases_train = False
     for p in arch.layer_param_targets:
-        if st.full or p.name in st.lora_targets:
+        if st.full or p.name in st.wrapped_targets:
             copies = arch.num_experts_per_tok if p.experts > 1 else 1
-            total += t * copies * p.in_features * a
+            # a grouped-sigmoid router multiplies an fp32 copy of its input
+            width = FP32_BYTES if p.role == "router" and arch.router == "grouped_sigmoid" else a
+            total += t * copies * p.in_features * width
             biases_train = biases_train or (p.bias and p.experts > 1 and st.full)
     if biases_train:
         total += t * arch.num_experts_per_tok * INDEX_BYTES
@@ -312,7 +328,7 @@ def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def _wrapped(arch: ArchSpec, st: ActivationSetting) -> list[ParamTarget]:
-    return [p for p in arch.layer_param_targets if p.name in st.lora_targets]
+    return [p for p in arch.layer_param_targets if p.name in st.wrapped_targets]
 
 
 def param_wrapper_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -364,7 +380,7 @@ def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes all decoder layers keep at the end of the forward pass, kind by kind of layer."""
     if st.gradient_checkpointing:
         return arch.num_hidden_layers * checkpoint_saved(arch, st)
-    return sum(n * layer_saved(arch, kind) for kind, n in layer_kinds(arch, st))
+    return sum(n * layer_saved(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
 
 
 def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -487,13 +503,18 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     t, a, i = st.tokens, st.stream_bytes, arch.expert_width
     held = eager_weights_returned(arch, st)
     if arch.num_local_experts:
-        # transformers' grouped_mm experts: the t·k routed rows gathered (h wide), the fused
-        # gate_up output (2i, alive while its halves are used), the activation and the product;
+        # transformers' grouped_mm experts, at the gate: the t·k routed rows gathered (h wide), the
+        # fused gate_up output (2i, alive while its halves are used), the activation and the product;
         # gpt-oss: its gathered gate_up biases (2i) and, at ``(up + 1) * glu``, the clamped gate and
         # up, the gated half, ``up + 1`` and the product (i each)
         widths = 9 * i if arch.expert_gate == "clamped_swiglu" else 4 * i
-        routed = t * arch.num_experts_per_tok * (arch.hidden_size + widths) * a
-        return routed + held + _prefill_stream(arch, st, in_mlp=True)
+        rows, h = t * arch.num_experts_per_tok, arch.hidden_size
+        gate = rows * (h + widths) * a
+        # after the down projection: the gathered rows and the experts' output (h wide each), the
+        # output times its routing weight (fp32 where the weights are) and its un-permuted copy
+        weighted = FP32_BYTES if arch.routing_weights_fp32 else a
+        unpermute = rows * h * (2 * a + 2 * weighted)
+        return max(gate, unpermute) + held + _prefill_stream(arch, st, in_mlp=True)
     tensors = 3 if arch.gated_mlp else 1 + COMPOSITE_ACT_TRANSIENT.get(arch.hidden_act, 1)
     mlp = t * tensors * i * a
     return mlp + held + _prefill_stream(arch, st, in_mlp=True)

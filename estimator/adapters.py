@@ -151,7 +151,15 @@ def resolve_targets(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[Target, int],
                 "lora.target_modules",
                 f"{unknown} not in {arch.model_type}; its Linear modules are {list(arch.linear_names)} or 'all-linear'",
             )
-    modules: list[tuple[Target, int]] = list(arch.linears_named(tuple(names)))
+    module_names = tuple(names)
+    if lora.variant != "vera" and arch.peft_reaches_experts:
+        # peft's conversion (transformers_weight_conversion.py, _convert_peft_config_moe) moves the
+        # transformers-4 expert names to target_parameters and drops them from target_modules: a
+        # Linear of the same name elsewhere (a dense layer's or the shared experts' gate_proj) is
+        # then not adapted
+        legacy = {n for p in arch.layer_param_targets for n in p.legacy_names}
+        module_names = tuple(n for n in names if n not in legacy)
+    modules: list[tuple[Target, int]] = list(arch.linears_named(module_names))
     if lora.variant != "vera":
         wrapped = arch.param_targets_named(tuple(names))
         if wrapped:

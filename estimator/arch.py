@@ -174,12 +174,18 @@ class ArchSpec:
     moe_intermediate_size: int = 0
     # How the router and experts compute (each changes what routing keeps for backward):
     # ``norm_topk_prob`` (config.json's; Mixtral always): the top-k weights renormalized to sum 1;
-    # ``router_softmax``: "experts" (softmax over every expert's logit, in fp32) or "top_k"
-    # (gpt-oss: over the top-k logits only, in the stream's dtype); ``expert_gate``: "swiglu"
-    # (``act(gate) * up``) or "clamped_swiglu" (gpt-oss's clamped, sigmoid-gated ``(up + 1) * glu``).
+    # ``router``: "softmax" (over every expert's logit, in fp32: Mixtral, Qwen3 MoE), "top_k_softmax"
+    # (gpt-oss: over the top-k logits only, in the stream's dtype) or "grouped_sigmoid" (DeepSeek-V3,
+    # GLM-4.5: fp32 sigmoid scores, experts chosen within the best ``topk_group`` of ``n_group``
+    # groups); ``expert_gate``: "swiglu" (``act(gate) * up``) or "clamped_swiglu" (gpt-oss's clamped,
+    # sigmoid-gated ``(up + 1) * glu``); ``shared_experts``: the layer's gated MLP Linears (width
+    # ``intermediate_size``) run on every token beside the routed experts (DeepSeek-V3, GLM-4.5).
     norm_topk_prob: bool = False
     routing_weights_fp32: bool = False  # Mixtral hands the experts its fp32 top-k weights uncast
-    router_softmax: str = "experts"
+    router: str = "softmax"
+    n_group: int = 1
+    topk_group: int = 1
+    shared_experts: bool = False
     expert_gate: str = "swiglu"
     # Non-Linear parameters per layer that peft can still adapt (ParamWrapper): MoE experts, router.
     layer_param_targets: tuple[ParamTarget, ...] = ()
@@ -224,6 +230,8 @@ class ArchSpec:
     # layer attends within ``sliding_window``). Empty: every layer alike, sliding when
     # ``sliding_window`` is set (Mistral, Phi-3).
     layer_types: tuple[str, ...] = ()
+    # Buffers of every sparse layer (GLM-4.5's and DeepSeek-V3's fp32 ``e_score_correction_bias``).
+    layer_buffer_bytes: int = 0
     # Other parameters of every layer (gpt-oss's attention ``sinks``, one logit per head).
     layer_tensors: tuple[ParamTensor, ...] = ()
     # gpt-oss: a learned sink logit per head joins every row of attention scores before softmax.
@@ -241,6 +249,11 @@ class ArchSpec:
     tower_linears: tuple[tuple[LinearSpec, int], ...] = ()
     tower_tensors: tuple[ParamTensor, ...] = ()
     tower_buffer_bytes: int = 0
+    # Layers whose MLP is dense in a model whose other layers are sparse (DeepSeek-V3's and GLM-4.5's
+    # first ``first_k_dense_replace``, Qwen3 MoE's ``mlp_only_layers``): their indices, and the
+    # ArchSpec of one such layer (its own Linears, no experts); the fields above describe the others.
+    dense_layer_indices: tuple[int, ...] = ()
+    dense_layer: ArchSpec | None = None
     # config.json's ``no_rope_layers`` (SmolLM3): 1 where the layer applies RoPE, 0 where it does
     # not (NoPE). Empty: every layer applies RoPE when ``rotary_dim`` is set.
     no_rope_layers: tuple[int, ...] = ()
@@ -270,13 +283,23 @@ class ArchSpec:
             return (self.sliding_window,) * self.num_hidden_layers
         return tuple(self.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
 
+    def layer_arch(self, index: int) -> ArchSpec:
+        """The ArchSpec that describes decoder layer ``index`` (the dense one or this one)."""
+        return self.dense_layer if self.dense_layer is not None and index in self.dense_layer_indices else self
+
+    @property
+    def sparse_layers(self) -> int:
+        """Layers this ArchSpec's own fields describe (all but ``dense_layer_indices``)."""
+        return self.num_hidden_layers - len(self.dense_layer_indices)
+
     @cached_property
-    def window_counts(self) -> tuple[tuple[int, int], ...]:
-        """(window, how many layers have it), in order of first appearance."""
-        counts: dict[int, int] = {}
-        for w in self.layer_windows:
-            counts[w] = counts.get(w, 0) + 1
-        return tuple(counts.items())
+    def kind_counts(self) -> tuple[tuple[ArchSpec, int, int], ...]:
+        """(the layer's ArchSpec, its window, how many layers are so), in order of first appearance."""
+        counts: dict[tuple[ArchSpec, int], int] = {}
+        for i, w in enumerate(self.layer_windows):
+            key = (self.layer_arch(i), w)
+            counts[key] = counts.get(key, 0) + 1
+        return tuple((a, w, n) for (a, w), n in counts.items())
 
     def layer_has_rope(self, index: int) -> bool:
         """Whether decoder layer ``index`` rotates q and k (``no_rope_layers``, else ``rotary_dim``)."""
@@ -326,13 +349,15 @@ class ArchSpec:
 
     @cached_property
     def _param_tensors(self) -> tuple[ParamTensor, ...]:
-        L = self.num_hidden_layers
         tensors = [ParamTensor("embed_tokens.weight", (self.vocab_size, self.embedding_dim), "embedding")]
         if self.position_embeddings:
             tensors.append(ParamTensor("embed_positions.weight", (self.position_embeddings, self.hidden_size),
                                        "position"))
         tensors += [t for m in self.model_linears for t in m.tensors()]
-        tensors += [replace(t, count=L) for t in self.layer_param_tensors()]
+        tensors += [replace(t, count=self.sparse_layers) for t in self.layer_param_tensors() if self.sparse_layers]
+        if self.dense_layer is not None:
+            dense = len(self.dense_layer_indices)
+            tensors += [replace(t, count=dense) for t in self.dense_layer.layer_param_tensors()]
         tensors += self.final_norm.tensors() if self.final_norm else ()
         tensors += [replace(t, role="tower", count=n) for m, n in self.tower_linears for t in m.tensors()]
         tensors += self.tower_tensors
@@ -366,7 +391,8 @@ class ArchSpec:
     def buffer_bytes(self, dtype_bits: int) -> float:
         """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
         inv_freq = self.rotary_tables * 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
-        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0) + self.tower_buffer_bytes
+        layers = self.layer_buffer_bytes * self.sparse_layers
+        return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0) + self.tower_buffer_bytes + layers
 
     # ---- what peft can target -------------------------------------------------------
     @property
@@ -376,6 +402,7 @@ class ArchSpec:
         names = [m.name for m in self.layer_linears] + [m.name for m in self.model_linears]
         names += [n for p in self.layer_param_targets for n in p.legacy_names]
         names += [m.name for m, _ in self.tower_linears]
+        names += self.dense_layer.linear_names if self.dense_layer is not None else ()
         return tuple(dict.fromkeys(names))
 
     @property
@@ -395,12 +422,14 @@ class ArchSpec:
                 raise EstimateError("lora.target_modules",
                                     f"{named} are fused into {p.name}: also target {missing}")
             if named:
-                chosen.append((p, self.num_hidden_layers))
+                chosen.append((p, self.sparse_layers))
         return chosen
 
     def linears_named(self, names: tuple[str, ...]) -> list[tuple[LinearSpec, int]]:
         """(module, how many in the model) for every Linear whose name is in ``names``."""
-        layer = [(m, self.num_hidden_layers) for m in self.layer_linears if m.name in names]
+        layer = [(m, self.sparse_layers) for m in self.layer_linears if m.name in names and self.sparse_layers]
+        if self.dense_layer is not None:
+            layer += [(m, len(self.dense_layer_indices)) for m in self.dense_layer.layer_linears if m.name in names]
         top = [(m, 1) for m in self.model_linears if m.name in names]
         tower = [(m, n) for m, n in self.tower_linears if m.name in names]  # peft matches a name anywhere
         return layer + top + tower
@@ -423,6 +452,16 @@ class _Config:
         if not isinstance(value, list) or len(value) != length or any(
                 isinstance(v, bool) or v not in allowed for v in value):
             raise EstimateError(f"config.{key}", f"must list one of {list(allowed)} for each of the {length} layers")
+        return tuple(value)
+
+    def layer_indices(self, key: str, layers: int) -> tuple[int, ...]:
+        """A list of layer indices in ``[0, layers)`` (``mlp_only_layers``); empty when absent."""
+        value = self.raw.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < layers
+                                              for v in value):
+            raise EstimateError(f"config.{key}", f"must list layer indices between 0 and {layers - 1}")
         return tuple(value)
 
     def int(self, key: str, default: int | None = None, *, minimum: int = 1, maximum: int = MAX_DIM) -> int:
@@ -533,8 +572,10 @@ class _Shared:
     hidden_act: str
 
     def spec(self, model_type: str, **family: Any) -> ArchSpec:
-        """The :class:`ArchSpec` of these fields and the family's own (``layer_linears``, ...)."""
-        return ArchSpec(model_type=model_type, **{f.name: getattr(self, f.name) for f in fields(self)}, **family)
+        """The :class:`ArchSpec` of these fields and the family's own (``layer_linears``, ...; a family
+        may restate a shared field, as GLM-4.5's sparse layers their shared experts' width)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(self)}
+        return ArchSpec(model_type=model_type, **{**shared, **family})
 
 
 def _read_shared(c: _Config, *, tie_word_embeddings: bool, max_position_embeddings: int, hidden_act: str,
@@ -707,12 +748,12 @@ def _qwen3(c: _Config, model_type: str) -> ArchSpec:
     n_experts, moe_inter = 0, 0
     mlp: tuple[LinearSpec, ...] = _gated_mlp(h, s.intermediate_size, False)
     param_targets: tuple[ParamTarget, ...] = ()
+    dense_mlp = mlp
     if moe:
         n_experts, moe_inter = c.int("num_experts", 128), c.int("moe_intermediate_size", 768)
-        _uniform_sparse_layers(c, L)
         mlp = ()
         param_targets = _fused_experts(h, moe_inter, n_experts, (("gate_proj", "up_proj"), ("down_proj",)))
-    return s.spec(
+    spec = s.spec(
         model_type,
         gated_mlp=True,
         attention_dropout=c.probability("attention_dropout", 0.0),
@@ -730,17 +771,26 @@ def _qwen3(c: _Config, model_type: str) -> ArchSpec:
         layer_param_targets=param_targets,
         rotary_dim=_rotary_dim(c, s.head_dim),
     )
-
-
-def _uniform_sparse_layers(c: _Config, layers: int) -> None:
-    """Refuse a qwen3_moe config whose layers are not all sparse (``mlp_only_layers``,
-    ``decoder_sparse_step`` > 1): dense and sparse layers in one model are not modelled yet."""
-    only = c.raw.get("mlp_only_layers") or []
+    if not moe:
+        return spec
+    # transformers' Qwen3MoeDecoderLayer: dense in ``mlp_only_layers`` and wherever
+    # ``(index + 1) % decoder_sparse_step`` is not 0
+    only = set(c.layer_indices("mlp_only_layers", L))
     step = c.int("decoder_sparse_step", 1)
-    if only or step != 1:
-        raise EstimateError("config.mlp_only_layers" if only else "config.decoder_sparse_step",
-                            "dense MLP layers between the sparse ones are not modelled yet; "
-                            "every public Qwen3 MoE config has all layers sparse")
+    dense = tuple(i for i in range(L) if i in only or (i + 1) % step)
+    return _with_dense_layers(spec, dense, _attention_linears(s, bias, bias) + dense_mlp, s.intermediate_size)
+
+
+def _with_dense_layers(sparse: ArchSpec, indices: tuple[int, ...], linears: tuple[LinearSpec, ...],
+                       intermediate_size: int) -> ArchSpec:
+    """``sparse`` with the layers at ``indices`` dense: the same attention, norms and window, an MLP
+    of ``linears`` (``intermediate_size`` wide), no experts."""
+    if not indices:
+        return sparse
+    dense = replace(sparse, layer_linears=linears, layer_param_targets=(), num_local_experts=0,
+                    num_experts_per_tok=0, moe_intermediate_size=0, norm_topk_prob=False, shared_experts=False,
+                    intermediate_size=intermediate_size)
+    return replace(sparse, dense_layer_indices=indices, dense_layer=dense)
 
 
 def _olmo2(c: _Config, model_type: str) -> ArchSpec:
@@ -1015,7 +1065,7 @@ def _gpt_oss(c: _Config, model_type: str) -> ArchSpec:
         final_norm=NormSpec("rmsnorm", h, fp32_scale=True),
         num_local_experts=experts,
         num_experts_per_tok=c.int("num_experts_per_tok", 4),
-        router_softmax="top_k",
+        router="top_k_softmax",
         expert_gate="clamped_swiglu",
         layer_param_targets=(
             ParamTarget("router.weight", (), 1, h, experts, "router", bias=True),
@@ -1025,6 +1075,55 @@ def _gpt_oss(c: _Config, model_type: str) -> ArchSpec:
         rotary_dim=_rotary_dim(c, s.head_dim),
         supports_sdpa=False,
     )
+
+
+def _glm4_moe(c: _Config, model_type: str) -> ArchSpec:
+    """glm4_moe (transformers ``modeling_glm4_moe``, GLM-4.5): GQA attention with biased q/k/v (an
+    unbiased o_proj), optional per-head q/k norms (``use_qk_norm``), RoPE on a fraction of each head
+    (``partial_rotary_factor``, 0.5 by default); the first ``first_k_dense_replace`` layers dense
+    (``intermediate_size``), the others sparse: a grouped-sigmoid router ``(E, h)`` with an fp32
+    ``e_score_correction_bias`` buffer, ``n_routed_experts`` fused experts ``moe_intermediate_size``
+    wide and ``n_shared_experts`` shared ones as one gated MLP of Linears."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=131072, hidden_act="silu")
+    h, L = s.hidden_size, s.num_hidden_layers
+    experts, moe_inter = c.int("n_routed_experts", 128), c.int("moe_intermediate_size", 1408)
+    shared = moe_inter * c.int("n_shared_experts", 1, minimum=0)
+    bias = c.bool("attention_bias", False)
+    attention = _attention_linears(s, bias, False)
+    qk_norm = c.bool("use_qk_norm", False)
+    groups = c.int("n_group", 1)
+    nested = c.raw.get("rope_parameters")
+    partial = (_Config(nested).fraction("partial_rotary_factor") if isinstance(nested, Mapping) else None) or \
+        c.fraction("partial_rotary_factor") or 0.5
+    sparse = s.spec(
+        model_type,
+        gated_mlp=True,
+        intermediate_size=shared,  # the shared experts' width (the dense layers' is in dense_layer)
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        layer_linears=attention + (_gated_mlp(h, shared, False) if shared else ()),
+        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        qk_norms=_qk_norms(s, per_head=True) if qk_norm else (),
+        qk_norm_per_head=qk_norm,
+        final_norm=NormSpec("rmsnorm", h),
+        num_local_experts=experts,
+        num_experts_per_tok=c.int("num_experts_per_tok", 8),
+        moe_intermediate_size=moe_inter,
+        norm_topk_prob=c.bool("norm_topk_prob", True),
+        routing_weights_fp32=True,
+        router="grouped_sigmoid",
+        n_group=groups,
+        topk_group=c.int("topk_group", 1),
+        shared_experts=bool(shared),
+        layer_param_targets=_fused_experts(h, moe_inter, experts, (("gate_proj", "up_proj"), ("down_proj",))),
+        layer_buffer_bytes=experts * FP32_BYTES,  # e_score_correction_bias, kept in fp32
+        rotary_dim=int(s.head_dim * partial),
+        # partial RoPE concatenates the rotated and the passed-through halves: q reaches attention
+        # laid out (b, heads, s, d), as Phi-3's does
+        attention_output_copied=partial < 1,
+    )
+    dense = tuple(range(min(c.int("first_k_dense_replace", 1, minimum=0, maximum=MAX_LAYERS), L)))
+    return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, s.intermediate_size, False),
+                              s.intermediate_size)
 
 
 # ---- multimodal wrappers: a text model, a vision tower and a projector ------------------
@@ -1170,6 +1269,7 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "gemma3_text": _gemma3_text,
     "gemma3": _gemma3,
     "gpt_oss": _gpt_oss,
+    "glm4_moe": _glm4_moe,
     "mistral3": _mistral3,
 }
 

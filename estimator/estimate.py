@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from . import activations as act
 from .adapters import LoraSpec, adapter_params, resolve_targets
-from .arch import ArchSpec
+from .arch import ArchSpec, LinearSpec, ParamTarget
 from .errors import EstimateError
 from .memory import (
     ADAPTER_BITS,
@@ -126,8 +126,11 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
     qlora_fp32 = req.method == "qlora" and req.prepare_kbit
     stream_bits = FP32_BITS if qlora_fp32 else DTYPE_BITS[req.dtype]
     targets: tuple[str, ...] = ()
+    wrapped: tuple[str, ...] = ()
     if req.method in ("lora", "qlora"):
-        targets = tuple(dict.fromkeys(m.name for m, _ in resolve_targets(arch, req.lora)))
+        resolved = resolve_targets(arch, req.lora)
+        targets = tuple(dict.fromkeys(m.name for m, _ in resolved if isinstance(m, LinearSpec)))
+        wrapped = tuple(dict.fromkeys(m.name for m, _ in resolved if isinstance(m, ParamTarget)))
     return act.ActivationSetting(
         batch=req.batch_size,
         seq=req.seq_len,
@@ -135,6 +138,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         logits_bytes=stream_bits / 8,
         full=req.method == "full",
         lora_targets=targets,
+        wrapped_targets=wrapped,
         lora_r=req.lora.r,
         lora_dropout=req.lora.dropout,
         attn=req.attn_implementation,
@@ -157,7 +161,7 @@ def _largest_quantized(arch: ArchSpec) -> int:
     return max((t.numel for t in arch.param_tensors() if t.quantizable), default=0)
 
 
-def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: int,
+def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: LayerGrads,
                     opt: OptimizerBytes) -> tuple[Phase, ...]:
     """Candidate moments of a step, steady state: load; forward end (and, for checkpointed eager
     attention, inside a layer's softmax); backward at the loss, then in the top and the bottom
@@ -165,14 +169,15 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     sum of its two gradients; optimizer step."""
     weights = _weight_terms(w)
     state = 0 if opt.paged else opt.state_bytes
-    one_layer = act.layer_saved(arch, st)  # the top layer (``st`` is its setting)
+    top, top_st = act.layer_at(arch, st, -1)
+    one_layer = act.layer_saved(top, top_st)
     layers = act.layers_saved(arch, st)
     head = act.head_saved(arch, st)
-    mlp_half = act.mlp_half_saved(arch, st)
+    mlp_half = act.mlp_half_saved(top, top_st)
     # (working bytes, saved bytes already consumed): the MLP's backward, attention's, and a 4-bit
     # Linear's dequantized weight (the largest is an MLP input: the MLP's own tensors are used up)
-    workings = ((act.backward_working(arch, st), 0.0), (act.attention_backward_working(arch, st), mlp_half),
-                (act.dequant_working(arch, st), act.mlp_saved(arch, st)))
+    workings = ((act.backward_working(top, top_st), 0.0), (act.attention_backward_working(top, top_st), mlp_half),
+                (act.dequant_working(top, top_st), act.mlp_saved(top, top_st)))
     recompute = one_layer if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
     forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
@@ -181,24 +186,24 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
         # inside a checkpointed layer nothing is kept, but its intermediates exist one at a time:
         # the MLP's (with a 4-bit weight dequantized next to them) and eager attention's scores
         forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
-                              working_bytes=act.inference_mlp_working(arch, st) + st.dequant_bytes))
+                              working_bytes=act.inference_mlp_working(top, top_st) + st.dequant_bytes))
         if st.attn == "eager":
             forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
-                                  working_bytes=act.inference_attention_working(arch, st)))
+                                  working_bytes=act.inference_attention_working(top, top_st)))
     backward_start = _terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                             logits_bytes=act.logits_backward_peak(arch, st))
     # the input embeddings' gradients arrive last, after the bottom layer's backward (a tied
     # table's lm_head half is there from the start)
     late = act.embedding_grad_bytes(arch, st)
-    top_grads = grads - layer_grads * (arch.num_hidden_layers - 1) - late
-    bottom = act.layer_saved(arch, act.bottom_layer(arch, st))
+    top_grads = grads - layer_grads.below_top - late
+    bottom = act.layer_saved(*act.layer_at(arch, st, 0))
     last_layer = bottom if not st.gradient_checkpointing else bottom + act.checkpoint_saved(arch, st)
     moments = [backward_start]
     for working, consumed in workings:
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
                               activations_bytes=layers + head + recompute - consumed, working_bytes=working))
         # the bottom layer's own gradients come out of this very backward
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - layer_grads,
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - layer_grads.bottom,
                               activations_bytes=last_layer - consumed, working_bytes=working))
     tied = act.tied_embedding_grad_transient(arch, st)
     if tied:
@@ -219,7 +224,8 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
     """
     weights = _weight_terms(w)
     kv = act.kv_cache(arch, st, kv_bits)
-    layers = (act.inference_mlp_working(arch, st), act.inference_attention_working(arch, st))
+    top, top_st = act.layer_at(arch, st, -1)
+    layers = (act.inference_mlp_working(top, top_st), act.inference_attention_working(top, top_st))
     prefill = [_terms(weights, kv_cache_bytes=kv, working_bytes=working) for working in layers]
     prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.inference_head_stream(arch, st),
                           logits_bytes=st.batch * arch.vocab_size * st.logits_bytes))
@@ -285,7 +291,7 @@ class StepPlan:
     adapter_params: int
     opt: OptimizerBytes | None  # None for inference
     grads: int
-    layer_grads: int
+    layer_grads: LayerGrads
     paper: PaperFigure
     lora_ratio: float | None
     nf4_constant_bits: float | None
@@ -336,7 +342,7 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
                           device=device, prepare_kbit=prepare_kbit)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
-    opt, grads, layer_grads = None, 0, 0
+    opt, grads, layer_grads = None, 0, LayerGrads(0, 0)
     if method != "inference":
         bits = DTYPE_BITS[dtype] if method == "full" else ADAPTER_BITS
         stepped = stepped_tensors(arch, method, lora)
@@ -449,11 +455,23 @@ def _worst_per_phase(moments: tuple[Phase, ...]) -> tuple[Phase, ...]:
     return tuple(worst.values())
 
 
-def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> int:
-    """Gradient bytes that one decoder layer's backward adds."""
-    if method == "full":
-        return math.ceil(arch.layer_params * bits / 8)
-    return grads // max(arch.num_hidden_layers, 1)
+class LayerGrads(NamedTuple):
+    """Gradient bytes a step's backward produces layer by layer (a model may mix dense and sparse
+    layers): the bottom layer's, produced last, and all layers' but the top one's."""
+
+    bottom: int
+    below_top: int
+
+
+def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> LayerGrads:
+    """Gradient bytes of the decoder layers: full fine-tuning, each layer's own parameters; LoRA,
+    an equal share of the adapters' per layer."""
+    L = max(arch.num_hidden_layers, 1)
+    if method != "full":
+        return LayerGrads(grads // L, grads // L * (L - 1))
+    every = sum(kind.layer_params * n for kind, _, n in arch.kind_counts)
+    top = arch.layer_arch(L - 1).layer_params
+    return LayerGrads(math.ceil(arch.layer_arch(0).layer_params * bits / 8), math.ceil((every - top) * bits / 8))
 
 
 def _lora_ratio(arch: ArchSpec, lora: LoraSpec | None) -> float | None:

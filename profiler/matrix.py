@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tunefit.estimator import EstimateRequest
+from tunefit.estimator import EstimateRequest, get_model
 from tunefit.estimator.request import request_from_fields
 
 SEED = 20261123
@@ -47,7 +47,62 @@ MODELS: dict[str, tuple[str, dict]] = {
     "mixtral-moe-64": ("holdout", dict(model_type="mixtral", hidden_size=64, intermediate_size=192,
                                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
                                        num_local_experts=8, num_experts_per_tok=2, vocab_size=1000)),
+    # the families of 2025-26 (issue 17), appended so that the cases above keep their draws
+    "qwen3-256": ("fit", dict(model_type="qwen3", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                              num_attention_heads=8, num_key_value_heads=2, head_dim=48, vocab_size=8000)),
+    "qwen3-640": ("holdout", dict(model_type="qwen3", hidden_size=640, intermediate_size=1792, num_hidden_layers=3,
+                                  num_attention_heads=10, num_key_value_heads=2, head_dim=64, vocab_size=12000)),
+    "qwen3_moe-128": ("fit", dict(model_type="qwen3_moe", hidden_size=128, intermediate_size=256,
+                                  moe_intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
+                                  norm_topk_prob=True, vocab_size=4000)),
+    "qwen3_moe-192": ("holdout", dict(model_type="qwen3_moe", hidden_size=192, intermediate_size=384,
+                                      moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
+                                      num_key_value_heads=2, head_dim=32, num_experts=16, num_experts_per_tok=4,
+                                      vocab_size=3000)),
+    "gemma3_text-256": ("fit", dict(model_type="gemma3_text", hidden_size=256, intermediate_size=1024,
+                                    num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=64,
+                                    vocab_size=24000, sliding_window=64, sliding_window_pattern=3)),
+    "gemma3_text-384": ("holdout", dict(model_type="gemma3_text", hidden_size=384, intermediate_size=1152,
+                                        num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
+                                        head_dim=64, vocab_size=16000, sliding_window=128, sliding_window_pattern=2)),
+    "olmo2-256": ("fit", dict(model_type="olmo2", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                              num_attention_heads=8, num_key_value_heads=2, vocab_size=8000)),
+    "olmo2-448": ("holdout", dict(model_type="olmo2", hidden_size=448, intermediate_size=1216, num_hidden_layers=3,
+                                  num_attention_heads=7, num_key_value_heads=7, vocab_size=6000)),
+    "smollm3-256": ("fit", dict(model_type="smollm3", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                                num_attention_heads=8, num_key_value_heads=2, vocab_size=8000, pad_token_id=0,
+                                bos_token_id=0, eos_token_id=0)),
+    "smollm3-384": ("holdout", dict(model_type="smollm3", hidden_size=384, intermediate_size=1024,
+                                    num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=3,
+                                    vocab_size=5000, pad_token_id=0, bos_token_id=0, eos_token_id=0)),
+    "granite-256": ("fit", dict(model_type="granite", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                                num_attention_heads=8, num_key_value_heads=2, vocab_size=8000,
+                                embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=8.0)),
+    "granite-384": ("holdout", dict(model_type="granite", hidden_size=384, intermediate_size=1024,
+                                    num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=6,
+                                    vocab_size=5000, embedding_multiplier=6.0, residual_multiplier=0.5,
+                                    logits_scaling=4.0)),
+    "gpt_oss-128": ("fit", dict(model_type="gpt_oss", hidden_size=128, intermediate_size=96, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_local_experts=8,
+                                num_experts_per_tok=2, sliding_window=64, vocab_size=4000)),
+    "gpt_oss-192": ("holdout", dict(model_type="gpt_oss", hidden_size=192, intermediate_size=160,
+                                    num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, head_dim=32,
+                                    num_local_experts=8, num_experts_per_tok=4, sliding_window=128,
+                                    vocab_size=3000)),
+    "gemma3-mm-256": ("holdout", dict(model_type="gemma3", text_config=dict(
+        hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=64, vocab_size=8000, sliding_window=128, sliding_window_pattern=2), vision_config=dict(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+        patch_size=14, vision_use_head=False))),
+    "mistral3-mm-256": ("holdout", dict(model_type="mistral3", tie_word_embeddings=False, text_config=dict(
+        model_type="mistral", hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=8,
+        num_key_value_heads=2, head_dim=32, vocab_size=8000), vision_config=dict(
+        model_type="pixtral", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        image_size=56, patch_size=14))),
 }
+# transformers has no sdpa attention for these: their cases run eager
+EAGER_ONLY = ("gpt_oss",)
 
 METHODS = ("inference", "full", "lora", "qlora", "qlora-no-dq")
 BATCHES = (1, 2, 4, 8)
@@ -66,8 +121,14 @@ class Case:
     request: EstimateRequest
 
 
+def _text(config: dict) -> dict:
+    """The text model's config (a multimodal wrapper's ``text_config``)."""
+    return config.get("text_config", config)
+
+
 def _wide(config: dict) -> bool:
-    return config.get("hidden_size", config.get("n_embd", 0)) >= 512 or config["vocab_size"] >= 32000
+    text = _text(config)
+    return text.get("hidden_size", text.get("n_embd", 0)) >= 512 or text["vocab_size"] >= 32000
 
 
 def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bool, attn: str,
@@ -104,6 +165,8 @@ def cases(n_per_model: int = 13) -> list[Case]:
                 batch, seq = rng.choice(BATCHES), rng.choice(SEQS)
             gc = method != "inference" and rng.random() < 0.5
             attn = rng.choice(["eager", "sdpa"])
+            if config["model_type"] in EAGER_ONLY:
+                attn = "eager"
             req = _request(config, method, dtype, batch, seq, gc, attn, rng)
             case_id = f"{name}/{i:02d}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}-{attn}"
             out.append(Case(case_id, name, split, req))
@@ -112,7 +175,9 @@ def cases(n_per_model: int = 13) -> list[Case]:
 
 # ---- catalog models on the meta device -------------------------------------------------------
 
-SIMULATED_MODELS = ("llama-2-7b", "llama-3-8b", "mistral-7b", "llama-2-70b")
+SIMULATED_MODELS = ("llama-2-7b", "llama-3-8b", "mistral-7b", "llama-2-70b",
+                    # the families of 2025-26 (issue 17)
+                    "qwen3-8b", "qwen3-14b", "olmo-2-7b", "gemma-3-12b", "qwen3-30b-a3b", "gpt-oss-20b")
 SIMULATED_METHODS = ("inference", "full", "lora", "qlora")
 # (batch, seq, gradient checkpointing): batch 1-8 and sequences 512-4096, the range the
 # estimator is judged on at 7B-70B scale
@@ -129,8 +194,9 @@ def simulation_cases() -> list[Case]:
                 gc = gc and method != "inference"
                 lora = ({"r": 16, "target_modules": "all-linear"} if method == "qlora"
                         else {"r": 8, "target_modules": ["q_proj", "v_proj"]})
+                attn = "eager" if get_model(model).arch.model_type in EAGER_ONLY else "sdpa"
                 req = request_from_fields({"model": model, "method": method, "dtype": "bf16", "lora": lora,
                                            "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
-                                           "device": "cuda"})
+                                           "attn_implementation": attn, "device": "cuda"})
                 out.append(Case(f"{model}/{method}-b{batch}-s{seq}{'-gc' if gc else ''}", model, "simulation", req))
     return out

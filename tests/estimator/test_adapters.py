@@ -133,6 +133,10 @@ MOE_CASES = [pytest.param("mixtral", *case.values, id=case.id) for case in MOE_C
     pytest.param("qwen3_moe", variant, targets, id=f"qwen3_moe-{_label(targets)}-{variant}")
     for targets in [("down_proj",), ("gate", "q_proj"), ("gate_proj", "up_proj"), "all-linear"]
     for variant in ["lora", "rslora"]
+] + [
+    # dense layers among the sparse ones: the converted names leave their gate/up/down_proj Linears alone
+    pytest.param("qwen3_moe-dense-layers", "lora", targets, id=f"qwen3_moe-dense-layers-{_label(targets)}-lora")
+    for targets in [("gate_proj", "up_proj", "q_proj"), "all-linear"]
 ]
 
 

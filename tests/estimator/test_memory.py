@@ -67,8 +67,10 @@ def test_full_fine_tuning_trains_the_listed_tensors(name):
     assert trainable_params(tensors) == arch.total_params
     assert sum(count for _, count in tensors) == sum(t.count for t in arch.param_tensors())
     q_params, _ = quantized_linears(arch, QuantSpec())
-    linears = [(m, arch.num_hidden_layers) for m in arch.layer_linears] + [(m, 1) for m in arch.model_linears]
+    linears = [(m, arch.sparse_layers) for m in arch.layer_linears] + [(m, 1) for m in arch.model_linears]
     linears += list(arch.tower_linears)  # a multimodal wrapper's vision tower and projector
+    if arch.dense_layer is not None:  # dense layers among sparse ones
+        linears += [(m, len(arch.dense_layer_indices)) for m in arch.dense_layer.layer_linears]
     assert q_params == sum(m.weight_params * n for m, n in linears if m.quantizable)
 
 
@@ -126,7 +128,7 @@ def test_param_wrapper_keeps_the_adapted_expert_weights_by_hand():
     """LoRA on mixtral's router and fused experts (peft ParamWrapper) versus attention only."""
     arch = arch_from_config(TINY_CONFIGS["mixtral"])  # h=64, i=160, E=4 experts, top-2
     base = _setting(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
-    wrapped = replace(base, lora_targets=base.lora_targets + ("gate.weight", "gate_up_proj", "down_proj"))
+    wrapped = replace(base, wrapped_targets=("gate.weight", "gate_up_proj", "down_proj"))
     t, a, r = 16, 2, base.lora_r
     adapted = (4 * 64 + 4 * 320 * 64 + 4 * 64 * 160) * a  # W' of router (E x h), gate_up (E x 2i x h), down (E x h x i)
     factors = (r * 2 * 4 * (64 + 320) + r * 4 * (160 + 64)) * a  # bf16 casts of the stacked lora_A/lora_B

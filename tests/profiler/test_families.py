@@ -40,6 +40,15 @@ FAMILIES = {
     # attention sinks (eager only); alternating 32-token sliding and full layers
     "gpt_oss": dict(model_type="gpt_oss", **{**_BASE, "intermediate_size": 96}, head_dim=32, num_local_experts=8,
                     num_experts_per_tok=2, sliding_window=32),
+    # a dense first layer, then sparse ones: a grouped-sigmoid router (2 groups), fused experts and a
+    # shared expert of Linears; biased q/k/v, per-head q/k norms, RoPE on half of each head
+    "glm4_moe": dict(model_type="glm4_moe", **{**_BASE, "num_hidden_layers": 3}, head_dim=32,
+                     moe_intermediate_size=64, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                     first_k_dense_replace=1, n_group=2, topk_group=1, attention_bias=True, use_qk_norm=True),
+    # dense layers among the sparse ones (mlp_only_layers, decoder_sparse_step)
+    "qwen3_moe-dense": dict(model_type="qwen3_moe", **{**_BASE, "num_hidden_layers": 4}, head_dim=32, num_experts=8,
+                            num_experts_per_tok=2, moe_intermediate_size=96, mlp_only_layers=[0],
+                            decoder_sparse_step=2),
     # multimodal wrappers on text batches: the tower's weights and adapters are held, never stepped
     "gemma3": dict(model_type="gemma3", text_config=dict(**_BASE, head_dim=32, sliding_window=32,
                                                          sliding_window_pattern=2),
@@ -86,7 +95,7 @@ def _request(family: str, setting: str) -> EstimateRequest:
 # QLoRA keeps the residual stream in fp32 (prepare_model_for_kbit_training), and transformers'
 # grouped-matmul experts reach torch._grouped_mm, whose meta kernel takes bf16 only: the meta
 # device cannot run it (held below)
-NOT_SIMULATED = {("qwen3_moe", "qlora-gc-sdpa"), ("gpt_oss", "qlora-gc-sdpa")}
+NOT_SIMULATED = {(f, "qlora-gc-sdpa") for f in ("qwen3_moe", "qwen3_moe-dense", "gpt_oss", "glm4_moe")}
 CASES = [pytest.param(f, s, id=f"{f}-{s}") for f in FAMILIES for s in SETTINGS if (f, s) not in NOT_SIMULATED]
 
 
