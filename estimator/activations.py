@@ -37,6 +37,7 @@ MASK_BYTES = 1  # torch's native_dropout keeps its mask as bool
 # (earlier releases padded to 16). profiler/kernels.py states it on its own; a test compares.
 MEM_EFF_BIAS_ALIGNMENT = 8
 INPUT_GROUPS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in", "o": "attn_out",
+                "q_latent": "q_latent", "kv_latent": "kv_latent",
                 "mlp_in": "mlp_in", "mlp_out": "mlp_act", "proj_in": "embedded", "proj_out": "decoded"}
 # Activation functions that transformers builds from several pointwise ops, each keeping a
 # t·i tensor: gelu_new / gelu_pytorch_tanh in Python keep input, tanh output, 0.5·x, 1+tanh.
@@ -111,8 +112,10 @@ def qk_norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 def _input_widths(arch: ArchSpec) -> dict[str, int]:
     """Width of the input each group of Linears reads (OPT's project_in reads the token embedding's
     output, project_out the layers' output)."""
-    return {"attn_in": arch.hidden_size, "attn_out": arch.q_dim, "mlp_in": arch.hidden_size,
-            "mlp_act": arch.intermediate_size, "embedded": arch.embedding_dim, "decoded": arch.hidden_size}
+    mla = arch.mla
+    return {"attn_in": arch.hidden_size, "attn_out": arch.attention_out_dim, "mlp_in": arch.hidden_size,
+            "mlp_act": arch.intermediate_size, "embedded": arch.embedding_dim, "decoded": arch.hidden_size,
+            "q_latent": mla.q_lora_rank if mla else 0, "kv_latent": mla.kv_lora_rank if mla else 0}
 
 
 def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[LinearSpec, ...]) -> float:
@@ -165,6 +168,18 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
     n = arch.num_attention_heads
     qkv = t * (arch.q_dim + 2 * arch.kv_dim) * a
+    if arch.mla is not None:
+        # q and k are new tensors (q concatenated, k assembled in place); v is a view of kv_b_proj's
+        # output, which the kernel's saving keeps whole
+        mla = arch.mla
+        qkv = t * n * (2 * mla.qk_head_dim + mla.qk_nope_head_dim + mla.v_head_dim) * a
+        if st.attn == "eager":
+            return qkv + b * n * s * s * _eager_probs_saved(arch, a)
+        if st.device == "cpu":
+            # v narrower than q and k: no CPU kernel takes it, sdpa's math path runs in fp32 and
+            # keeps fp32 q, k, v and the fp32 softmax
+            return t * n * (2 * mla.qk_head_dim + mla.v_head_dim) * FP32_BYTES + b * n * s * s * FP32_BYTES
+        return qkv + t * arch.attention_out_dim * a + b * n * s * FP32_BYTES
     if st.attn == "eager":
         expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a  # repeat_kv copies under GQA
         if arch.attention_sinks:
@@ -489,6 +504,9 @@ def kv_cache(arch: ArchSpec, st: ActivationSetting, bits: int) -> float:
     """
     t, w = st.tokens, bits / 8
     fused = _fused_qkv(arch)
+    if arch.mla is not None:
+        # the latents: ``kv_lora_rank`` normalized and ``qk_rope_head_dim`` rotated, shared by the heads
+        return arch.num_hidden_layers * t * (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) * w
     if fused is None:
         per_layer = 2 * t * arch.kv_dim * w
     else:
@@ -520,6 +538,16 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     return mlp + held + _prefill_stream(arch, st, in_mlp=True)
 
 
+def eager_masks(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Eager attention's additive masks, ``(b, 1, s, s)`` in the stream's dtype, one per kind of
+    layer (full, sliding; transformers' ``masking_utils.eager_mask``), made once per forward and
+    alive until the decoder stack returns."""
+    if st.attn != "eager":
+        return 0.0
+    kinds = len({w for w in arch.layer_windows}) or 1
+    return kinds * st.batch * st.seq * st.seq * st.stream_bytes
+
+
 def eager_weights_returned(arch: ArchSpec, st: ActivationSetting) -> float:
     """Eager attention returns its weights (the softmax output in the stream's dtype; gpt-oss's
     with the sink column) and every decoder layer holds them in a local it ignores
@@ -541,6 +569,14 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     # q after RoPE (a new tensor; without RoPE a fused projection's q is a view of what the KV
     # cache keeps); this layer's k and v are in the KV cache already
     query = t * arch.q_dim * a if arch.rotary_dim or _fused_qkv(arch) is None else 0.0
+    if arch.mla is not None:
+        # q (concatenated), k (assembled) and kv_b_proj's output (k's first part and v are views)
+        mla, n = arch.mla, arch.num_attention_heads
+        query = t * n * (2 * mla.qk_head_dim + mla.qk_nope_head_dim + mla.v_head_dim) * a
+        if st.attn == "sdpa" and st.device == "cpu":
+            # the math path: fp32 q, k, v, the fp32 scores and their softmax
+            math = t * n * (2 * mla.qk_head_dim + mla.v_head_dim) * FP32_BYTES + 2 * b * n * s * s * FP32_BYTES
+            return query + math + _prefill_stream(arch, st, in_mlp=False)
     if st.attn != "eager":
         return query + _prefill_stream(arch, st, in_mlp=False)
     # masked scores + softmax output, plus the fp32 copy a float32 softmax makes of 16-bit scores
@@ -551,6 +587,8 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
         # softmax, all in the stream's dtype
         scores = b * arch.num_attention_heads * s * (s + (s + 1) * 2) * a
     repeated = 2 * t * arch.q_dim * a if arch.num_key_value_heads < arch.num_attention_heads else 0.0  # repeat_kv
+    if arch.mla is not None:
+        repeated = 0.0
     return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)
 
 
@@ -564,8 +602,9 @@ def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> floa
     """``t·h`` tensors alive inside a layer of a no-grad forward: the embedding output (the model
     keeps ``inputs_embeds`` to the end), the layer's input (the model's loop variable), the
     normalized input and, in the MLP, the residual after attention; plus RoPE's cos and sin, one
-    pair per rotary table (Gemma 3: sliding and full layers rotate with different bases)."""
+    pair per rotary table (Gemma 3: sliding and full layers rotate with different bases), and
+    eager attention's masks."""
     t, a = st.tokens, st.stream_bytes
     # a post-norm layer (OLMo 2) reads its input itself: no normalized copy beside it
     stream = ((4 if in_mlp else 3) - (1 if arch.post_norm else 0)) * t * arch.hidden_size * a
-    return stream + arch.rotary_tables * 2 * t * arch.rotary_dim * a
+    return stream + arch.rotary_tables * 2 * t * arch.rotary_dim * a + eager_masks(arch, st)

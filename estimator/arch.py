@@ -120,6 +120,25 @@ class NormSpec:
 
 
 @dataclass(frozen=True)
+class MlaSpec:
+    """Multi-head latent attention (DeepSeek-V2/V3, transformers ``DeepseekV3Attention``): q through
+    a ``q_lora_rank`` latent (or a plain ``q_proj`` when it is null), k and v through one shared
+    ``kv_lora_rank`` latent plus a ``qk_rope_head_dim`` rotated key shared by every head; each head's
+    q and k are ``qk_nope_head_dim + qk_rope_head_dim`` wide, its v ``v_head_dim``. Field names as in
+    config.json."""
+
+    q_lora_rank: int  # 0: no q latent
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+@dataclass(frozen=True)
 class ParamTensor:
     """One parameter tensor as ``model.named_parameters()`` yields it (a tied one once), with how
     many the model holds (``num_hidden_layers`` for a tensor of every decoder layer).
@@ -230,8 +249,11 @@ class ArchSpec:
     # layer attends within ``sliding_window``). Empty: every layer alike, sliding when
     # ``sliding_window`` is set (Mistral, Phi-3).
     layer_types: tuple[str, ...] = ()
-    # Buffers of every sparse layer (GLM-4.5's and DeepSeek-V3's fp32 ``e_score_correction_bias``).
-    layer_buffer_bytes: int = 0
+    # The router's ``e_score_correction_bias`` buffer of every sparse layer (GLM-4.5, DeepSeek-V3):
+    # its entries, and whether it stays fp32 (GLM-4.5's ``_keep_in_fp32_modules_strict``) or takes
+    # the model's dtype (DeepSeek-V3's).
+    router_bias_buffer: int = 0
+    router_bias_fp32: bool = False
     # Other parameters of every layer (gpt-oss's attention ``sinks``, one logit per head).
     layer_tensors: tuple[ParamTensor, ...] = ()
     # gpt-oss: a learned sink logit per head joins every row of attention scores before softmax.
@@ -249,6 +271,8 @@ class ArchSpec:
     tower_linears: tuple[tuple[LinearSpec, int], ...] = ()
     tower_tensors: tuple[ParamTensor, ...] = ()
     tower_buffer_bytes: int = 0
+    # Multi-head latent attention (DeepSeek-V3); None: q/k/v projections as ``layer_linears`` say.
+    mla: MlaSpec | None = None
     # Layers whose MLP is dense in a model whose other layers are sparse (DeepSeek-V3's and GLM-4.5's
     # first ``first_k_dense_replace``, Qwen3 MoE's ``mlp_only_layers``): their indices, and the
     # ArchSpec of one such layer (its own Linears, no experts); the fields above describe the others.
@@ -306,6 +330,11 @@ class ArchSpec:
         if self.no_rope_layers:
             return bool(self.no_rope_layers[index]) and self.rotary_dim > 0
         return self.rotary_dim > 0
+
+    @property
+    def attention_out_dim(self) -> int:
+        """Width of attention's output, ``o_proj``'s input: ``heads · v_head_dim`` under MLA."""
+        return self.num_attention_heads * self.mla.v_head_dim if self.mla else self.q_dim
 
     @property
     def expert_width(self) -> int:
@@ -391,7 +420,8 @@ class ArchSpec:
     def buffer_bytes(self, dtype_bits: int) -> float:
         """Bytes of the model's buffers when loaded in a ``dtype_bits`` dtype."""
         inv_freq = self.rotary_tables * 2 * ((self.rotary_dim + 1) // 2) * FP32_BYTES
-        layers = self.layer_buffer_bytes * self.sparse_layers
+        bias_bits = 32 if self.router_bias_fp32 else dtype_bits
+        layers = self.router_bias_buffer * bias_bits / 8 * self.sparse_layers
         return inv_freq + (dtype_bits / 8 if self.embed_scale_buffer else 0) + self.tower_buffer_bytes + layers
 
     # ---- what peft can target -------------------------------------------------------
@@ -1115,13 +1145,68 @@ def _glm4_moe(c: _Config, model_type: str) -> ArchSpec:
         topk_group=c.int("topk_group", 1),
         shared_experts=bool(shared),
         layer_param_targets=_fused_experts(h, moe_inter, experts, (("gate_proj", "up_proj"), ("down_proj",))),
-        layer_buffer_bytes=experts * FP32_BYTES,  # e_score_correction_bias, kept in fp32
+        router_bias_buffer=experts,
+        router_bias_fp32=True,
         rotary_dim=int(s.head_dim * partial),
         # partial RoPE concatenates the rotated and the passed-through halves: q reaches attention
         # laid out (b, heads, s, d), as Phi-3's does
         attention_output_copied=partial < 1,
     )
     dense = tuple(range(min(c.int("first_k_dense_replace", 1, minimum=0, maximum=MAX_LAYERS), L)))
+    return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, s.intermediate_size, False),
+                              s.intermediate_size)
+
+
+def _deepseek_v3(c: _Config, model_type: str) -> ArchSpec:
+    """deepseek_v3 (transformers ``modeling_deepseek_v3``, DeepSeek-V3 and R1): multi-head latent
+    attention (``q_a_proj``, ``q_a_layernorm``, ``q_b_proj``; ``kv_a_proj_with_mqa``,
+    ``kv_a_layernorm``, ``kv_b_proj``; ``o_proj``), and GLM-4.5's MoE: the first
+    ``first_k_dense_replace`` layers dense, the others a grouped-sigmoid router, ``n_routed_experts``
+    fused experts and shared experts of Linears. The multi-token-prediction layer of the checkpoint
+    is not built by transformers (nor counted here)."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=4096, hidden_act="silu")
+    h, L, heads = s.hidden_size, s.num_hidden_layers, s.num_attention_heads
+    q_lora = 0 if c.raw.get("q_lora_rank") is None and "q_lora_rank" in c.raw else c.int("q_lora_rank", 1536)
+    mla = MlaSpec(q_lora, c.int("kv_lora_rank", 512), c.int("qk_nope_head_dim", 128), c.int("qk_rope_head_dim", 64),
+                  c.int("v_head_dim", 128))
+    bias = c.bool("attention_bias", False)
+    qk, rope = mla.qk_head_dim, mla.qk_rope_head_dim
+    q_path = ((LinearSpec("q_a_proj", h, q_lora, bias, role="q"),
+               LinearSpec("q_b_proj", q_lora, heads * qk, False, role="q_latent")) if q_lora else
+              (LinearSpec("q_proj", h, heads * qk, False, role="q"),))
+    attention = (*q_path,
+                 LinearSpec("kv_a_proj_with_mqa", h, mla.kv_lora_rank + rope, bias, role="k"),
+                 LinearSpec("kv_b_proj", mla.kv_lora_rank, heads * (mla.qk_nope_head_dim + mla.v_head_dim), False,
+                            role="kv_latent"),
+                 LinearSpec("o_proj", heads * mla.v_head_dim, h, bias, role="o"))
+    latent_norms = ((NormSpec("rmsnorm", q_lora),) if q_lora else ()) + (NormSpec("rmsnorm", mla.kv_lora_rank),)
+    experts, moe_inter = c.int("n_routed_experts", 256), c.int("moe_intermediate_size", 2048)
+    shared = moe_inter * c.int("n_shared_experts", 1, minimum=0)
+    sparse = replace(s, head_dim=qk, num_key_value_heads=heads).spec(
+        model_type,
+        gated_mlp=True,
+        intermediate_size=shared,  # the shared experts' width (the dense layers' is in dense_layer)
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        layer_linears=attention + (_gated_mlp(h, shared, False) if shared else ()),
+        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        qk_norms=latent_norms,
+        final_norm=NormSpec("rmsnorm", h),
+        mla=mla,
+        num_local_experts=experts,
+        num_experts_per_tok=c.int("num_experts_per_tok", 8),
+        moe_intermediate_size=moe_inter,
+        norm_topk_prob=c.bool("norm_topk_prob", True),
+        routing_weights_fp32=True,
+        router="grouped_sigmoid",
+        n_group=c.int("n_group", 8),
+        topk_group=c.int("topk_group", 4),
+        shared_experts=bool(shared),
+        layer_param_targets=_fused_experts(h, moe_inter, experts, (("gate_proj", "up_proj"), ("down_proj",))),
+        router_bias_buffer=experts,
+        rotary_dim=rope,
+        attention_output_copied=True,  # q is concatenated: laid out (b, heads, s, d)
+    )
+    dense = tuple(range(min(c.int("first_k_dense_replace", 3, minimum=0, maximum=MAX_LAYERS), L)))
     return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, s.intermediate_size, False),
                               s.intermediate_size)
 
@@ -1270,6 +1355,7 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "gemma3": _gemma3,
     "gpt_oss": _gpt_oss,
     "glm4_moe": _glm4_moe,
+    "deepseek_v3": _deepseek_v3,
     "mistral3": _mistral3,
 }
 

@@ -221,7 +221,9 @@ def test_adapter_tensors_are_peft_trainable_parameters(name, variant):
 # peft's own "q and v" defaults (peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
 # phi3 is not in that table: its q and v live in the fused qkv_proj.
 QV_TARGETS = {"falcon": ("query_key_value",), "gpt2": ("c_attn",), "gpt_neox": ("query_key_value",),
-              "phi3": ("qkv_proj",)}
+              "phi3": ("qkv_proj",),
+              # multi-head latent attention: q through q_a/q_b, k and v through kv_a/kv_b (no table in peft)
+              "deepseek_v3": ("q_b_proj", "kv_b_proj")}
 
 
 def _smallest_per_family() -> dict[str, dict]:
