@@ -1,0 +1,59 @@
+"""The families of 2025-26 on every surface: a catalog model of each (named by its short or its
+Hugging Face id) answers the estimate, capacity and compare endpoints and the planning form, with
+the estimator's own numbers."""
+
+from urllib.parse import urlencode
+
+import pytest
+
+from tunefit.estimator import EstimateRequest, LoraSpec, estimate, get_model
+from tunefit.estimator.units import GIB
+
+# one catalog model per new family; gpt-oss has no sdpa attention in transformers
+MODELS = {
+    "qwen3": ("Qwen/Qwen3-8B", "sdpa"),
+    "qwen3_moe": ("qwen3-30b-a3b", "sdpa"),
+    "gemma3": ("gemma-3-4b", "sdpa"),
+    "gemma3_text": ("gemma-3-1b", "sdpa"),
+    "mistral3": ("mistral-small-3.1-24b", "sdpa"),
+    "gpt_oss": ("openai/gpt-oss-20b", "eager"),
+    "glm4_moe": ("glm-4.5-air", "sdpa"),
+    "deepseek_v3": ("deepseek-ai/DeepSeek-V3", "sdpa"),
+    "olmo2": ("olmo-2-7b", "sdpa"),
+    "olmo3": ("olmo-3-7b", "sdpa"),
+    "smollm3": ("HuggingFaceTB/SmolLM3-3B", "sdpa"),
+    "granite": ("granite-3.3-8b", "sdpa"),
+}
+CASES = [pytest.param(model, attn, id=family) for family, (model, attn) in MODELS.items()]
+
+
+def _body(model: str, attn: str) -> dict:
+    return {"model": model, "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
+            "batch_size": 1, "seq_len": 2048, "attn_implementation": attn}
+
+
+def test_every_new_family_has_a_case():
+    assert {get_model(model).arch.model_type for model, _ in MODELS.values()} == set(MODELS)
+
+
+@pytest.mark.parametrize("model,attn", CASES)
+def test_estimate_capacity_and_compare(client, model, attn):
+    expected = estimate(EstimateRequest(model, method="qlora", lora=LoraSpec(r=16, target_modules="all-linear"),
+                                        batch_size=1, seq_len=2048, attn_implementation=attn))
+    doc = client.post("/api/v1/estimate", json=_body(model, attn)).json()
+    assert doc["peak_bytes"] == expected.peak_bytes
+    assert doc["params"]["total"] == get_model(model).arch.total_params
+    rows = client.post("/api/v1/capacity", json={**_body(model, attn), "gpus": ["rtx-4090", "h100-sxm-80gb"]}).json()
+    assert [r["gpu"] for r in rows["rows"]] == ["rtx-4090", "h100-sxm-80gb"]
+    compared = client.post("/api/v1/compare", json={"model": model, "attn_implementation": attn}).json()
+    assert [r["label"] for r in compared["results"]] == ["full", "lora r=16", "qlora r=16"]
+
+
+@pytest.mark.parametrize("model,attn", CASES)
+def test_the_form_plans_it(client, model, attn):
+    query = {"submitted": "1", "model": model, "method": "qlora", "r": "16", "all_linear": "on",
+             "double_quant": "on", "batch_size": "1", "seq_len": "2048", "attn": attn}
+    html = client.get("/?" + urlencode(query)).text
+    expected = estimate(EstimateRequest(model, method="qlora", lora=LoraSpec(r=16, target_modules="all-linear"),
+                                        batch_size=1, seq_len=2048, attn_implementation=attn))
+    assert f"{expected.peak_bytes / GIB:,.2f} GiB" in html
