@@ -392,9 +392,11 @@ def checkpoint_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Bytes all decoder layers keep at the end of the forward pass, kind by kind of layer."""
+    """Bytes all decoder layers keep at the end of the forward pass, kind by kind of layer; with
+    checkpointing, each layer's input, and eager attention's masks, which the checkpoints hold
+    for their recomputation until backward is done."""
     if st.gradient_checkpointing:
-        return arch.num_hidden_layers * checkpoint_saved(arch, st)
+        return arch.num_hidden_layers * checkpoint_saved(arch, st) + eager_masks(arch, st)
     return sum(n * layer_saved(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
 
 
@@ -541,7 +543,7 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
 def eager_masks(arch: ArchSpec, st: ActivationSetting) -> float:
     """Eager attention's additive masks, ``(b, 1, s, s)`` in the stream's dtype, one per kind of
     layer (full, sliding; transformers' ``masking_utils.eager_mask``), made once per forward and
-    alive until the decoder stack returns."""
+    alive until the decoder stack returns (under checkpointing, until backward is done)."""
     if st.attn != "eager":
         return 0.0
     kinds = len({w for w in arch.layer_windows}) or 1
@@ -602,9 +604,8 @@ def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> floa
     """``t·h`` tensors alive inside a layer of a no-grad forward: the embedding output (the model
     keeps ``inputs_embeds`` to the end), the layer's input (the model's loop variable), the
     normalized input and, in the MLP, the residual after attention; plus RoPE's cos and sin, one
-    pair per rotary table (Gemma 3: sliding and full layers rotate with different bases), and
-    eager attention's masks."""
+    pair per rotary table (Gemma 3: sliding and full layers rotate with different bases)."""
     t, a = st.tokens, st.stream_bytes
     # a post-norm layer (OLMo 2) reads its input itself: no normalized copy beside it
     stream = ((4 if in_mlp else 3) - (1 if arch.post_norm else 0)) * t * arch.hidden_size * a
-    return stream + arch.rotary_tables * 2 * t * arch.rotary_dim * a + eager_masks(arch, st)
+    return stream + arch.rotary_tables * 2 * t * arch.rotary_dim * a

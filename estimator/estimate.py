@@ -225,8 +225,9 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
     weights = _weight_terms(w)
     kv = act.kv_cache(arch, st, kv_bits)
     top, top_st = act.layer_at(arch, st, -1)
+    masks = act.eager_masks(arch, st)  # alive while the decoder layers run
     layers = (act.inference_mlp_working(top, top_st), act.inference_attention_working(top, top_st))
-    prefill = [_terms(weights, kv_cache_bytes=kv, working_bytes=working) for working in layers]
+    prefill = [_terms(weights, kv_cache_bytes=kv, working_bytes=working + masks) for working in layers]
     prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.inference_head_stream(arch, st),
                           logits_bytes=st.batch * arch.vocab_size * st.logits_bytes))
     return (Phase("load", _terms(weights)), *(Phase("prefill", t) for t in prefill))
