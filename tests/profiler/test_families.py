@@ -79,9 +79,6 @@ KNOWN_GAPS = {
     # Granite's step keeps one more t x h fp32 tensor than Llama's from the forward's end through
     # backward (the simulation of the same config as llama is -0.30 %); not yet traced to its op
     ("granite", "qlora-gc-sdpa"): 0.015,
-    # gpt-oss's prefill: routing's int64 indices and the eager masks (one per layer type) are not
-    # counted, a few t-sized tensors per step (-1.00 % here, less the wider the model)
-    ("gpt_oss", "inference-sdpa"): 0.015,
     # multi-head latent attention's prefill on a CPU: v is narrower than q and k, so sdpa takes its
     # fp32 math path, whose transients are counted only in part (-7.03 % here; for CUDA, where the
     # memory-efficient kernel runs, -1.6 % on the tiny config)
