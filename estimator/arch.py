@@ -278,9 +278,6 @@ class ArchSpec:
     # ArchSpec of one such layer (its own Linears, no experts); the fields above describe the others.
     dense_layer_indices: tuple[int, ...] = ()
     dense_layer: ArchSpec | None = None
-    # config.json's ``no_rope_layers`` (SmolLM3): 1 where the layer applies RoPE, 0 where it does
-    # not (NoPE). Empty: every layer applies RoPE when ``rotary_dim`` is set.
-    no_rope_layers: tuple[int, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -324,12 +321,6 @@ class ArchSpec:
             key = (self.layer_arch(i), w)
             counts[key] = counts.get(key, 0) + 1
         return tuple((a, w, n) for (a, w), n in counts.items())
-
-    def layer_has_rope(self, index: int) -> bool:
-        """Whether decoder layer ``index`` rotates q and k (``no_rope_layers``, else ``rotary_dim``)."""
-        if self.no_rope_layers:
-            return bool(self.no_rope_layers[index]) and self.rotary_dim > 0
-        return self.rotary_dim > 0
 
     @property
     def attention_out_dim(self) -> int:
@@ -852,7 +843,9 @@ def _olmo2(c: _Config, model_type: str) -> ArchSpec:
 
 def _smollm3(c: _Config, model_type: str) -> ArchSpec:
     """smollm3 (transformers ``modeling_smollm3``): Llama's layer, with RoPE skipped on the layers
-    ``no_rope_layers`` marks 0 (by default every ``no_rope_layer_interval``-th, 4)."""
+    ``no_rope_layers`` marks 0 (by default every ``no_rope_layer_interval``-th, 4). A NoPE layer's
+    q and k reach attention as views of their projections, the same bytes a rotated copy takes, so
+    memory does not tell the layers apart; with ``use_sliding_window`` the NoPE layers slide."""
     s = _read_shared(c, tie_word_embeddings=True, max_position_embeddings=32768, hidden_act="silu",
                      num_key_value_heads=4)
     h, L = s.hidden_size, s.num_hidden_layers
@@ -865,7 +858,6 @@ def _smollm3(c: _Config, model_type: str) -> ArchSpec:
         attention_dropout=c.probability("attention_dropout", 0.0),
         sliding_window=window,
         layer_types=_layer_types(c, L, window, lambda i: not rope[i]),
-        no_rope_layers=rope,
         layer_linears=(_attention_linears(s, c.bool("attention_bias", False), c.bool("attention_bias", False))
                        + _gated_mlp(h, s.intermediate_size, c.bool("mlp_bias", False))),
         layer_norms=(NormSpec("rmsnorm", h),) * 2,
