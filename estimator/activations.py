@@ -70,6 +70,8 @@ class ActivationSetting:
     # The attention window of the layer in question (0: full causal attention); per layer where
     # the model mixes sliding and full layers (``ArchSpec.layer_windows``).
     window: int = 0
+    # Whether the layer in question rotates q and k (Llama 4's NoPE layers do not; ``ArchSpec.layer_rope``).
+    rope: bool = True
 
     @property
     def tokens(self) -> int:
@@ -102,11 +104,31 @@ def qk_norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes ``q_norm`` and ``k_norm`` keep: RMSNorms over every head's vector (``t·heads`` rows of
     ``head_dim``: Qwen3, Gemma 3) or over each token's whole projection (OLMo 2)."""
     heads = (arch.num_attention_heads, arch.num_key_value_heads)
+    if arch.l2_qk_norm:
+        return l2_qk_norm_saved(arch, st)
     total = 0.0
     for norm, n in zip(arch.qk_norms, heads, strict=False):
         rows = st.tokens * (n if arch.qk_norm_per_head else 1)
         total += rms_norm_saved(norm, rows, norm.size, st)
     return total
+
+
+def l2_qk_norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Llama 4's ``Llama4TextL2Norm`` on q and k of the layers that rotate: per head,
+    ``x.float() * rsqrt(mean(x²) + eps)`` without a weight, keeping the fp32 copy and the fp32
+    ``rsqrt`` of each row (transformers ``modeling_llama4``)."""
+    if not st.rope:
+        return 0.0
+    rows = st.tokens * (arch.num_attention_heads + arch.num_key_value_heads)
+    return rows * arch.head_dim * FP32_BYTES + rows * FP32_BYTES
+
+
+def temperature_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Llama 4's layers without RoPE scale q by ``log1p(floor((pos + 1) / floor_scale)) · attn_scale
+    + 1``, an fp32 factor per position that the multiply keeps (``attn_temperature_tuning``)."""
+    if not arch.attn_temperature_tuning or st.rope:
+        return 0.0
+    return st.seq * FP32_BYTES
 
 
 def _input_widths(arch: ArchSpec) -> dict[str, int]:
@@ -206,16 +228,17 @@ def sdpa_masked(arch: ArchSpec, st: ActivationSetting) -> bool:
 
 
 def layer_kinds(arch: ArchSpec, st: ActivationSetting) -> tuple[tuple[ArchSpec, ActivationSetting, int], ...]:
-    """(one kind of layer, its setting, how many layers of that kind): layers differ by window and,
-    in a model with dense and sparse layers, by MLP."""
-    return tuple((kind, replace(st, window=w), n) for kind, w, n in arch.kind_counts)
+    """(one kind of layer, its setting, how many layers of that kind): layers differ by window, by
+    RoPE (Llama 4) and, in a model with dense and sparse layers, by MLP."""
+    return tuple((kind, replace(st, window=w, rope=rope), n) for kind, w, rope, n in arch.kind_counts)
 
 
 def layer_at(arch: ArchSpec, st: ActivationSetting, index: int) -> tuple[ArchSpec, ActivationSetting]:
     """Decoder layer ``index`` (-1: the top one, the first backward reaches; 0: the bottom one)."""
     if not arch.num_hidden_layers:
-        return arch, replace(st, window=0)
-    return arch.layer_arch(index % arch.num_hidden_layers), replace(st, window=arch.layer_windows[index])
+        return arch, replace(st, window=0, rope=True)
+    return arch.layer_arch(index % arch.num_hidden_layers), replace(st, window=arch.layer_windows[index],
+                                                                    rope=arch.layer_rope[index])
 
 
 def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -282,8 +305,14 @@ def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     if arch.num_local_experts:
         # shared experts: a gated MLP ``intermediate_size`` wide on every token, beside the routed ones
         shared = t * (act_saved + 2) * arch.intermediate_size * a if arch.shared_experts else 0
-        return t * arch.num_experts_per_tok * per_token + shared + moe_routing_saved(arch, st)
+        return t * routed_rows(arch) * per_token + shared + moe_routing_saved(arch, st)
     return t * per_token
+
+
+def routed_rows(arch: ArchSpec) -> int:
+    """Rows each token makes in the experts: its ``k`` routed copies, or one per expert where
+    every expert runs on every token (Llama 4's ``hidden_states.repeat(E, 1)``)."""
+    return arch.num_local_experts if arch.expert_dispatch == "all" else arch.num_experts_per_tok
 
 
 # gpt-oss's ``_apply_gate``: its clamps keep the whole gate_up output (2i), then the sigmoid's
@@ -305,6 +334,8 @@ def moe_routing_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     - per layer, the int32 group offsets the grouped matmul keeps (``E``).
     """
     t, a, k, E = st.tokens, st.stream_bytes, arch.num_experts_per_tok, arch.num_local_experts
+    if arch.expert_dispatch == "all":
+        return t * all_experts_routing_per_token(arch, st)
     norm = (1 + k) * FP32_BYTES if arch.norm_topk_prob else 0
     per_layer = E * 4  # the grouped matmul's int32 offsets
     if arch.router == "top_k_softmax":
@@ -321,6 +352,15 @@ def moe_routing_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return t * (router + k * per_row) + per_layer
 
 
+def all_experts_routing_per_token(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Llama 4's routing (``Llama4Router``, ``Llama4TextMoe``), per token: ``topk``'s int64 indices,
+    the fp32 sigmoid of the scores (``-inf`` outside the top k), and the multiply that weights
+    the ``E`` repeated copies of the token keeps both the copies (``E·h``) and the scores laid out
+    per row (``E``), in the stream's dtype."""
+    a, k, E = st.stream_bytes, arch.num_experts_per_tok, arch.num_local_experts
+    return k * INDEX_BYTES + E * FP32_BYTES + E * (arch.hidden_size + 1) * a
+
+
 def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Inputs the MoE router and fused experts keep once their weight has a gradient: full
     fine-tuning, or LoRA on them through peft's ParamWrapper. Each expert matmul sees ``k``
@@ -332,7 +372,7 @@ def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     biases_train = False
     for p in arch.layer_param_targets:
         if st.full or p.name in st.wrapped_targets:
-            copies = arch.num_experts_per_tok if p.experts > 1 else 1
+            copies = routed_rows(arch) if p.experts > 1 else 1
             # a grouped-sigmoid router multiplies an fp32 copy of its input
             width = FP32_BYTES if p.role == "router" and arch.router == "grouped_sigmoid" else a
             total += t * copies * p.in_features * width
@@ -370,6 +410,7 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         norms
         + linear_inputs_saved(arch, st, arch.layer_linears)
         + qk_norm_saved(arch, st)
+        + temperature_saved(arch, st)
         + attention_saved(arch, st)
         + mlp_saved(arch, st)
         + expert_inputs_saved(arch, st)
@@ -393,10 +434,10 @@ def checkpoint_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes all decoder layers keep at the end of the forward pass, kind by kind of layer; with
-    checkpointing, each layer's input, and eager attention's masks, which the checkpoints hold
-    for their recomputation until backward is done."""
+    checkpointing, each layer's input, and the attention masks, which the checkpoints hold for
+    their recomputation until backward is done."""
     if st.gradient_checkpointing:
-        return arch.num_hidden_layers * checkpoint_saved(arch, st) + eager_masks(arch, st)
+        return arch.num_hidden_layers * checkpoint_saved(arch, st) + attention_masks(arch, st)
     return sum(n * layer_saved(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
 
 
@@ -485,7 +526,7 @@ def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> floa
 def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """Transient gradients inside one layer's backward: the MLP intermediate grads dominate."""
     t, i, a = st.tokens, arch.expert_width, st.stream_bytes
-    routed = max(arch.num_experts_per_tok, 1)
+    routed = max(routed_rows(arch), 1)
     wrapped_grad = max((p.weight_params * a for p in _wrapped(arch, st)), default=0.0)  # dL/dW' of one
     # Granite: the gradient of ``output * residual_multiplier``, a copy next to the incoming one
     scaled = 1 if arch.residual_scaled else 0
@@ -522,6 +563,8 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     (a composite activation keeps several partial results alive at once)."""
     t, a, i = st.tokens, st.stream_bytes, arch.expert_width
     held = eager_weights_returned(arch, st)
+    if arch.expert_dispatch == "all":
+        return _all_experts_prefill(arch, st) + held + _prefill_stream(arch, st, in_mlp=True)
     if arch.num_local_experts:
         # transformers' grouped_mm experts, at the gate: the t·k routed rows gathered (h wide), the
         # fused gate_up output (2i, alive while its halves are used), the activation and the product;
@@ -540,14 +583,32 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     return mlp + held + _prefill_stream(arch, st, in_mlp=True)
 
 
-def eager_masks(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Eager attention's additive masks, ``(b, 1, s, s)`` in the stream's dtype, one per kind of
-    layer (full, sliding; transformers' ``masking_utils.eager_mask``), made once per forward and
-    alive until the decoder stack returns (under checkpointing, until backward is done)."""
-    if st.attn != "eager":
+def _all_experts_prefill(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Llama 4's MoE block without autograd, in ``E·t`` rows: the router's logits and scores
+    (``t·E`` each) are alive throughout, with the weighted copies of the tokens (``h``) and, at
+    the gate, the fused ``gate_up`` output (``2i``), the activation and the product (``i`` each);
+    at the down projection, ``gate_up``, the product and the output (``h``)."""
+    rows, h, i, a = st.tokens * arch.num_local_experts, arch.hidden_size, arch.expert_width, st.stream_bytes
+    router = 2 * rows * a
+    return router + rows * (h + max(4 * i, 3 * i + h)) * a
+
+
+def attention_masks(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The masks transformers makes once per forward (``masking_utils``), one per kind of layer
+    (full, sliding, chunked), alive until the decoder stack returns (under checkpointing, until
+    backward is done): eager attention's additive ``(b, 1, s, s)`` masks in the stream's dtype;
+    for sdpa, the bool mask of each window the sequence reaches (``sdpa_mask``; otherwise
+    ``is_causal`` and no mask), ``(1, 1, s, s)`` expanded over the batch for a sliding window,
+    ``(b, 1, s, s)`` for Llama 4's chunks (their mask function reads each row's left padding)."""
+    area = st.seq * st.seq
+    if st.attn == "eager":
+        kinds = len(set(arch.layer_windows)) or 1
+        return kinds * st.batch * area * st.stream_bytes
+    if st.attn != "sdpa":
         return 0.0
-    kinds = len({w for w in arch.layer_windows}) or 1
-    return kinds * st.batch * st.seq * st.seq * st.stream_bytes
+    reached = {w for w in arch.layer_windows if 0 < w <= st.seq}
+    rows = sum(st.batch if w == arch.attention_chunk_size else 1 for w in reached)
+    return rows * area * MASK_BYTES
 
 
 def eager_weights_returned(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -606,6 +667,15 @@ def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> floa
     normalized input and, in the MLP, the residual after attention; plus RoPE's cos and sin, one
     pair per rotary table (Gemma 3: sliding and full layers rotate with different bases)."""
     t, a = st.tokens, st.stream_bytes
-    # a post-norm layer (OLMo 2) reads its input itself: no normalized copy beside it
-    stream = ((4 if in_mlp else 3) - (1 if arch.post_norm else 0)) * t * arch.hidden_size * a
-    return stream + arch.rotary_tables * 2 * t * arch.rotary_dim * a
+    # a post-norm layer (OLMo 2) reads its input itself: no normalized copy beside it; Llama 4's
+    # keeps attention's output through the MLP
+    tensors = (4 if in_mlp else 3) - (1 if arch.post_norm else 0) + (1 if in_mlp and arch.attention_output_held else 0)
+    return tensors * t * arch.hidden_size * a + rotary_table_bytes(arch, st)
+
+
+def rotary_table_bytes(arch: ArchSpec, st: ActivationSetting) -> float:
+    """RoPE's tables, made once per forward: cos and sin per rotary table, in the stream's dtype;
+    Llama 4's one complex64 ``freqs_cis`` of ``(1, s, rotary_dim / 2)`` (its positions are one row)."""
+    if arch.rope_complex:
+        return st.seq * arch.rotary_dim / 2 * 2 * FP32_BYTES
+    return arch.rotary_tables * 2 * st.tokens * arch.rotary_dim * st.stream_bytes

@@ -160,6 +160,7 @@ def resolve_targets(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[Target, int],
         legacy = {n for p in arch.layer_param_targets for n in p.legacy_names}
         module_names = tuple(n for n in names if n not in legacy)
     modules: list[tuple[Target, int]] = list(arch.linears_named(module_names))
+    _refuse_tuple_outputs(arch, modules)
     if lora.variant != "vera":
         wrapped = arch.param_targets_named(tuple(names))
         if wrapped:
@@ -168,6 +169,19 @@ def resolve_targets(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[Target, int],
     if not modules:
         raise EstimateError("lora.target_modules", f"{list(names)} selects no module {lora.variant} can adapt")
     return tuple(modules)
+
+
+def _refuse_tuple_outputs(arch: ArchSpec, modules: list[tuple[Target, int]]) -> None:
+    """peft (0.21.2, ``tuners/lora/layer.py``, ``Linear.forward``) adds the adapter's output to the
+    wrapped module's: a Linear that returns a tuple (Llama 4's router) fails there."""
+    broken = sorted({m.name for m, _ in modules if isinstance(m, LinearSpec) and m.returns_tuple})
+    if not broken:
+        return
+    others = [n for n in arch.linear_names if n not in broken]
+    raise EstimateError("lora.target_modules",
+                        f"peft would wrap {broken} of {arch.model_type}, an nn.Linear whose forward returns a tuple, "
+                        f"and the forward fails adding the adapter's output to it ('all-linear' includes it); "
+                        f"name the targets instead, from {others}")
 
 
 def _check_param_wrapper(lora: LoraSpec, wrapped: list[tuple[ParamTarget, int]]) -> None:

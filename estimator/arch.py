@@ -42,7 +42,10 @@ class LinearSpec:
     out_features: int
     bias: bool
     quantizable: bool = True
-    role: str = "other"  # q, k, v, qkv, o, mlp_in, mlp_out, proj_in, proj_out
+    role: str = "other"  # q, k, v, qkv, o, mlp_in, mlp_out, proj_in, proj_out, router
+    # Llama 4's router is an ``nn.Linear`` whose forward returns ``(scores, logits)``: a peft LoRA
+    # layer around it adds its delta to that tuple and the forward fails.
+    returns_tuple: bool = False
 
     @property
     def weight_params(self) -> int:
@@ -278,6 +281,27 @@ class ArchSpec:
     # ArchSpec of one such layer (its own Linears, no experts); the fields above describe the others.
     dense_layer_indices: tuple[int, ...] = ()
     dense_layer: ArchSpec | None = None
+    # Llama 4 (transformers ``modeling_llama4``), each a mechanism of its own:
+    # - ``attention_chunk_size``: "chunked_attention" layers attend within chunks of this many
+    #   tokens; for memory the mask is a sliding window's (materialized once the sequence reaches it);
+    # - ``no_rope_layers`` (config.json's, one per layer, 1: the layer rotates q and k; empty: all do);
+    # - ``rope_complex``: RoPE multiplies q and k, upcast to fp32, as complex numbers by a complex64
+    #   table (``freqs_cis``) instead of adding cos/sin products;
+    # - ``l2_qk_norm``: q and k L2-normalized over each head (an RMSNorm without weight, in fp32) on
+    #   the layers that rotate (``use_qk_norm``);
+    # - ``attn_temperature_tuning``: the layers that do not rotate scale q by an fp32 factor per position;
+    # - ``expert_dispatch``: "grouped" (the routed rows go to their experts, transformers'
+    #   grouped_mm) or "all" (Llama 4: every expert runs on every token, weighted by its
+    #   ``router="top_k_sigmoid"`` score, which is 0 outside the top k);
+    # - ``attention_output_held``: the decoder layer keeps attention's output in a local of its own
+    #   (``attention_states``) until it returns, through the MLP.
+    attention_chunk_size: int = 0
+    no_rope_layers: tuple[int, ...] = ()
+    rope_complex: bool = False
+    l2_qk_norm: bool = False
+    attn_temperature_tuning: bool = False
+    expert_dispatch: str = "grouped"
+    attention_output_held: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -302,7 +326,18 @@ class ArchSpec:
         """Each layer's attention window in tokens (0: full causal attention)."""
         if not self.layer_types:
             return (self.sliding_window,) * self.num_hidden_layers
-        return tuple(self.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
+        local = {"sliding_attention": self.sliding_window, "chunked_attention": self.attention_chunk_size}
+        return tuple(local.get(t, 0) for t in self.layer_types)
+
+    @cached_property
+    def smallest_window(self) -> int:
+        """The narrowest window any layer attends within (0: every layer attends fully)."""
+        return min((w for w in self.layer_windows if w), default=0)
+
+    @cached_property
+    def layer_rope(self) -> tuple[bool, ...]:
+        """Whether each layer rotates q and k (``no_rope_layers``; every layer where it is empty)."""
+        return tuple(bool(r) for r in self.no_rope_layers) or (True,) * self.num_hidden_layers
 
     def layer_arch(self, index: int) -> ArchSpec:
         """The ArchSpec that describes decoder layer ``index`` (the dense one or this one)."""
@@ -314,13 +349,14 @@ class ArchSpec:
         return self.num_hidden_layers - len(self.dense_layer_indices)
 
     @cached_property
-    def kind_counts(self) -> tuple[tuple[ArchSpec, int, int], ...]:
-        """(the layer's ArchSpec, its window, how many layers are so), in order of first appearance."""
-        counts: dict[tuple[ArchSpec, int], int] = {}
-        for i, w in enumerate(self.layer_windows):
-            key = (self.layer_arch(i), w)
+    def kind_counts(self) -> tuple[tuple[ArchSpec, int, bool, int], ...]:
+        """(the layer's ArchSpec, its window, whether it rotates q and k, how many layers are so),
+        in order of first appearance."""
+        counts: dict[tuple[ArchSpec, int, bool], int] = {}
+        for i, (w, rope) in enumerate(zip(self.layer_windows, self.layer_rope, strict=True)):
+            key = (self.layer_arch(i), w, rope)
             counts[key] = counts.get(key, 0) + 1
-        return tuple((a, w, n) for (a, w), n in counts.items())
+        return tuple((a, w, rope, n) for (a, w, rope), n in counts.items())
 
     @property
     def attention_out_dim(self) -> int:
@@ -725,6 +761,7 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
 
 
 ATTENTION_TYPES = ("full_attention", "sliding_attention")
+LLAMA4_ATTENTION_TYPES = ("full_attention", "chunked_attention")
 
 
 def _layer_types(c: _Config, layers: int, window: int, slides: Callable[[int], bool]) -> tuple[str, ...]:
@@ -1203,6 +1240,64 @@ def _deepseek_v3(c: _Config, model_type: str) -> ArchSpec:
                               s.intermediate_size)
 
 
+def _llama4_text(c: _Config, model_type: str) -> ArchSpec:
+    """llama4_text (transformers ``modeling_llama4``, the text model of Llama 4 Scout and Maverick):
+    GQA attention whose layers alternate between RoPE with chunked attention and no RoPE with full
+    attention (``no_rope_layers``, else every ``no_rope_layer_interval``-th layer has none), RoPE in
+    complex fp32, L2 q/k norms on the RoPE layers (``use_qk_norm``), a temperature on the others
+    (``attn_temperature_tuning``). The MoE layers (``moe_layers``, else every
+    ``interleave_moe_layer_step``-th) hold a router, an ``nn.Linear`` subclass bitsandbytes leaves
+    alone, ``num_local_experts`` experts fused as ``gate_up_proj (E, h, 2i)``, ``down_proj (E, i, h)``
+    and a shared expert of Linears ``intermediate_size`` wide; every expert runs on every token. The
+    other layers are dense, ``intermediate_size_mlp`` wide. peft 0.21 has no conversion table for
+    llama4: no LoRA target reaches the fused experts."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=131072, hidden_act="silu", head_dim=128,
+                     num_key_value_heads=8)
+    h, L, inter = s.hidden_size, s.num_hidden_layers, s.intermediate_size
+    experts = c.int("num_local_experts", 16)
+    interval = c.int("no_rope_layer_interval", 4)
+    no_rope = c.choices("no_rope_layers", (0, 1), L) or tuple(int((i + 1) % interval != 0) for i in range(L))
+    chunk = 0 if "attention_chunk_size" in c.raw and c.raw["attention_chunk_size"] is None else \
+        c.int("attention_chunk_size", 8192, maximum=2**27)
+    given = c.choices("layer_types", LLAMA4_ATTENTION_TYPES, L)
+    layer_types = given or tuple(LLAMA4_ATTENTION_TYPES[r] for r in no_rope)
+    step = c.int("interleave_moe_layer_step", 1)
+    moe = set(c.layer_indices("moe_layers", L) if c.raw.get("moe_layers") is not None else range(step - 1, L, step))
+    bias = c.bool("attention_bias", False)
+    attention = _attention_linears(s, bias, bias)
+    sparse = s.spec(
+        model_type,
+        gated_mlp=True,
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        attention_chunk_size=chunk,
+        layer_types=layer_types,
+        no_rope_layers=no_rope,
+        rope_complex=True,
+        l2_qk_norm=c.bool("use_qk_norm", True),
+        attn_temperature_tuning=c.bool("attn_temperature_tuning", True),
+        layer_linears=attention + (LinearSpec("router", h, experts, False, quantizable=False, role="router",
+                                              returns_tuple=True),
+                                   *_gated_mlp(h, inter, False)),
+        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        final_norm=NormSpec("rmsnorm", h),
+        num_local_experts=experts,
+        num_experts_per_tok=c.int("num_experts_per_tok", 1),
+        router="top_k_sigmoid",
+        expert_dispatch="all",
+        attention_output_held=True,
+        shared_experts=True,
+        layer_param_targets=(
+            ParamTarget("gate_up_proj", (), experts, h, 2 * inter, "expert_in", transposed=True),
+            ParamTarget("down_proj", (), experts, inter, h, "expert_out", transposed=True),
+        ),
+        rotary_dim=s.head_dim,
+        softmax_fp32=False,  # its eager attention keeps the softmax in the stream's dtype
+    )
+    dense = tuple(i for i in range(L) if i not in moe)
+    mlp = c.int("intermediate_size_mlp", 16384)
+    return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, mlp, False), mlp)
+
+
 # ---- multimodal wrappers: a text model, a vision tower and a projector ------------------
 
 
@@ -1319,6 +1414,19 @@ def _mistral3(c: _Config, model_type: str) -> ArchSpec:
     return _wrap(text, model_type, c.bool("tie_word_embeddings", True), _pixtral(vision) + projector)
 
 
+LLAMA4_TEXT_DEFAULTS = {"hidden_size": 5120, "intermediate_size": 8192, "num_hidden_layers": 48,
+                        "num_attention_heads": 40, "vocab_size": 202048}  # Llama4TextConfig's
+
+
+def _llama4(c: _Config, model_type: str) -> ArchSpec:
+    """llama4 (Llama 4 Scout and Maverick's ``config.json``): ``AutoModelForCausalLM`` maps it to
+    transformers' ``Llama4ForCausalLM``, built from ``text_config`` alone (Llama4TextConfig's
+    defaults for what it leaves out): the llama4_text model. The vision tower and projector of
+    ``Llama4ForConditionalGeneration`` are not built (Scout: 871,932,416 parameters more)."""
+    text = _llama4_text(_Config({**LLAMA4_TEXT_DEFAULTS, **_sub_config(c, "text_config").raw}), "llama4_text")
+    return replace(text, model_type=model_type)
+
+
 def _wrap(text: ArchSpec, model_type: str, tie_word_embeddings: bool, tower: _Tower) -> ArchSpec:
     """The text model's facts under the wrapper's ``model_type``, with its tower and projector."""
     return replace(text, model_type=model_type, tie_word_embeddings=tie_word_embeddings,
@@ -1349,6 +1457,8 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "glm4_moe": _glm4_moe,
     "deepseek_v3": _deepseek_v3,
     "mistral3": _mistral3,
+    "llama4_text": _llama4_text,
+    "llama4": _llama4,
 }
 
 

@@ -146,6 +146,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         gradient_checkpointing=req.gradient_checkpointing,
         dequant_bytes=_dequant_bytes(arch, req),
         window=arch.layer_windows[-1] if arch.num_hidden_layers else 0,  # the top layer's
+        rope=arch.layer_rope[-1] if arch.num_hidden_layers else True,
     )
 
 
@@ -225,7 +226,7 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
     weights = _weight_terms(w)
     kv = act.kv_cache(arch, st, kv_bits)
     top, top_st = act.layer_at(arch, st, -1)
-    masks = act.eager_masks(arch, st)  # alive while the decoder layers run
+    masks = act.attention_masks(arch, st)  # alive while the decoder layers run
     layers = (act.inference_mlp_working(top, top_st), act.inference_attention_working(top, top_st))
     prefill = [_terms(weights, kv_cache_bytes=kv, working_bytes=working + masks) for working in layers]
     prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.inference_head_stream(arch, st),
@@ -263,6 +264,13 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     if isinstance(quantization, dict) and quantization.get("quant_method") == "mxfp4":
         notes.append("the MXFP4 checkpoint is dequantized on load (transformers' Mxfp4Config(dequantize=True), "
                      f"needed to train it): every weight in {req.dtype}")
+    if arch.expert_dispatch == "all":
+        notes.append("every expert runs on every token, weighted by its sigmoid router score (0 outside the top "
+                     f"{arch.num_experts_per_tok}), as transformers' Llama4TextMoe computes it: its activations "
+                     f"scale with all {arch.num_local_experts} experts")
+    if arch.model_type == "llama4":
+        notes.append("AutoModelForCausalLM builds Llama4ForCausalLM from text_config: the vision tower and "
+                     "projector of Llama4ForConditionalGeneration are not loaded")
     if arch.tower_linears:
         notes.append(f"{arch.model_type} is a multimodal wrapper: batches of text only; its vision tower and "
                      "projector hold their weights (and any adapters on them) but get no gradients or optimizer "
@@ -383,7 +391,7 @@ def step_moments(plan: StepPlan, b: int, s: int) -> tuple[tuple[Phase, ...], tup
     """The worst moment of each phase, and the allocated bytes of every moment, at ``b, s``: from
     the plan's fitted polynomial once the plan is in use again (only the worst moments get their
     terms), else from the formulas. Both are exact; tests hold them equal."""
-    window = plan.arch.sliding_window
+    window = plan.arch.smallest_window
     if window and s >= window:
         # past the window transformers masks explicitly: a different polynomial, so no fit here
         moments = plan.moments_at(b, s)
@@ -470,7 +478,7 @@ def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> Lay
     L = max(arch.num_hidden_layers, 1)
     if method != "full":
         return LayerGrads(grads // L, grads // L * (L - 1))
-    every = sum(kind.layer_params * n for kind, _, n in arch.kind_counts)
+    every = sum(kind.layer_params * n for kind, _, _, n in arch.kind_counts)
     top = arch.layer_arch(L - 1).layer_params
     return LayerGrads(math.ceil(arch.layer_arch(0).layer_params * bits / 8), math.ceil((every - top) * bits / 8))
 

@@ -61,14 +61,34 @@ def _ours(name: str, variant: str, r: int, targets) -> int:
 
 # ---- 1. all-linear on every tiny family ------------------------------------------------------------
 
+def _all_linear_breaks(name: str) -> bool:
+    """Whether the family has a Linear peft cannot wrap (Llama 4's router returns a tuple)."""
+    return any(m.returns_tuple for m in arch_from_config(TINY_CONFIGS[name]).layer_linears)
+
+
 # mixtral included: with transformers 5 its experts are fused 3-D parameters and the router a bare
 # weight, and peft 0.21 maps "all-linear" onto them through target_parameters (ParamWrapper).
-ALL_LINEAR_IDS = sorted(TINY_CONFIGS)
+ALL_LINEAR_IDS = sorted(n for n in TINY_CONFIGS if not _all_linear_breaks(n))
+BROKEN_ALL_LINEAR_IDS = sorted(n for n in TINY_CONFIGS if _all_linear_breaks(n))
 
 
 @pytest.mark.parametrize("name", ALL_LINEAR_IDS, ids=ALL_LINEAR_IDS)
 def test_all_linear_lora_matches_peft(name):
     assert _ours(name, "lora", 4, "all-linear") == _peft_trainable(name, "lora", 4, "all-linear")
+
+
+@pytest.mark.parametrize("name", BROKEN_ALL_LINEAR_IDS, ids=BROKEN_ALL_LINEAR_IDS)
+def test_all_linear_is_refused_where_peft_wraps_a_module_it_cannot_run(name):
+    """peft's all-linear wraps Llama 4's router (an nn.Linear returning ``(scores, logits)``) and the
+    forward fails; the estimator refuses it and names the targets to use instead."""
+    with pytest.raises(EstimateError, match=r"\['router'\].*returns a tuple.*'q_proj'"):
+        _ours(name, "lora", 4, "all-linear")
+    with pytest.raises(EstimateError, match="router"):
+        _ours(name, "lora", 4, ("q_proj", "router"))
+    model = peft.get_peft_model(_tiny_model(name), _peft_config("lora", 4, "all-linear"))
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(AttributeError, match="'tuple' object has no attribute"):
+        model(input_ids=ids, labels=ids)
 
 
 # ---- 2. explicit module names x variants -----------------------------------------------------------
@@ -92,6 +112,9 @@ TARGETS = [
     ("granite", ("q_proj", "up_proj")),
     ("gemma3", ("q_proj", "v_proj")),  # the SigLIP tower's q_proj, v_proj too: peft matches a name anywhere
     ("mistral3-untied", ("o_proj", "linear_1")),  # Pixtral's o_proj and the projector's linear_1
+    # gate_proj and down_proj of the dense layers and of the MoE layers' shared expert
+    ("llama4_text", ("q_proj", "gate_proj", "down_proj")),
+    ("llama4", ("k_proj", "up_proj")),  # the wrapper's text model: no vision tower is built
 ]
 CASES = [
     pytest.param(name, targets, variant, id=f"{name}-{'+'.join(targets)}-{variant}")
@@ -201,6 +224,7 @@ SHAPE_CASES = [
     for variant in VARIANTS
     # peft's ParamWrapper refuses DoRA on MoE experts (section 3)
     if not (arch_from_config(TINY_CONFIGS[name]).peft_reaches_experts and variant == "dora")
+    and not _all_linear_breaks(name)  # named targets for these: section 2
 ]
 
 
@@ -238,11 +262,19 @@ def _smallest_per_family() -> dict[str, dict]:
     return {**dict(sorted(configs.items())), "opt-350m": OPT_350M}
 
 
+def _every_linear(config: dict):
+    """"all-linear", or where peft cannot run that (Llama 4's router) every other Linear by name."""
+    arch = arch_from_config(config)
+    if not any(m.returns_tuple for m in arch.layer_linears):
+        return "all-linear"
+    return tuple(m.name for m in arch.layer_linears if not m.returns_tuple)
+
+
 FAMILY_CONFIGS = _smallest_per_family()
 FAMILY_CASES = [
     pytest.param(model_id, variant, targets, id=f"{model_id}-{_label(targets)}-{variant}")
     for model_id, config in FAMILY_CONFIGS.items()
-    for targets in (QV_TARGETS.get(config["model_type"], ("q_proj", "v_proj")), "all-linear")
+    for targets in (QV_TARGETS.get(config["model_type"], ("q_proj", "v_proj")), _every_linear(config))
     for variant in VARIANTS
 ]
 

@@ -69,7 +69,7 @@ def test_fit_equals_the_formulas(request_):
     polynomial = fit(plan.moments_at)
     assert polynomial is not None, "every moment should be an integer polynomial in b and s"
     for b, s in POINTS:
-        if arch.sliding_window and s >= arch.sliding_window:
+        if arch.smallest_window and s >= arch.smallest_window:
             continue  # another polynomial: estimates past the window never use this one
         direct = [(m.name, m.terms) for m in plan.moments_at(b, s)]
         fitted = polynomial.evaluate(b, s)
@@ -92,7 +92,7 @@ def test_estimate_is_the_same_from_the_formulas_and_from_the_fit(request_, fresh
     req, arch = normalize(request_)
     plan = step_plan(arch, _shape_free(req))
     # below the sliding window, where one polynomial holds (past it estimates never fit)
-    shapes = [(b, min(s, arch.sliding_window - 1) if arch.sliding_window else s)
+    shapes = [(b, min(s, arch.smallest_window - 1) if arch.smallest_window else s)
               for b, s in [(3, 777), (1, 4096), (5, 64)]]
 
     def documents():

@@ -96,6 +96,19 @@ TINY_CONFIGS: dict[str, dict] = {
                             vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64,
                                                num_hidden_layers=2, num_attention_heads=2, image_size=28,
                                                patch_size=14)),
+    # dense and MoE layers alternating (a shared expert, every expert on every token), RoPE layers
+    # with chunked attention and L2 q/k norms, NoPE layers with full attention and a temperature
+    "llama4_text": dict(model_type="llama4_text", hidden_size=64, intermediate_size=48, intermediate_size_mlp=160,
+                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                        vocab_size=1000, num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2,
+                        attention_chunk_size=16, no_rope_layer_interval=2),
+    # the wrapper: AutoModelForCausalLM builds its text model only
+    "llama4": dict(model_type="llama4", text_config=dict(model_type="llama4_text", hidden_size=64, intermediate_size=32,
+                                                         num_hidden_layers=2, num_attention_heads=4,
+                                                         num_key_value_heads=1, head_dim=16, vocab_size=500,
+                                                         num_local_experts=2, use_qk_norm=False),
+                   vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, image_size=28, patch_size=14)),
 }
 
 # facebook/opt-350m's config.json (published values; the rest are transformers' OPTConfig defaults:

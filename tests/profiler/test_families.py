@@ -1,7 +1,8 @@
-"""The families of 2025-26 (Qwen3, Qwen3 MoE, Gemma 3, OLMo 2/3, SmolLM3, Granite): the estimate
-equals the meta-device simulation of transformers' own code (target ``cpu``) within 1 %, for
-inference, full fine-tuning, LoRA and QLoRA, with and without gradient checkpointing, under sdpa
-and eager attention, past the sliding window where the family has one.
+"""The families of 2025-26 (Qwen3, Qwen3 MoE, Gemma 3, OLMo 2/3, SmolLM3, Granite, gpt-oss, GLM-4.5,
+DeepSeek-V3, Mistral 3, Llama 4): the estimate equals the meta-device simulation of transformers'
+own code (target ``cpu``) within 1 %, for inference, full fine-tuning, LoRA and QLoRA, with and
+without gradient checkpointing, under sdpa and eager attention, past the sliding window (or
+Llama 4's chunk) where the family has one.
 
 Small configs, each wider than the tiny ones of ``tiny_configs.py`` so that per-layer terms (what
 a family's mechanism changes: q/k norms, post-norms, routed experts, sliding layers) dominate
@@ -67,7 +68,21 @@ FAMILIES = {
     # multipliers on the embedding, residual, attention and logits
     "granite": dict(model_type="granite", **_BASE, embedding_multiplier=12.0, residual_multiplier=0.22,
                     attention_multiplier=0.015625, logits_scaling=8.0),
+    # dense and MoE layers alternating (a router, every expert on every token, a shared expert);
+    # complex RoPE, L2 q/k norms and 32-token chunks on three layers, the fourth NoPE with a temperature
+    "llama4_text": dict(model_type="llama4_text", **{**_BASE, "num_hidden_layers": 4, "intermediate_size": 96},
+                        intermediate_size_mlp=352, head_dim=32, num_local_experts=4, num_experts_per_tok=1,
+                        interleave_moe_layer_step=2, attention_chunk_size=32),
+    # the wrapper's config: AutoModelForCausalLM builds its text model alone
+    "llama4": dict(model_type="llama4", text_config=dict(**{**_BASE, "intermediate_size": 96}, head_dim=32,
+                                                         num_local_experts=4, use_qk_norm=False,
+                                                         attention_chunk_size=32, no_rope_layer_interval=2),
+                   vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=56, patch_size=14)),
 }
+# peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
+NAMED_TARGETS = {f: ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+                 for f in ("llama4_text", "llama4")}
 SETTINGS = {  # method, gradient checkpointing, attention: every method, both kernels, checkpointing on and off
     "inference-sdpa": ("inference", False, "sdpa"),
     "full-gc-eager": ("full", True, "eager"),
@@ -93,8 +108,9 @@ EAGER_ONLY = {"gpt_oss"}  # transformers offers no sdpa attention for gpt-oss (i
 def _request(family: str, setting: str) -> EstimateRequest:
     method, gc, attn = SETTINGS[setting]
     attn = "eager" if family in EAGER_ONLY else attn
+    targets = NAMED_TARGETS.get(family, "all-linear")
     return EstimateRequest({"config": FAMILIES[family]}, method=method, device="cpu", dtype="bf16", batch_size=2,
-                           seq_len=64, lora=LoraSpec(r=8, alpha=16.0, target_modules="all-linear"),
+                           seq_len=64, lora=LoraSpec(r=8, alpha=16.0, target_modules=targets),
                            quant=QuantSpec() if method == "qlora" else None, gradient_checkpointing=gc,
                            attn_implementation=attn)
 
