@@ -530,7 +530,21 @@ def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     wrapped_grad = max((p.weight_params * a for p in _wrapped(arch, st)), default=0.0)  # dL/dW' of one
     # Granite: the gradient of ``output * residual_multiplier``, a copy next to the incoming one
     scaled = 1 if arch.residual_scaled else 0
+    if arch.expert_dispatch == "all":
+        return all_experts_backward_working(arch, st) + t * (2 + scaled) * arch.hidden_size * a
     return t * (2 * routed * i + (2 + scaled) * arch.hidden_size) * a + wrapped_grad
+
+
+def all_experts_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Gradients alive at once in Llama 4's MoE backward, in ``E·t`` rows: at the split of
+    ``gate_up``, the gate's and up's gradients and their concatenation (``4i``); at the first
+    expert matmul, that concatenation and the weighted copies' gradient (``2i + h``); at the
+    weighting multiply, that gradient and the two it makes, for the copies and for the scores
+    (``3h``). Where the experts train, what their matmuls saved (the product, ``i``; the weighted
+    copies, ``h``) is used up by then and counted among the layer's saved tensors."""
+    rows, h, i = st.tokens * arch.num_local_experts, arch.hidden_size, arch.expert_width
+    product, copies = (i, h) if st.full else (0, 0)
+    return rows * max(4 * i - product, 2 * i + h - product, 3 * h - product - copies) * st.stream_bytes
 
 
 def _fused_qkv(arch: ArchSpec) -> LinearSpec | None:

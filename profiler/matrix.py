@@ -100,9 +100,22 @@ MODELS: dict[str, tuple[str, dict]] = {
         num_key_value_heads=2, head_dim=32, vocab_size=8000), vision_config=dict(
         model_type="pixtral", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
         image_size=56, patch_size=14))),
+    "llama4-128": ("fit", dict(model_type="llama4_text", hidden_size=128, intermediate_size=96,
+                               intermediate_size_mlp=352, num_hidden_layers=4, num_attention_heads=4,
+                               num_key_value_heads=2, head_dim=32, num_local_experts=4, num_experts_per_tok=1,
+                               interleave_moe_layer_step=2, attention_chunk_size=128, vocab_size=4000)),
+    "llama4-mm-192": ("holdout", dict(model_type="llama4", text_config=dict(
+        hidden_size=192, intermediate_size=128, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+        head_dim=32, num_local_experts=8, num_experts_per_tok=1, use_qk_norm=False, attention_chunk_size=64,
+        no_rope_layer_interval=3, vocab_size=3000), vision_config=dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+        patch_size=14))),
 }
 # transformers has no sdpa attention for these: their cases run eager
 EAGER_ONLY = ("gpt_oss",)
+# peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
+EVERY_OTHER_LINEAR = {t: ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+                      for t in ("llama4_text", "llama4")}
 
 METHODS = ("inference", "full", "lora", "qlora", "qlora-no-dq")
 BATCHES = (1, 2, 4, 8)
@@ -139,6 +152,8 @@ def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bo
         targets = ("c_attn",)
     if config["model_type"] == "phi3" and targets != "all-linear":
         targets = ("qkv_proj", "o_proj")
+    if targets == "all-linear":
+        targets = EVERY_OTHER_LINEAR.get(config["model_type"], targets)
     # alpha 16 at every rank: the shipped measurements were taken so (alpha changes no memory)
     lora = {"r": rng.choice([4, 8, 16]), "alpha": 16.0, "target_modules": targets}
     base_method = "qlora" if method.startswith("qlora") else method
@@ -177,7 +192,8 @@ def cases(n_per_model: int = 13) -> list[Case]:
 
 SIMULATED_MODELS = ("llama-2-7b", "llama-3-8b", "mistral-7b", "llama-2-70b",
                     # the families of 2025-26 (issue 17)
-                    "qwen3-8b", "qwen3-14b", "olmo-2-7b", "gemma-3-12b", "qwen3-30b-a3b", "gpt-oss-20b")
+                    "qwen3-8b", "qwen3-14b", "olmo-2-7b", "gemma-3-12b", "qwen3-30b-a3b", "gpt-oss-20b",
+                    "llama-4-scout")
 SIMULATED_METHODS = ("inference", "full", "lora", "qlora")
 # (batch, seq, gradient checkpointing): batch 1-8 and sequences 512-4096, the range the
 # estimator is judged on at 7B-70B scale
@@ -186,15 +202,18 @@ SIMULATED_SHAPES = ((1, 512, False), (4, 1024, False), (2, 2048, False), (8, 409
 
 def simulation_cases() -> list[Case]:
     """Catalog models simulated for CUDA in bf16: LoRA r=8 on q, v (the LoRA paper's setting),
-    QLoRA r=16 on every linear layer with NF4 + double quantization (the QLoRA paper's)."""
+    QLoRA r=16 on every linear layer with NF4 + double quantization (the QLoRA paper's; Llama 4's
+    router aside, which peft cannot wrap)."""
     out = []
     for model in SIMULATED_MODELS:
         for method in SIMULATED_METHODS:
             for batch, seq, gc in SIMULATED_SHAPES:
                 gc = gc and method != "inference"
-                lora = ({"r": 16, "target_modules": "all-linear"} if method == "qlora"
+                model_type = get_model(model).arch.model_type
+                every = list(EVERY_OTHER_LINEAR.get(model_type, ())) or "all-linear"
+                lora = ({"r": 16, "target_modules": every} if method == "qlora"
                         else {"r": 8, "target_modules": ["q_proj", "v_proj"]})
-                attn = "eager" if get_model(model).arch.model_type in EAGER_ONLY else "sdpa"
+                attn = "eager" if model_type in EAGER_ONLY else "sdpa"
                 req = request_from_fields({"model": model, "method": method, "dtype": "bf16", "lora": lora,
                                            "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
                                            "attn_implementation": attn, "device": "cuda"})
