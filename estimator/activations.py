@@ -124,11 +124,15 @@ def l2_qk_norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def temperature_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Llama 4's layers without RoPE scale q by ``log1p(floor((pos + 1) / floor_scale)) · attn_scale
-    + 1``, an fp32 factor per position that the multiply keeps (``attn_temperature_tuning``)."""
-    if not arch.attn_temperature_tuning or st.rope:
-        return 0.0
-    return st.seq * FP32_BYTES
+    """The factor per position that scales q, kept by the multiply: Llama 4's layers without RoPE,
+    ``log1p(floor((pos + 1) / floor_scale)) · attn_scale + 1`` in fp32 (``attn_temperature_tuning``);
+    every layer of Mistral 4, ``1 + beta · log(1 + floor(pos / original_max_position_embeddings))``
+    cast to q's dtype (``llama_4_scaling_beta``)."""
+    if arch.query_position_scale == "all":
+        return st.seq * st.stream_bytes
+    if arch.query_position_scale == "nope_fp32" and not st.rope:
+        return st.seq * FP32_BYTES
+    return 0.0
 
 
 def _input_widths(arch: ArchSpec) -> dict[str, int]:
@@ -336,15 +340,19 @@ def moe_routing_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     t, a, k, E = st.tokens, st.stream_bytes, arch.num_experts_per_tok, arch.num_local_experts
     if arch.expert_dispatch == "all":
         return t * all_experts_routing_per_token(arch, st)
-    norm = (1 + k) * FP32_BYTES if arch.norm_topk_prob else 0
+    norm: float = (1 + k) * FP32_BYTES if arch.norm_topk_prob else 0
     per_layer = E * 4  # the grouped matmul's int32 offsets
     if arch.router == "top_k_softmax":
         router = k * a
-    elif arch.router == "grouped_sigmoid":
-        # the fp32 sigmoid scores, the bool mask of the groups not chosen, the int64 indices of
-        # each group's top two and of the chosen groups; the router weight's fp32 copy, per layer
-        router = E * FP32_BYTES + E * MASK_BYTES + (2 * arch.n_group + arch.topk_group) * INDEX_BYTES + norm
-        per_layer += E * arch.hidden_size * FP32_BYTES
+    elif arch.router in ("grouped_sigmoid", "grouped_softmax"):
+        # the scores (fp32 sigmoid; Mistral 4's softmax in the stream's dtype), the bool mask of the
+        # groups not chosen, the int64 indices of each group's top two and of the chosen groups; the
+        # sigmoid router's fp32 copy of its weight, per layer
+        fp32 = arch.router == "grouped_sigmoid"
+        scores = FP32_BYTES if fp32 else a
+        norm = (1 + k) * scores if arch.norm_topk_prob else 0
+        router = E * scores + E * MASK_BYTES + (2 * arch.n_group + arch.topk_group) * INDEX_BYTES + norm
+        per_layer += E * arch.hidden_size * FP32_BYTES if fp32 else 0
     else:
         router = E * FP32_BYTES + norm
     weight = FP32_BYTES if arch.routing_weights_fp32 else a
@@ -370,7 +378,10 @@ def expert_inputs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     t, a = st.tokens, st.stream_bytes
     total = 0.0
     biases_train = False
+    shared_linears = any(m.role == "mlp_in" for m in arch.layer_linears)
     for p in arch.layer_param_targets:
+        if p.role == "router" and st.full and shared_linears and arch.router != "grouped_sigmoid":
+            continue  # it reads the normalized input the shared experts' trained Linears keep (Mistral 4)
         if st.full or p.name in st.wrapped_targets:
             copies = routed_rows(arch) if p.experts > 1 else 1
             # a grouped-sigmoid router multiplies an fp32 copy of its input
@@ -474,7 +485,10 @@ def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
 def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """Transient gradients in eager attention's backward at ``softmax``'s backward, per ``b·n·s²``
     element, beyond what the layer saved: with the saved fp32 softmax, three fp32 ``s×s`` tensors
-    are alive. Fused kernels keep no ``s×s`` gradient (0)."""
+    are alive; so in sdpa's math path on a CPU (multi-head latent attention), whose softmax is
+    fp32. Fused kernels keep no ``s×s`` gradient (0)."""
+    if _mla_math_path(arch, st):
+        return st.batch * arch.num_attention_heads * st.seq * st.seq * 2 * FP32_BYTES
     if st.attn != "eager":
         return 0.0
     a = st.stream_bytes
@@ -482,6 +496,27 @@ def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     # (counted in the layer's saved tensors) was consumed by the matmul's backward just before
     per_element = 2 * FP32_BYTES - (a if a != FP32_BYTES else 0)
     return st.batch * arch.num_attention_heads * st.seq * st.seq * per_element
+
+
+def _mla_math_path(arch: ArchSpec, st: ActivationSetting) -> bool:
+    """Whether sdpa runs its math path for multi-head latent attention: on a CPU no fused kernel
+    takes v narrower than q and k."""
+    return arch.mla is not None and st.attn == "sdpa" and st.device == "cpu"
+
+
+def _math_path_prefill(arch: ArchSpec, st: ActivationSetting) -> float:
+    """sdpa's math path without autograd (torch 2.13, ``_scaled_dot_product_attention_math``), in
+    ``b·n·s`` fp32 rows: 16-bit q, k and v copied to fp32 (their own tensors when already fp32 are
+    the inputs), q and k scaled into new tensors, then the ``s``-wide scores and their masked copy
+    (at the mask's add and the softmax); at the product with v, the fp32 softmax, its 16-bit copy
+    (the weights it returns) and the fp32 output."""
+    assert arch.mla is not None
+    qk, v, s = arch.mla.qk_head_dim, arch.mla.v_head_dim, st.seq
+    copies = qk + qk + v if st.stream_bytes != FP32_BYTES else 0
+    inputs = copies + 2 * qk
+    half = st.stream_bytes / FP32_BYTES if st.stream_bytes != FP32_BYTES else 0
+    rows = st.batch * arch.num_attention_heads * s
+    return rows * (inputs + max(2 * s, (1 + half) * s + v)) * FP32_BYTES
 
 
 def dequant_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -527,12 +562,25 @@ def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """Transient gradients inside one layer's backward: the MLP intermediate grads dominate."""
     t, i, a = st.tokens, arch.expert_width, st.stream_bytes
     routed = max(routed_rows(arch), 1)
-    wrapped_grad = max((p.weight_params * a for p in _wrapped(arch, st)), default=0.0)  # dL/dW' of one
+    wrapped_grad = _wrapped_grad_peak(arch, st)
     # Granite: the gradient of ``output * residual_multiplier``, a copy next to the incoming one
     scaled = 1 if arch.residual_scaled else 0
     if arch.expert_dispatch == "all":
         return all_experts_backward_working(arch, st) + t * (2 + scaled) * arch.hidden_size * a
     return t * (2 * routed * i + (2 + scaled) * arch.hidden_size) * a + wrapped_grad
+
+
+def _wrapped_grad_peak(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The largest ``dL/dW'`` of a ParamWrapper-adapted parameter net of what backward has freed by
+    then: it meets the stacked parameters in reverse (``down_proj``, then ``gate_up_proj``, then
+    the router), and each one's adapted copy ``W'`` (as large as its gradient) is released once
+    its backward has run."""
+    peak, released = 0.0, 0.0
+    for p in reversed(_wrapped(arch, st)):
+        grad = p.weight_params * st.stream_bytes
+        peak = max(peak, grad - released)
+        released += grad
+    return peak
 
 
 def all_experts_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -650,10 +698,8 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
         # q (concatenated), k (assembled) and kv_b_proj's output (k's first part and v are views)
         mla, n = arch.mla, arch.num_attention_heads
         query = t * n * (2 * mla.qk_head_dim + mla.qk_nope_head_dim + mla.v_head_dim) * a
-        if st.attn == "sdpa" and st.device == "cpu":
-            # the math path: fp32 q, k, v, the fp32 scores and their softmax
-            math = t * n * (2 * mla.qk_head_dim + mla.v_head_dim) * FP32_BYTES + 2 * b * n * s * s * FP32_BYTES
-            return query + math + _prefill_stream(arch, st, in_mlp=False)
+        if _mla_math_path(arch, st):
+            return query + _math_path_prefill(arch, st) + _prefill_stream(arch, st, in_mlp=False)
     if st.attn != "eager":
         return query + _prefill_stream(arch, st, in_mlp=False)
     # masked scores + softmax output, plus the fp32 copy a float32 softmax makes of 16-bit scores

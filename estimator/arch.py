@@ -197,11 +197,13 @@ class ArchSpec:
     # How the router and experts compute (each changes what routing keeps for backward):
     # ``norm_topk_prob`` (config.json's; Mixtral always): the top-k weights renormalized to sum 1;
     # ``router``: "softmax" (over every expert's logit, in fp32: Mixtral, Qwen3 MoE), "top_k_softmax"
-    # (gpt-oss: over the top-k logits only, in the stream's dtype) or "grouped_sigmoid" (DeepSeek-V3,
+    # (gpt-oss: over the top-k logits only, in the stream's dtype), "grouped_sigmoid" (DeepSeek-V3,
     # GLM-4.5: fp32 sigmoid scores, experts chosen within the best ``topk_group`` of ``n_group``
-    # groups); ``expert_gate``: "swiglu" (``act(gate) * up``) or "clamped_swiglu" (gpt-oss's clamped,
-    # sigmoid-gated ``(up + 1) * glu``); ``shared_experts``: the layer's gated MLP Linears (width
-    # ``intermediate_size``) run on every token beside the routed experts (DeepSeek-V3, GLM-4.5).
+    # groups), "grouped_softmax" (Mistral 4: the same choice over softmax scores in the stream's
+    # dtype) or "top_k_sigmoid" (Llama 4); ``expert_gate``: "swiglu" (``act(gate) * up``) or
+    # "clamped_swiglu" (gpt-oss's clamped, sigmoid-gated ``(up + 1) * glu``); ``shared_experts``:
+    # the layer's gated MLP Linears (width ``intermediate_size``) run on every token beside the
+    # routed experts (DeepSeek-V3, GLM-4.5, Mistral 4, Llama 4).
     norm_topk_prob: bool = False
     routing_weights_fp32: bool = False  # Mixtral hands the experts its fp32 top-k weights uncast
     router: str = "softmax"
@@ -289,7 +291,9 @@ class ArchSpec:
     #   table (``freqs_cis``) instead of adding cos/sin products;
     # - ``l2_qk_norm``: q and k L2-normalized over each head (an RMSNorm without weight, in fp32) on
     #   the layers that rotate (``use_qk_norm``);
-    # - ``attn_temperature_tuning``: the layers that do not rotate scale q by an fp32 factor per position;
+    # - ``query_position_scale``: q is scaled by a factor per position: "nope_fp32" (Llama 4's
+    #   ``attn_temperature_tuning``: on the layers that do not rotate, an fp32 factor) or "all"
+    #   (Mistral 4's ``llama_4_scaling_beta``: every layer, the factor cast to q's dtype);
     # - ``expert_dispatch``: "grouped" (the routed rows go to their experts, transformers'
     #   grouped_mm) or "all" (Llama 4: every expert runs on every token, weighted by its
     #   ``router="top_k_sigmoid"`` score, which is 0 outside the top k);
@@ -299,7 +303,7 @@ class ArchSpec:
     no_rope_layers: tuple[int, ...] = ()
     rope_complex: bool = False
     l2_qk_norm: bool = False
-    attn_temperature_tuning: bool = False
+    query_position_scale: str = ""
     expert_dispatch: str = "grouped"
     attention_output_held: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -433,6 +437,16 @@ class ArchSpec:
         for t in self.param_tensors():
             totals[t.role] = totals.get(t.role, 0) + t.params
         return totals
+
+    @cached_property
+    def attention_params(self) -> int:
+        """Parameters of one layer's attention side: its projections, q/k norms, other attention
+        tensors (gpt-oss's sinks) and the norm before it; the rest of the layer (MLP, experts,
+        router, the norm before the MLP) gets its gradients first in backward."""
+        roles = ("q", "k", "v", "qkv", "o", "q_latent", "kv_latent")
+        linears = sum(t.numel for m in self.layer_linears if m.role in roles for t in m.tensors())
+        norms = (*self.layer_norms[:1], *self.qk_norms)
+        return linears + sum(t.numel for n in norms for t in n.tensors()) + sum(t.numel for t in self.layer_tensors)
 
     @cached_property  # frozen: computed once, read by every estimate
     def layer_params(self) -> int:
@@ -713,10 +727,11 @@ def _fused_experts(h: int, moe_inter: int, experts: int, names: tuple[tuple[str,
     """transformers 5's MoE block: a router weight ``(E, h)`` and the experts fused into two 3-D
     parameters (not ``nn.Linear``), ``gate_up_proj (E, 2i, h)`` and ``down_proj (E, h, i)``.
     ``names``: the transformers-4 module names peft 0.21 maps onto them
-    (``utils/transformers_weight_conversion.py``, ``_MOE_TARGET_MODULE_MAPPING``)."""
+    (``utils/transformers_weight_conversion.py``, ``_MOE_TARGET_MODULE_MAPPING``; the router's
+    ``gate`` with them), none where peft has no table for the family."""
     gate_up, down = names
     return (
-        ParamTarget("gate.weight", ("gate",), 1, h, experts, "router"),
+        ParamTarget("gate.weight", ("gate",) if gate_up else (), 1, h, experts, "router"),
         ParamTarget("gate_up_proj", gate_up, experts, h, 2 * moe_inter, "expert_in"),
         ParamTarget("down_proj", down, experts, moe_inter, h, "expert_out"),
     )
@@ -1186,6 +1201,33 @@ def _glm4_moe(c: _Config, model_type: str) -> ArchSpec:
                               s.intermediate_size)
 
 
+@dataclass(frozen=True)
+class _MlaMoeDefaults:
+    """Where DeepSeek-V3 and Mistral 4 differ: their config classes' defaults, the router, and
+    whether peft 0.21 converts their expert names (``transformers_weight_conversion``: DeepSeek-V3
+    through Qwen2 MoE's table; nothing for mistral4)."""
+
+    max_position_embeddings: int
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    experts: int
+    moe_intermediate_size: int
+    n_group: int
+    topk_group: int
+    first_k_dense_replace: int
+    router: str
+    router_bias_buffer: bool
+    peft_names: tuple[tuple[str, ...], tuple[str, ...]]
+    query_position_scale: str = ""
+
+
+DEEPSEEK_V3 = _MlaMoeDefaults(4096, 1536, 512, 128, 256, 2048, 8, 4, 3, "grouped_sigmoid", True,
+                              (("gate_proj", "up_proj"), ("down_proj",)))
+MISTRAL4 = _MlaMoeDefaults(1048576, 1024, 256, 64, 128, 2048, 1, 1, 0, "grouped_softmax", False, ((), ()),
+                           query_position_scale="all")
+
+
 def _deepseek_v3(c: _Config, model_type: str) -> ArchSpec:
     """deepseek_v3 (transformers ``modeling_deepseek_v3``, DeepSeek-V3 and R1): multi-head latent
     attention (``q_a_proj``, ``q_a_layernorm``, ``q_b_proj``; ``kv_a_proj_with_mqa``,
@@ -1193,11 +1235,25 @@ def _deepseek_v3(c: _Config, model_type: str) -> ArchSpec:
     ``first_k_dense_replace`` layers dense, the others a grouped-sigmoid router, ``n_routed_experts``
     fused experts and shared experts of Linears. The multi-token-prediction layer of the checkpoint
     is not built by transformers (nor counted here)."""
-    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=4096, hidden_act="silu")
+    return _mla_moe(c, model_type, DEEPSEEK_V3)
+
+
+def _mistral4(c: _Config, model_type: str) -> ArchSpec:
+    """mistral4 (transformers ``modeling_mistral4``, Mistral4ForCausalLM): DeepSeek-V3's layers under
+    Mistral4Config's defaults, with a router choosing over softmax scores in the stream's dtype (no
+    correction bias), q scaled per position (``llama_4_scaling_beta``), no dense layers by default;
+    peft 0.21 has no conversion table for it, so no LoRA target reaches its fused experts."""
+    return _mla_moe(c, model_type, MISTRAL4)
+
+
+def _mla_moe(c: _Config, model_type: str, d: _MlaMoeDefaults) -> ArchSpec:
+    """Multi-head latent attention on a MoE with shared experts (DeepSeek-V3, Mistral 4)."""
+    s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=d.max_position_embeddings,
+                     hidden_act="silu")
     h, L, heads = s.hidden_size, s.num_hidden_layers, s.num_attention_heads
-    q_lora = 0 if c.raw.get("q_lora_rank") is None and "q_lora_rank" in c.raw else c.int("q_lora_rank", 1536)
-    mla = MlaSpec(q_lora, c.int("kv_lora_rank", 512), c.int("qk_nope_head_dim", 128), c.int("qk_rope_head_dim", 64),
-                  c.int("v_head_dim", 128))
+    q_lora = 0 if c.raw.get("q_lora_rank") is None and "q_lora_rank" in c.raw else c.int("q_lora_rank", d.q_lora_rank)
+    mla = MlaSpec(q_lora, c.int("kv_lora_rank", d.kv_lora_rank), c.int("qk_nope_head_dim", d.qk_nope_head_dim),
+                  c.int("qk_rope_head_dim", 64), c.int("v_head_dim", 128))
     bias = c.bool("attention_bias", False)
     qk, rope = mla.qk_head_dim, mla.qk_rope_head_dim
     q_path = ((LinearSpec("q_a_proj", h, q_lora, bias, role="q"),
@@ -1209,7 +1265,7 @@ def _deepseek_v3(c: _Config, model_type: str) -> ArchSpec:
                             role="kv_latent"),
                  LinearSpec("o_proj", heads * mla.v_head_dim, h, bias, role="o"))
     latent_norms = ((NormSpec("rmsnorm", q_lora),) if q_lora else ()) + (NormSpec("rmsnorm", mla.kv_lora_rank),)
-    experts, moe_inter = c.int("n_routed_experts", 256), c.int("moe_intermediate_size", 2048)
+    experts, moe_inter = c.int("n_routed_experts", d.experts), c.int("moe_intermediate_size", d.moe_intermediate_size)
     shared = moe_inter * c.int("n_shared_experts", 1, minimum=0)
     sparse = replace(s, head_dim=qk, num_key_value_heads=heads).spec(
         model_type,
@@ -1225,17 +1281,19 @@ def _deepseek_v3(c: _Config, model_type: str) -> ArchSpec:
         num_experts_per_tok=c.int("num_experts_per_tok", 8),
         moe_intermediate_size=moe_inter,
         norm_topk_prob=c.bool("norm_topk_prob", True),
-        routing_weights_fp32=True,
-        router="grouped_sigmoid",
-        n_group=c.int("n_group", 8),
-        topk_group=c.int("topk_group", 4),
+        routing_weights_fp32=d.router == "grouped_sigmoid",
+        router=d.router,
+        n_group=c.int("n_group", d.n_group),
+        topk_group=c.int("topk_group", d.topk_group),
         shared_experts=bool(shared),
-        layer_param_targets=_fused_experts(h, moe_inter, experts, (("gate_proj", "up_proj"), ("down_proj",))),
-        router_bias_buffer=experts,
+        layer_param_targets=_fused_experts(h, moe_inter, experts, d.peft_names),
+        router_bias_buffer=experts if d.router_bias_buffer else 0,
         rotary_dim=rope,
         attention_output_copied=True,  # q is concatenated: laid out (b, heads, s, d)
+        query_position_scale=d.query_position_scale,
     )
-    dense = tuple(range(min(c.int("first_k_dense_replace", 3, minimum=0, maximum=MAX_LAYERS), L)))
+    dense = tuple(range(min(c.int("first_k_dense_replace", d.first_k_dense_replace, minimum=0, maximum=MAX_LAYERS),
+                            L)))
     return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, s.intermediate_size, False),
                               s.intermediate_size)
 
@@ -1274,7 +1332,7 @@ def _llama4_text(c: _Config, model_type: str) -> ArchSpec:
         no_rope_layers=no_rope,
         rope_complex=True,
         l2_qk_norm=c.bool("use_qk_norm", True),
-        attn_temperature_tuning=c.bool("attn_temperature_tuning", True),
+        query_position_scale="nope_fp32" if c.bool("attn_temperature_tuning", True) else "",
         layer_linears=attention + (LinearSpec("router", h, experts, False, quantizable=False, role="router",
                                               returns_tuple=True),
                                    *_gated_mlp(h, inter, False)),
@@ -1459,6 +1517,7 @@ FAMILIES: dict[str, Callable[[_Config, str], ArchSpec]] = {
     "mistral3": _mistral3,
     "llama4_text": _llama4_text,
     "llama4": _llama4,
+    "mistral4": _mistral4,
 }
 
 

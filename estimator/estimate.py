@@ -174,11 +174,6 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     one_layer = act.layer_saved(top, top_st)
     layers = act.layers_saved(arch, st)
     head = act.head_saved(arch, st)
-    mlp_half = act.mlp_half_saved(top, top_st)
-    # (working bytes, saved bytes already consumed): the MLP's backward, attention's, and a 4-bit
-    # Linear's dequantized weight (the largest is an MLP input: the MLP's own tensors are used up)
-    workings = ((act.backward_working(top, top_st), 0.0), (act.attention_backward_working(top, top_st), mlp_half),
-                (act.dequant_working(top, top_st), act.mlp_saved(top, top_st)))
     recompute = one_layer if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
     forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
@@ -197,15 +192,20 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     # table's lm_head half is there from the start)
     late = act.embedding_grad_bytes(arch, st)
     top_grads = grads - layer_grads.below_top - late
-    bottom = act.layer_saved(*act.layer_at(arch, st, 0))
-    last_layer = bottom if not st.gradient_checkpointing else bottom + act.checkpoint_saved(arch, st)
+    bottom, bottom_st = act.layer_at(arch, st, 0)
+    # under checkpointing the bottom layer's checkpoint, and the masks all checkpoints hold
+    held = act.checkpoint_saved(arch, st) + act.attention_masks(arch, st) if st.gradient_checkpointing else 0.0
+    last_layer = act.layer_saved(bottom, bottom_st) + held
     moments = [backward_start]
-    for working, consumed in workings:
+    top_moments = _layer_backward_moments(top, top_st, layer_grads.bottom, layer_grads.bottom)
+    bottom_moments = _layer_backward_moments(bottom, bottom_st, layer_grads.bottom, layer_grads.bottom_attention)
+    for (working, consumed, _), (bottom_working, bottom_consumed, not_yet) in zip(top_moments, bottom_moments,
+                                                                                  strict=True):
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
                               activations_bytes=layers + head + recompute - consumed, working_bytes=working))
         # the bottom layer's own gradients come out of this very backward
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - layer_grads.bottom,
-                              activations_bytes=last_layer - consumed, working_bytes=working))
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - not_yet,
+                              activations_bytes=last_layer - bottom_consumed, working_bytes=bottom_working))
     tied = act.tied_embedding_grad_transient(arch, st)
     if tied:
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads, working_bytes=tied))
@@ -213,6 +213,17 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     step = Phase("optimizer_step", _terms(weights, gradients_bytes=grads, optimizer_bytes=state,
                                           optimizer_step_temp_bytes=opt.step_temp_bytes))
     return (load, *(Phase("forward", t) for t in forward), *backward, step)
+
+
+def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_yet: int, attention_not_yet: int
+                            ) -> tuple[tuple[float, float, int], ...]:
+    """Inside one layer's backward, (working bytes, its saved bytes already consumed, its own
+    gradient bytes not yet made): the MLP's backward, attention's (the MLP's tensors used up and its
+    gradients made by then), and a 4-bit Linear's dequantized weight (the largest is an MLP input:
+    the MLP's own tensors are used up)."""
+    return ((act.backward_working(layer, st), 0.0, mlp_not_yet),
+            (act.attention_backward_working(layer, st), act.mlp_half_saved(layer, st), attention_not_yet),
+            (act.dequant_working(layer, st), act.mlp_saved(layer, st), mlp_not_yet))
 
 
 def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int) -> tuple[Phase, ...]:
@@ -351,7 +362,7 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
                           device=device, prepare_kbit=prepare_kbit)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
-    opt, grads, layer_grads = None, 0, LayerGrads(0, 0)
+    opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)
     if method != "inference":
         bits = DTYPE_BITS[dtype] if method == "full" else ADAPTER_BITS
         stepped = stepped_tensors(arch, method, lora)
@@ -466,10 +477,12 @@ def _worst_per_phase(moments: tuple[Phase, ...]) -> tuple[Phase, ...]:
 
 class LayerGrads(NamedTuple):
     """Gradient bytes a step's backward produces layer by layer (a model may mix dense and sparse
-    layers): the bottom layer's, produced last, and all layers' but the top one's."""
+    layers): the bottom layer's, produced last, of which its attention side's come after its MLP's,
+    and all layers' but the top one's."""
 
     bottom: int
     below_top: int
+    bottom_attention: int
 
 
 def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> LayerGrads:
@@ -477,10 +490,12 @@ def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> Lay
     an equal share of the adapters' per layer."""
     L = max(arch.num_hidden_layers, 1)
     if method != "full":
-        return LayerGrads(grads // L, grads // L * (L - 1))
+        return LayerGrads(grads // L, grads // L * (L - 1), grads // L)
     every = sum(kind.layer_params * n for kind, _, _, n in arch.kind_counts)
     top = arch.layer_arch(L - 1).layer_params
-    return LayerGrads(math.ceil(arch.layer_arch(0).layer_params * bits / 8), math.ceil((every - top) * bits / 8))
+    bottom = arch.layer_arch(0)
+    return LayerGrads(math.ceil(bottom.layer_params * bits / 8), math.ceil((every - top) * bits / 8),
+                      math.ceil(bottom.attention_params * bits / 8))
 
 
 def _lora_ratio(arch: ArchSpec, lora: LoraSpec | None) -> float | None:

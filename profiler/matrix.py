@@ -110,6 +110,34 @@ MODELS: dict[str, tuple[str, dict]] = {
         no_rope_layer_interval=3, vocab_size=3000), vision_config=dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=56,
         patch_size=14))),
+    "olmo3-256": ("fit", dict(model_type="olmo3", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                              num_attention_heads=8, num_key_value_heads=8, sliding_window=64, vocab_size=8000)),
+    "glm4_moe-128": ("fit", dict(model_type="glm4_moe", hidden_size=128, intermediate_size=352,
+                                 moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                 num_key_value_heads=2, head_dim=32, n_routed_experts=8, num_experts_per_tok=2,
+                                 n_shared_experts=1, first_k_dense_replace=1, n_group=2, topk_group=1,
+                                 attention_bias=True, use_qk_norm=True, vocab_size=4000)),
+    "glm4_moe-192": ("holdout", dict(model_type="glm4_moe", hidden_size=192, intermediate_size=512,
+                                     moe_intermediate_size=96, num_hidden_layers=3, num_attention_heads=6,
+                                     num_key_value_heads=2, head_dim=32, n_routed_experts=8, num_experts_per_tok=2,
+                                     n_shared_experts=1, first_k_dense_replace=1, vocab_size=3000)),
+    "deepseek_v3-128": ("fit", dict(model_type="deepseek_v3", hidden_size=128, intermediate_size=352,
+                                    moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                    num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2,
+                                    n_shared_experts=1, first_k_dense_replace=1, n_group=2, topk_group=1,
+                                    q_lora_rank=96, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16,
+                                    v_head_dim=32, vocab_size=4000)),
+    "deepseek_v3-192": ("holdout", dict(model_type="deepseek_v3", hidden_size=192, intermediate_size=512,
+                                        moe_intermediate_size=96, num_hidden_layers=3, num_attention_heads=6,
+                                        num_key_value_heads=6, n_routed_experts=8, num_experts_per_tok=2,
+                                        n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                                        q_lora_rank=128, kv_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=16,
+                                        v_head_dim=32, vocab_size=3000)),
+    "mistral4-128": ("fit", dict(model_type="mistral4", hidden_size=128, intermediate_size=352,
+                                 moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                 num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                                 first_k_dense_replace=1, q_lora_rank=96, kv_lora_rank=64, qk_nope_head_dim=32,
+                                 qk_rope_head_dim=16, v_head_dim=32, vocab_size=4000)),
 }
 # transformers has no sdpa attention for these: their cases run eager
 EAGER_ONLY = ("gpt_oss",)
@@ -154,6 +182,8 @@ def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bo
         targets = ("qkv_proj", "o_proj")
     if targets == "all-linear":
         targets = EVERY_OTHER_LINEAR.get(config["model_type"], targets)
+    elif config["model_type"] in ("deepseek_v3", "mistral4"):
+        targets = ("q_b_proj", "kv_b_proj")  # multi-head latent attention: q and kv reach heads there
     # alpha 16 at every rank: the shipped measurements were taken so (alpha changes no memory)
     lora = {"r": rng.choice([4, 8, 16]), "alpha": 16.0, "target_modules": targets}
     base_method = "qlora" if method.startswith("qlora") else method

@@ -115,6 +115,8 @@ TARGETS = [
     # gate_proj and down_proj of the dense layers and of the MoE layers' shared expert
     ("llama4_text", ("q_proj", "gate_proj", "down_proj")),
     ("llama4", ("k_proj", "up_proj")),  # the wrapper's text model: no vision tower is built
+    # no conversion table: gate_proj reaches the dense layer's and the shared experts' Linears
+    ("mistral4", ("q_b_proj", "kv_b_proj", "gate_proj")),
 ]
 CASES = [
     pytest.param(name, targets, variant, id=f"{name}-{'+'.join(targets)}-{variant}")

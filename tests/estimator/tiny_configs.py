@@ -96,6 +96,11 @@ TINY_CONFIGS: dict[str, dict] = {
                             vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64,
                                                num_hidden_layers=2, num_attention_heads=2, image_size=28,
                                                patch_size=14)),
+    # DeepSeek-V3's layers with a softmax router in the stream's dtype and q scaled per position
+    "mistral4": dict(model_type="mistral4", hidden_size=64, intermediate_size=160, moe_intermediate_size=32,
+                     num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8,
+                     num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, q_lora_rank=48,
+                     kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, vocab_size=1000),
     # dense and MoE layers alternating (a shared expert, every expert on every token), RoPE layers
     # with chunked attention and L2 q/k norms, NoPE layers with full attention and a temperature
     "llama4_text": dict(model_type="llama4_text", hidden_size=64, intermediate_size=48, intermediate_size_mlp=160,

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.estimator import EstimateRequest, LoraSpec, estimate, get_model
 from tunefit.estimator.units import GIB
 
@@ -69,3 +70,16 @@ def test_the_form_plans_it(client, model, attn):
     expected = estimate(EstimateRequest(model, method="qlora", lora=LoraSpec(r=16, target_modules=targets),
                                         batch_size=1, seq_len=2048, attn_implementation=attn))
     assert f"{expected.peak_bytes / GIB:,.2f} GiB" in html
+
+
+def test_a_family_without_a_catalog_entry_is_planned_from_its_pasted_config(client):
+    """Mistral 4 (no public config.json at hand): its config answers estimate and capacity."""
+    config = TINY_CONFIGS["mistral4"]
+    lora = LoraSpec(r=8, target_modules="all-linear")
+    expected = estimate(EstimateRequest({"config": config}, method="lora", lora=lora, batch_size=2, seq_len=64))
+    body = {"model": {"config": config}, "method": "lora", "lora": {"r": 8, "target_modules": "all-linear"},
+            "batch_size": 2, "seq_len": 64}
+    doc = client.post("/api/v1/estimate", json=body).json()
+    assert doc["peak_bytes"] == expected.peak_bytes
+    rows = client.post("/api/v1/capacity", json={**body, "gpus": ["rtx-4090"]}).json()["rows"]
+    assert [r["gpu"] for r in rows] == ["rtx-4090"]
