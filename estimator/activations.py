@@ -695,9 +695,12 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     # cache keeps); this layer's k and v are in the KV cache already
     query = t * arch.q_dim * a if arch.rotary_dim or _fused_qkv(arch) is None else 0.0
     if arch.mla is not None:
-        # q (concatenated), k (assembled) and kv_b_proj's output (k's first part and v are views)
+        # q (concatenated), k (assembled) and kv_b_proj's output (k's first part and v are views);
+        # locals alive through the attention call: q_b_proj's (or q_proj's) output, the rotated part
+        # of q, and kv_a_proj_with_mqa's output (the latent and the rotated key are views of it)
         mla, n = arch.mla, arch.num_attention_heads
-        query = t * n * (2 * mla.qk_head_dim + mla.qk_nope_head_dim + mla.v_head_dim) * a
+        query = t * n * (3 * mla.qk_head_dim + mla.qk_nope_head_dim + mla.v_head_dim + mla.qk_rope_head_dim) * a
+        query += t * (mla.kv_lora_rank + mla.qk_rope_head_dim) * a
         if _mla_math_path(arch, st):
             return query + _math_path_prefill(arch, st) + _prefill_stream(arch, st, in_mlp=False)
     if st.attn != "eager":

@@ -100,10 +100,6 @@ KNOWN_GAPS = {
     # Granite's step keeps one more t x h fp32 tensor than Llama's from the forward's end through
     # backward (the simulation of the same config as llama is -0.30 %); not yet traced to its op
     ("granite", "qlora-gc-sdpa"): 0.015,
-    # multi-head latent attention's prefill on a CPU: v is narrower than q and k, so sdpa takes its
-    # fp32 math path, modelled op by op; about one 16-bit s x s tensor is still missing (-1.79 %)
-    ("deepseek_v3", "inference-sdpa"): 0.02,
-    ("mistral4", "inference-sdpa"): 0.02,  # the same attention
 }
 PHASE_TOLERANCE = 0.03  # phases other than the peak: a checkpointed forward's few recomputed tensors
 
