@@ -602,27 +602,22 @@ def _fused_qkv(arch: ArchSpec) -> LinearSpec | None:
 def kv_cache(arch: ArchSpec, st: ActivationSetting, bits: int) -> float:
     """The KV cache after a prefill of ``t = b·s`` tokens (GQA-aware: ``kv_dim`` per token).
 
-    transformers' DynamicCache keeps the very tensors attention made. With separate k/v
-    projections that is ``2·t·kv_dim`` per layer; with a fused qkv projection the value (and the
-    key, unless RoPE made a new one) is a view of the projection's output, whose storage stays
-    allocated whole: ``t·(q_dim + 2·kv_dim)`` plus the rotated key.
+    transformers 5.23's DynamicCache (``cache_utils.DynamicLayer.update``) concatenates each
+    layer's k and v onto empty tensors: copies of their own, ``2·t·kv_dim`` per layer, even where k
+    and v are views of a fused qkv projection's output (which the cache then does not keep).
     """
     t, w = st.tokens, bits / 8
-    fused = _fused_qkv(arch)
     if arch.mla is not None:
         # the latents: ``kv_lora_rank`` normalized and ``qk_rope_head_dim`` rotated, shared by the heads
         return arch.num_hidden_layers * t * (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) * w
-    if fused is None:
-        per_layer = 2 * t * arch.kv_dim * w
-    else:
-        per_layer = t * fused.out_features * w + (t * arch.kv_dim * w if arch.rotary_dim else 0)
-    return arch.num_hidden_layers * per_layer
+    return arch.num_hidden_layers * 2 * t * arch.kv_dim * w
 
 
 def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """No-grad prefill transient inside the MLP, in ``t·i`` tensors: gated, the activation output,
-    the up projection and their product; plain, the projection and the activation's outputs
-    (a composite activation keeps several partial results alive at once)."""
+    the up projection and their product (with a fused gate_up projection, its whole output and
+    the activation's and the product); plain, the projection and the activation's outputs (a
+    composite activation keeps several partial results alive at once)."""
     t, a, i = st.tokens, st.stream_bytes, arch.expert_width
     held = eager_weights_returned(arch, st)
     if arch.expert_dispatch == "all":
@@ -641,6 +636,8 @@ def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
         unpermute = rows * h * (2 * a + 2 * weighted)
         return max(gate, unpermute) + held + _prefill_stream(arch, st, in_mlp=True)
     tensors = 3 if arch.gated_mlp else 1 + COMPOSITE_ACT_TRANSIENT.get(arch.hidden_act, 1)
+    if any(m.role == "mlp_in" and m.out_features == 2 * i for m in arch.layer_linears):
+        tensors = 4  # Phi-3's fused gate_up output stays whole (2i) while its halves are in use
     mlp = t * tensors * i * a
     return mlp + held + _prefill_stream(arch, st, in_mlp=True)
 
@@ -691,9 +688,13 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     together inside ``softmax`` (in fp32 the copy is the scores themselves). sdpa / flash kernels
     never materialize the matrix."""
     b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
-    # q after RoPE (a new tensor; without RoPE a fused projection's q is a view of what the KV
-    # cache keeps); this layer's k and v are in the KV cache already
-    query = t * arch.q_dim * a if arch.rotary_dim or _fused_qkv(arch) is None else 0.0
+    # q (after RoPE a new tensor); k and v are the cache's copies by then (attention rebinds them to
+    # what the cache returns), but a fused projection's output stays whole, held by its q view or
+    # the family's own local of it
+    fused = _fused_qkv(arch)
+    query = t * arch.q_dim * a
+    if fused is not None:
+        query = t * fused.out_features * a + (query if arch.rotary_dim else 0.0)
     if arch.mla is not None:
         # q (concatenated), k (assembled) and kv_b_proj's output (k's first part and v are views);
         # locals alive through the attention call: q_b_proj's (or q_proj's) output, the rotated part
