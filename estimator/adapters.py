@@ -177,11 +177,10 @@ def _refuse_tuple_outputs(arch: ArchSpec, modules: list[tuple[Target, int]]) -> 
     broken = sorted({m.name for m, _ in modules if isinstance(m, LinearSpec) and m.returns_tuple})
     if not broken:
         return
-    others = [n for n in arch.linear_names if n not in broken]
     raise EstimateError("lora.target_modules",
                         f"peft would wrap {broken} of {arch.model_type}, an nn.Linear whose forward returns a tuple, "
                         f"and the forward fails adding the adapter's output to it ('all-linear' includes it); "
-                        f"name the targets instead, from {others}")
+                        f"name the targets instead, from {list(arch.every_linear_target)}")
 
 
 def _check_param_wrapper(lora: LoraSpec, wrapped: list[tuple[ParamTarget, int]]) -> None:

@@ -477,6 +477,15 @@ class ArchSpec:
         return tuple(dict.fromkeys(names))
 
     @property
+    def every_linear_target(self) -> str | tuple[str, ...]:
+        """``"all-linear"``, or where peft fails on it (a Linear returning a tuple, Llama 4's router)
+        every other Linear by name: the targets that adapt every Linear peft can run."""
+        broken = {m.name for m in self.layer_linears if m.returns_tuple}
+        if not broken:
+            return "all-linear"
+        return tuple(n for n in self.linear_names if n not in broken)
+
+    @property
     def peft_reaches_experts(self) -> bool:
         """Whether peft 0.21 maps LoRA targets onto the stacked MoE parameters (it has a conversion
         table for the family: Mixtral, Qwen3 MoE; not gpt-oss)."""
@@ -1159,58 +1168,33 @@ def _glm4_moe(c: _Config, model_type: str) -> ArchSpec:
     ``e_score_correction_bias`` buffer, ``n_routed_experts`` fused experts ``moe_intermediate_size``
     wide and ``n_shared_experts`` shared ones as one gated MLP of Linears."""
     s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=131072, hidden_act="silu")
-    h, L = s.hidden_size, s.num_hidden_layers
-    experts, moe_inter = c.int("n_routed_experts", 128), c.int("moe_intermediate_size", 1408)
-    shared = moe_inter * c.int("n_shared_experts", 1, minimum=0)
     bias = c.bool("attention_bias", False)
     attention = _attention_linears(s, bias, False)
     qk_norm = c.bool("use_qk_norm", False)
-    groups = c.int("n_group", 1)
     nested = c.raw.get("rope_parameters")
     partial = (_Config(nested).fraction("partial_rotary_factor") if isinstance(nested, Mapping) else None) or \
         c.fraction("partial_rotary_factor") or 0.5
     sparse = s.spec(
         model_type,
-        gated_mlp=True,
-        intermediate_size=shared,  # the shared experts' width (the dense layers' is in dense_layer)
-        attention_dropout=c.probability("attention_dropout", 0.0),
-        layer_linears=attention + (_gated_mlp(h, shared, False) if shared else ()),
-        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        **_grouped_moe(c, s.hidden_size, attention, GLM4_MOE),
         qk_norms=_qk_norms(s, per_head=True) if qk_norm else (),
         qk_norm_per_head=qk_norm,
-        final_norm=NormSpec("rmsnorm", h),
-        num_local_experts=experts,
-        num_experts_per_tok=c.int("num_experts_per_tok", 8),
-        moe_intermediate_size=moe_inter,
-        norm_topk_prob=c.bool("norm_topk_prob", True),
-        routing_weights_fp32=True,
-        router="grouped_sigmoid",
-        n_group=groups,
-        topk_group=c.int("topk_group", 1),
-        shared_experts=bool(shared),
-        layer_param_targets=_fused_experts(h, moe_inter, experts, (("gate_proj", "up_proj"), ("down_proj",))),
-        router_bias_buffer=experts,
         router_bias_fp32=True,
         rotary_dim=int(s.head_dim * partial),
         # partial RoPE concatenates the rotated and the passed-through halves: q reaches attention
         # laid out (b, heads, s, d), as Phi-3's does
         attention_output_copied=partial < 1,
     )
-    dense = tuple(range(min(c.int("first_k_dense_replace", 1, minimum=0, maximum=MAX_LAYERS), L)))
-    return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, s.intermediate_size, False),
-                              s.intermediate_size)
+    return _first_layers_dense(c, s, sparse, attention, GLM4_MOE.first_k_dense_replace)
 
 
 @dataclass(frozen=True)
-class _MlaMoeDefaults:
-    """Where DeepSeek-V3 and Mistral 4 differ: their config classes' defaults, the router, and
-    whether peft 0.21 converts their expert names (``transformers_weight_conversion``: DeepSeek-V3
-    through Qwen2 MoE's table; nothing for mistral4)."""
+class _GroupedMoeDefaults:
+    """Where GLM-4.5, DeepSeek-V3 and Mistral 4 differ in their sparse layers: their config classes'
+    defaults, the router, and whether peft 0.21 converts their expert names
+    (``transformers_weight_conversion``: GLM-4.5 and DeepSeek-V3 through Qwen2 MoE's table; nothing
+    for mistral4)."""
 
-    max_position_embeddings: int
-    q_lora_rank: int
-    kv_lora_rank: int
-    qk_nope_head_dim: int
     experts: int
     moe_intermediate_size: int
     n_group: int
@@ -1219,12 +1203,67 @@ class _MlaMoeDefaults:
     router: str
     router_bias_buffer: bool
     peft_names: tuple[tuple[str, ...], tuple[str, ...]]
+
+
+QWEN2_MOE_NAMES = (("gate_proj", "up_proj"), ("down_proj",))
+GLM4_MOE = _GroupedMoeDefaults(128, 1408, 1, 1, 1, "grouped_sigmoid", True, QWEN2_MOE_NAMES)
+
+
+def _grouped_moe(c: _Config, h: int, attention: tuple[LinearSpec, ...], d: _GroupedMoeDefaults) -> dict[str, Any]:
+    """The sparse layer's fields GLM-4.5, DeepSeek-V3 and Mistral 4 share: ``attention`` and two
+    RMSNorms, ``n_routed_experts`` fused experts ``moe_intermediate_size`` wide behind a router
+    choosing within the best ``topk_group`` of ``n_group`` groups, and ``n_shared_experts`` shared
+    ones as one gated MLP of Linears (the sparse layer's ``intermediate_size`` is their width)."""
+    experts, moe_inter = c.int("n_routed_experts", d.experts), c.int("moe_intermediate_size", d.moe_intermediate_size)
+    shared = moe_inter * c.int("n_shared_experts", 1, minimum=0)
+    return dict(
+        gated_mlp=True,
+        intermediate_size=shared,  # the shared experts' width (the dense layers' is in dense_layer)
+        attention_dropout=c.probability("attention_dropout", 0.0),
+        layer_linears=attention + (_gated_mlp(h, shared, False) if shared else ()),
+        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        final_norm=NormSpec("rmsnorm", h),
+        num_local_experts=experts,
+        num_experts_per_tok=c.int("num_experts_per_tok", 8),
+        moe_intermediate_size=moe_inter,
+        norm_topk_prob=c.bool("norm_topk_prob", True),
+        routing_weights_fp32=d.router == "grouped_sigmoid",
+        router=d.router,
+        n_group=c.int("n_group", d.n_group),
+        topk_group=c.int("topk_group", d.topk_group),
+        shared_experts=bool(shared),
+        layer_param_targets=_fused_experts(h, moe_inter, experts, d.peft_names),
+        router_bias_buffer=experts if d.router_bias_buffer else 0,
+    )
+
+
+def _first_layers_dense(c: _Config, s: _Shared, sparse: ArchSpec, attention: tuple[LinearSpec, ...],
+                        default: int) -> ArchSpec:
+    """``sparse`` with its first ``first_k_dense_replace`` layers dense: ``attention`` and a gated MLP
+    ``intermediate_size`` wide."""
+    k = c.int("first_k_dense_replace", default, minimum=0, maximum=MAX_LAYERS)
+    dense = tuple(range(min(k, s.num_hidden_layers)))
+    mlp = _gated_mlp(s.hidden_size, s.intermediate_size, False)
+    return _with_dense_layers(sparse, dense, attention + mlp, s.intermediate_size)
+
+
+@dataclass(frozen=True)
+class _MlaMoeDefaults:
+    """Where DeepSeek-V3 and Mistral 4 differ besides their sparse layers: their config classes'
+    attention defaults and Mistral 4's q scaled per position."""
+
+    max_position_embeddings: int
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    moe: _GroupedMoeDefaults
     query_position_scale: str = ""
 
 
-DEEPSEEK_V3 = _MlaMoeDefaults(4096, 1536, 512, 128, 256, 2048, 8, 4, 3, "grouped_sigmoid", True,
-                              (("gate_proj", "up_proj"), ("down_proj",)))
-MISTRAL4 = _MlaMoeDefaults(1048576, 1024, 256, 64, 128, 2048, 1, 1, 0, "grouped_softmax", False, ((), ()),
+DEEPSEEK_V3 = _MlaMoeDefaults(4096, 1536, 512, 128,
+                              _GroupedMoeDefaults(256, 2048, 8, 4, 3, "grouped_sigmoid", True, QWEN2_MOE_NAMES))
+MISTRAL4 = _MlaMoeDefaults(1048576, 1024, 256, 64,
+                           _GroupedMoeDefaults(128, 2048, 1, 1, 0, "grouped_softmax", False, ((), ())),
                            query_position_scale="all")
 
 
@@ -1250,7 +1289,7 @@ def _mla_moe(c: _Config, model_type: str, d: _MlaMoeDefaults) -> ArchSpec:
     """Multi-head latent attention on a MoE with shared experts (DeepSeek-V3, Mistral 4)."""
     s = _read_shared(c, tie_word_embeddings=False, max_position_embeddings=d.max_position_embeddings,
                      hidden_act="silu")
-    h, L, heads = s.hidden_size, s.num_hidden_layers, s.num_attention_heads
+    h, heads = s.hidden_size, s.num_attention_heads
     q_lora = 0 if c.raw.get("q_lora_rank") is None and "q_lora_rank" in c.raw else c.int("q_lora_rank", d.q_lora_rank)
     mla = MlaSpec(q_lora, c.int("kv_lora_rank", d.kv_lora_rank), c.int("qk_nope_head_dim", d.qk_nope_head_dim),
                   c.int("qk_rope_head_dim", 64), c.int("v_head_dim", 128))
@@ -1265,37 +1304,16 @@ def _mla_moe(c: _Config, model_type: str, d: _MlaMoeDefaults) -> ArchSpec:
                             role="kv_latent"),
                  LinearSpec("o_proj", heads * mla.v_head_dim, h, bias, role="o"))
     latent_norms = ((NormSpec("rmsnorm", q_lora),) if q_lora else ()) + (NormSpec("rmsnorm", mla.kv_lora_rank),)
-    experts, moe_inter = c.int("n_routed_experts", d.experts), c.int("moe_intermediate_size", d.moe_intermediate_size)
-    shared = moe_inter * c.int("n_shared_experts", 1, minimum=0)
     sparse = replace(s, head_dim=qk, num_key_value_heads=heads).spec(
         model_type,
-        gated_mlp=True,
-        intermediate_size=shared,  # the shared experts' width (the dense layers' is in dense_layer)
-        attention_dropout=c.probability("attention_dropout", 0.0),
-        layer_linears=attention + (_gated_mlp(h, shared, False) if shared else ()),
-        layer_norms=(NormSpec("rmsnorm", h),) * 2,
+        **_grouped_moe(c, h, attention, d.moe),
         qk_norms=latent_norms,
-        final_norm=NormSpec("rmsnorm", h),
         mla=mla,
-        num_local_experts=experts,
-        num_experts_per_tok=c.int("num_experts_per_tok", 8),
-        moe_intermediate_size=moe_inter,
-        norm_topk_prob=c.bool("norm_topk_prob", True),
-        routing_weights_fp32=d.router == "grouped_sigmoid",
-        router=d.router,
-        n_group=c.int("n_group", d.n_group),
-        topk_group=c.int("topk_group", d.topk_group),
-        shared_experts=bool(shared),
-        layer_param_targets=_fused_experts(h, moe_inter, experts, d.peft_names),
-        router_bias_buffer=experts if d.router_bias_buffer else 0,
         rotary_dim=rope,
         attention_output_copied=True,  # q is concatenated: laid out (b, heads, s, d)
         query_position_scale=d.query_position_scale,
     )
-    dense = tuple(range(min(c.int("first_k_dense_replace", d.first_k_dense_replace, minimum=0, maximum=MAX_LAYERS),
-                            L)))
-    return _with_dense_layers(sparse, dense, attention + _gated_mlp(h, s.intermediate_size, False),
-                              s.intermediate_size)
+    return _first_layers_dense(c, s, sparse, attention, d.moe.first_k_dense_replace)
 
 
 def _llama4_text(c: _Config, model_type: str) -> ArchSpec:

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from tunefit.estimator import EstimateRequest, get_model
+from tunefit.estimator.arch import arch_from_config
 from tunefit.estimator.request import request_from_fields
 
 SEED = 20261123
@@ -141,9 +142,7 @@ MODELS: dict[str, tuple[str, dict]] = {
 }
 # transformers has no sdpa attention for these: their cases run eager
 EAGER_ONLY = ("gpt_oss",)
-# peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
-EVERY_OTHER_LINEAR = {t: ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-                      for t in ("llama4_text", "llama4")}
+
 
 METHODS = ("inference", "full", "lora", "qlora", "qlora-no-dq")
 BATCHES = (1, 2, 4, 8)
@@ -181,7 +180,8 @@ def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bo
     if config["model_type"] == "phi3" and targets != "all-linear":
         targets = ("qkv_proj", "o_proj")
     if targets == "all-linear":
-        targets = EVERY_OTHER_LINEAR.get(config["model_type"], targets)
+        # peft's all-linear fails on Llama 4 (its router returns a tuple): every other Linear by name
+        targets = arch_from_config(config).every_linear_target
     elif config["model_type"] in ("deepseek_v3", "mistral4"):
         targets = ("q_b_proj", "kv_b_proj")  # multi-head latent attention: q and kv reach heads there
     # alpha 16 at every rank: the shipped measurements were taken so (alpha changes no memory)
@@ -239,11 +239,12 @@ def simulation_cases() -> list[Case]:
         for method in SIMULATED_METHODS:
             for batch, seq, gc in SIMULATED_SHAPES:
                 gc = gc and method != "inference"
-                model_type = get_model(model).arch.model_type
-                every = list(EVERY_OTHER_LINEAR.get(model_type, ())) or "all-linear"
-                lora = ({"r": 16, "target_modules": every} if method == "qlora"
+                arch = get_model(model).arch
+                every = arch.every_linear_target
+                lora = ({"r": 16, "target_modules": every if isinstance(every, str) else list(every)}
+                        if method == "qlora"
                         else {"r": 8, "target_modules": ["q_proj", "v_proj"]})
-                attn = "eager" if model_type in EAGER_ONLY else "sdpa"
+                attn = "eager" if arch.model_type in EAGER_ONLY else "sdpa"
                 req = request_from_fields({"model": model, "method": method, "dtype": "bf16", "lora": lora,
                                            "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
                                            "attn_implementation": attn, "device": "cuda"})

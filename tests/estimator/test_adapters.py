@@ -63,7 +63,7 @@ def _ours(name: str, variant: str, r: int, targets) -> int:
 
 def _all_linear_breaks(name: str) -> bool:
     """Whether the family has a Linear peft cannot wrap (Llama 4's router returns a tuple)."""
-    return any(m.returns_tuple for m in arch_from_config(TINY_CONFIGS[name]).layer_linears)
+    return arch_from_config(TINY_CONFIGS[name]).every_linear_target != "all-linear"
 
 
 # mixtral included: with transformers 5 its experts are fused 3-D parameters and the router a bare
@@ -264,19 +264,12 @@ def _smallest_per_family() -> dict[str, dict]:
     return {**dict(sorted(configs.items())), "opt-350m": OPT_350M}
 
 
-def _every_linear(config: dict):
-    """"all-linear", or where peft cannot run that (Llama 4's router) every other Linear by name."""
-    arch = arch_from_config(config)
-    if not any(m.returns_tuple for m in arch.layer_linears):
-        return "all-linear"
-    return tuple(m.name for m in arch.layer_linears if not m.returns_tuple)
-
-
 FAMILY_CONFIGS = _smallest_per_family()
 FAMILY_CASES = [
     pytest.param(model_id, variant, targets, id=f"{model_id}-{_label(targets)}-{variant}")
     for model_id, config in FAMILY_CONFIGS.items()
-    for targets in (QV_TARGETS.get(config["model_type"], ("q_proj", "v_proj")), _every_linear(config))
+    for targets in (QV_TARGETS.get(config["model_type"], ("q_proj", "v_proj")),
+                    arch_from_config(config).every_linear_target)
     for variant in VARIANTS
 ]
 

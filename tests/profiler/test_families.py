@@ -16,6 +16,7 @@ from tests.profiler.support import LIBRARY_NOTICES, require_profiler_extra
 require_profiler_extra()
 
 from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate  # noqa: E402
+from tunefit.estimator.arch import arch_from_config  # noqa: E402
 from tunefit.profiler import BuildError, simulate  # noqa: E402
 
 pytestmark = LIBRARY_NOTICES
@@ -86,9 +87,7 @@ FAMILIES = {
                    vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                                       image_size=56, patch_size=14)),
 }
-# peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
-NAMED_TARGETS = {f: ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-                 for f in ("llama4_text", "llama4")}
+
 SETTINGS = {  # method, gradient checkpointing, attention: every method, both kernels, checkpointing on and off
     "inference-sdpa": ("inference", False, "sdpa"),
     "full-gc-eager": ("full", True, "eager"),
@@ -110,7 +109,8 @@ EAGER_ONLY = {"gpt_oss"}  # transformers offers no sdpa attention for gpt-oss (i
 def _request(family: str, setting: str) -> EstimateRequest:
     method, gc, attn = SETTINGS[setting]
     attn = "eager" if family in EAGER_ONLY else attn
-    targets = NAMED_TARGETS.get(family, "all-linear")
+    # peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
+    targets = arch_from_config(FAMILIES[family]).every_linear_target
     return EstimateRequest({"config": FAMILIES[family]}, method=method, device="cpu", dtype="bf16", batch_size=2,
                            seq_len=64, lora=LoraSpec(r=8, alpha=16.0, target_modules=targets),
                            quant=QuantSpec() if method == "qlora" else None, gradient_checkpointing=gc,

@@ -27,13 +27,9 @@ MODELS = {
     "llama4": ("meta-llama/Llama-4-Scout-17B-16E", "sdpa"),
 }
 CASES = [pytest.param(model, attn, id=family) for family, (model, attn) in MODELS.items()]
-# peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
-NAMED = {"meta-llama/Llama-4-Scout-17B-16E": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                              "down_proj")}
-
-
 def _targets(model: str) -> str | tuple[str, ...]:
-    return NAMED.get(model, "all-linear")
+    """all-linear, but by name where peft fails on it (Llama 4's router returns a tuple)."""
+    return get_model(model).arch.every_linear_target
 
 
 def _body(model: str, attn: str) -> dict:
