@@ -27,6 +27,8 @@ MODELS = {
     "llama4": ("meta-llama/Llama-4-Scout-17B-16E", "sdpa"),
 }
 CASES = [pytest.param(model, attn, id=family) for family, (model, attn) in MODELS.items()]
+
+
 def _targets(model: str) -> str | tuple[str, ...]:
     """all-linear, but by name where peft fails on it (Llama 4's router returns a tuple)."""
     return get_model(model).arch.every_linear_target
