@@ -42,6 +42,9 @@ INPUT_GROUPS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in"
 # Activation functions that transformers builds from several pointwise ops, each keeping a
 # t·i tensor: gelu_new / gelu_pytorch_tanh in Python keep input, tanh output, 0.5·x, 1+tanh.
 COMPOSITE_ACT_SAVED = {"gelu_new": 4}
+# ... and those whose backward reads their output, not their input (``threshold_backward``): in a
+# plain MLP that output is the down projection's input, one tensor both keep.
+OUTPUT_SAVING_ACTS = ("relu",)
 # ... and, without autograd, how many of those partial results are alive at once next to the
 # input: 0.5·x, x³ and 0.044715·x³ for gelu_new.
 COMPOSITE_ACT_TRANSIENT = {"gelu_new": 3}
@@ -72,6 +75,8 @@ class ActivationSetting:
     window: int = 0
     # Whether the layer in question rotates q and k (Llama 4's NoPE layers do not; ``ArchSpec.layer_rope``).
     rope: bool = True
+    # peft's variant of the adapters (``LoraSpec.variant``): DoRA's forward keeps more
+    lora_variant: str = "lora"
 
     @property
     def tokens(self) -> int:
@@ -154,6 +159,8 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
         group = INPUT_GROUPS.get(m.role)
         if group is None:
             continue
+        if group == "mlp_in" and arch.parallel_residual and len(arch.layer_norms) == 1:
+            group = "attn_in"  # Falcon-7B's one norm feeds attention and the MLP: one tensor for both
         width = widths[group]
         if st.full:
             shared_saved.add(group)
@@ -162,9 +169,7 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
             continue
         total += t * st.lora_r * LORA_BYTES  # lora_A output, kept by lora_B
         if st.lora_dropout > 0:
-            # CUDA's fused dropout keeps a bool mask; on a CPU the mask has the input's dtype (fp32)
-            mask = MASK_BYTES if st.device == "cuda" else LORA_BYTES
-            total += t * width * (LORA_BYTES + mask)
+            total += t * width * (LORA_BYTES + dropout_mask_bytes(st, LORA_BYTES))
         elif a != LORA_BYTES:
             total += t * width * LORA_BYTES  # this module's own fp32 cast of its input
         else:
@@ -174,6 +179,8 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
         # o_proj reads the fused kernel's output, laid out (b, s, heads, head_dim): the transpose and
         # reshape before o_proj are views, so what o_proj keeps is what attention_saved counts
         shared_saved.discard("attn_out")
+    if arch.hidden_act in OUTPUT_SAVING_ACTS and not arch.gated_mlp:
+        shared_saved.discard("mlp_act")  # ReLU's output, which :func:`mlp_saved` counts
     total += sum(t * widths[g] * a for g in shared_saved)
     return total
 
@@ -200,17 +207,17 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         mla = arch.mla
         qkv = t * n * (2 * mla.qk_head_dim + mla.qk_nope_head_dim + mla.v_head_dim) * a
         if st.attn == "eager":
-            return qkv + b * n * s * s * _eager_probs_saved(arch, a)
+            return qkv + b * n * s * s * _eager_probs_saved(arch, st)
         if st.device == "cpu":
             # v narrower than q and k: no CPU kernel takes it, sdpa's math path runs in fp32 and
             # keeps fp32 q, k, v and the fp32 softmax
             return t * n * (2 * mla.qk_head_dim + mla.v_head_dim) * FP32_BYTES + b * n * s * s * FP32_BYTES
         return qkv + t * arch.attention_out_dim * a + b * n * s * FP32_BYTES
     if st.attn == "eager":
-        expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a  # repeat_kv copies under GQA
+        expanded = 2 * t * (arch.q_dim - arch.kv_dim) * a if arch.repeats_kv else 0.0  # repeat_kv copies under GQA
         if arch.attention_sinks:
             return qkv + expanded + _sink_probs_saved(arch, st)
-        return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, a)
+        return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, st)
     if not fused_attention(arch, st):
         return _sdpa_math_saved(arch, st)
     if _kv_expanded(arch, st):
@@ -227,8 +234,8 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 def sdpa_masked(arch: ArchSpec, st: ActivationSetting) -> bool:
     """Whether transformers hands sdpa a materialized mask (the layer's sliding window, which the
-    sequence reaches)."""
-    return st.attn == "sdpa" and 0 < st.window <= st.seq
+    sequence reaches; every layer's where the family always materializes it, Falcon)."""
+    return st.attn == "sdpa" and (arch.mask_materialized or 0 < st.window <= st.seq)
 
 
 def layer_kinds(arch: ArchSpec, st: ActivationSetting) -> tuple[tuple[ArchSpec, ActivationSetting, int], ...]:
@@ -265,7 +272,7 @@ def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
     (``repeat_kv``) when it passes a mask, and on CUDA an fp32 stream (QLoRA's) runs the
     memory-efficient kernel, which takes equal head counts (the flash kernel, 16-bit only, reads
     grouped heads natively)."""
-    if arch.kv_dim == arch.q_dim:
+    if arch.kv_dim == arch.q_dim or not arch.repeats_kv:
         return False
     return sdpa_masked(arch, st) or _cuda_memory_efficient(arch, st)
 
@@ -278,14 +285,24 @@ def _sink_probs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return b * n * s * (s + 1) * a + b * n * s * INDEX_BYTES
 
 
-def _eager_probs_saved(arch: ArchSpec, a: float) -> float:
+def _eager_probs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes per ``b·n·s²`` element eager attention keeps: the softmax output (fp32 where the
     family computes it in fp32, as Llama's ``softmax(dtype=float32)``; in the stream's dtype for
-    GPT-2) and its cast back; with attention dropout, the bool mask and the dropped weights."""
+    GPT-2) and its cast back; with attention dropout, the mask and the dropped weights."""
+    a = st.stream_bytes
     softmax = FP32_BYTES if arch.softmax_fp32 else a
     cast = a if softmax != a else 0
-    dropout = MASK_BYTES + a if arch.attention_dropout > 0 else 0
-    return softmax + cast + dropout
+    dropout = dropout_mask_bytes(st, a) + a if arch.attention_dropout > 0 else 0
+    softcap = a if arch.attn_logit_softcapping else 0  # Gemma 2's tanh(scores / c) keeps its output
+    return softmax + cast + dropout + softcap
+
+
+def dropout_mask_bytes(st: ActivationSetting, input_bytes: float) -> float:
+    """Bytes per element of the mask a training dropout keeps for backward: CUDA's fused
+    ``native_dropout`` keeps a bool mask; on a CPU ``_dropout_impl`` draws its noise into
+    ``empty_like(input).bernoulli_()`` and multiplies, keeping noise of the input's dtype
+    (ATen ``native/Dropout.cpp``, torch 2.13)."""
+    return MASK_BYTES if st.device == "cuda" else input_bytes
 
 
 def _sdpa_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -414,9 +431,18 @@ def param_wrapper_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return total
 
 
+def parallel_norms_share_input(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Under a parallel residual with two norms (GPT-NeoX; Falcon's new decoder architecture) both
+    read the layer's input, and a LayerNorm keeps the tensor it gets: one tensor, which
+    :func:`norm_saved` counts for each norm."""
+    if not (arch.parallel_residual and len(arch.layer_norms) == 2 and arch.layer_norms[0].kind == "layernorm"):
+        return 0.0
+    return st.tokens * arch.hidden_size * st.stream_bytes
+
+
 def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes one decoder layer keeps for backward without checkpointing."""
-    norms = len(arch.layer_norms) * norm_saved(arch, st)
+    norms = len(arch.layer_norms) * norm_saved(arch, st) - parallel_norms_share_input(arch, st)
     return (
         norms
         + linear_inputs_saved(arch, st, arch.layer_linears)
@@ -427,20 +453,66 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         + expert_inputs_saved(arch, st)
         + param_wrapper_saved(arch, st)
         + residual_dropout_saved(arch, st)
+        + dora_saved(arch, st)
     )
 
 
+def dora_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What DoRA's forward keeps beyond LoRA's, per adapted Linear of ``out`` features (peft 0.21
+    ``DoraLinearLayer.forward``): ``(m / ||W + sBA|| - 1) * base_result + m / ||W + sBA|| *
+    lora_B(lora_A(x)) * s`` keeps the base output (the base layer's, in the stream's dtype; with
+    LoRA dropout DoRA's own ``F.linear`` of the fp32 dropped input) for the magnitude's gradient,
+    and the fp32 LoRA output, ``t·out`` each. The weight norm is detached: nothing of it is kept."""
+    if st.lora_variant != "dora" or st.full:
+        return 0.0
+    base = LORA_BYTES if st.lora_dropout > 0 else st.stream_bytes
+    out = sum(m.out_features for m in arch.layer_linears if m.name in st.lora_targets)
+    return st.tokens * out * (base + LORA_BYTES)
+
+
 def residual_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """GPT-2 drops out the attention and the MLP outputs before each residual add: two bool
+    """GPT-2 and OPT drop out the attention and the MLP outputs before each residual add: two
     masks of ``t·h`` per layer."""
     if arch.hidden_dropout <= 0:
         return 0.0
-    return 2 * st.tokens * arch.hidden_size * MASK_BYTES
+    return 2 * st.tokens * arch.hidden_size * dropout_mask_bytes(st, st.stream_bytes)
+
+
+def embedding_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """GPT-2 drops out the embeddings' sum (``embd_pdrop``): one mask of ``t·h``, kept to the end
+    of backward (the dropped sum is layer 0's input, counted there) where the embeddings train;
+    of frozen ones autograd records nothing (:func:`frozen_input_unsaved`)."""
+    if arch.embedding_dropout <= 0 or not st.full:
+        return 0.0
+    return st.tokens * arch.hidden_size * dropout_mask_bytes(st, st.stream_bytes)
 
 
 def checkpoint_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes one checkpointed layer keeps: its input hidden states."""
     return st.tokens * arch.hidden_size * st.stream_bytes
+
+
+def checkpoint_reused(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Bytes of a recomputed layer's saved tensors that are its checkpoint itself, not a copy: the
+    first norm's saved input where the norm keeps the tensor it gets (LayerNorm always; Llama's
+    RMSNorm where ``hidden_states.to(torch.float32)`` is a no-op, an fp32 stream as QLoRA's). A
+    post-norm layer (OLMo 2) hands its input to the projections first: not counted."""
+    if arch.post_norm:
+        return 0.0
+    norm = arch.layer_norms[0]
+    if norm.kind == "layernorm" or st.stream_bytes == FP32_BYTES:
+        return checkpoint_saved(arch, st)
+    return 0.0
+
+
+def frozen_input_unsaved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What the bottom layer's first norm does not keep under LoRA and QLoRA: the token embedding
+    is frozen, so the layer's input needs no gradient, and with the norm's weight frozen too
+    autograd records nothing for it (no tensor of the op requires grad). A post-norm layer (OLMo
+    2) reads its input with the projections first: nothing to take away."""
+    if st.full or arch.post_norm or not arch.layer_norms:
+        return 0.0
+    return norm_saved(arch, st)
 
 
 def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -449,7 +521,9 @@ def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     their recomputation until backward is done."""
     if st.gradient_checkpointing:
         return arch.num_hidden_layers * checkpoint_saved(arch, st) + attention_masks(arch, st)
-    return sum(n * layer_saved(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
+    bottom, bottom_st = layer_at(arch, st, 0)
+    return (sum(n * layer_saved(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
+            - frozen_input_unsaved(bottom, bottom_st))
 
 
 def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -458,13 +532,22 @@ def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     final = norm_saved(arch, st) if arch.final_norm else 0.0
     projections = linear_inputs_saved(arch, st, arch.model_linears)
     head_input = st.tokens * arch.embedding_dim * st.stream_bytes if st.full else 0.0
-    return final + projections + head_input
+    return final + projections + head_input + embedding_dropout_saved(arch, st)
 
 
 def logits_forward(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Logits held by the model output plus the fp32 ``log_softmax`` the loss keeps."""
+    """Logits held by the model output plus the fp32 ``log_softmax`` the loss keeps (and what
+    soft-capping keeps, :func:`logit_softcap_saved`)."""
     t, V = st.tokens, arch.vocab_size
-    return t * V * (st.logits_bytes + FP32_BYTES)
+    return t * V * (st.logits_bytes + FP32_BYTES) + logit_softcap_saved(arch, st)
+
+
+def logit_softcap_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Gemma 2's final soft-capping, ``tanh(logits / c) * c`` (``final_logit_softcapping``): the
+    ``tanh`` keeps its output, ``t·V`` in the logits' dtype, until backward reaches it."""
+    if not arch.final_logit_softcapping:
+        return 0.0
+    return st.tokens * arch.vocab_size * st.logits_bytes
 
 
 def logits_upcast_transient(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -479,7 +562,7 @@ def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
     ``nll_loss`` and the outgoing one, ``t·V`` fp32 each. The logits themselves are gone: the
     loop keeps only ``loss``, and neither ``.float()`` nor ``log_softmax`` saves its input."""
     t, V = st.tokens, arch.vocab_size
-    return t * V * 3 * FP32_BYTES
+    return t * V * 3 * FP32_BYTES + logit_softcap_saved(arch, st)
 
 
 def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -532,7 +615,7 @@ def mlp_half_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """What a layer saved for its MLP half (its norm, the MLP Linears' inputs, the MLP's own
     tensors, experts): consumed by the time backward reaches the layer's attention."""
     mlp_linears = tuple(m for m in arch.layer_linears if m.role in ("mlp_in", "mlp_out"))
-    norm = norm_saved(arch, st) if len(arch.layer_norms) > 1 else 0.0
+    norm = norm_saved(arch, st) - parallel_norms_share_input(arch, st) if len(arch.layer_norms) > 1 else 0.0
     return (norm + linear_inputs_saved(arch, st, mlp_linears) + mlp_saved(arch, st)
             + expert_inputs_saved(arch, st) + param_wrapper_saved(arch, st))
 
@@ -584,15 +667,31 @@ def _wrapped_grad_peak(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def all_experts_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Gradients alive at once in Llama 4's MoE backward, in ``E·t`` rows: at the split of
-    ``gate_up``, the gate's and up's gradients and their concatenation (``4i``); at the first
-    expert matmul, that concatenation and the weighted copies' gradient (``2i + h``); at the
-    weighting multiply, that gradient and the two it makes, for the copies and for the scores
-    (``3h``). Where the experts train, what their matmuls saved (the product, ``i``; the weighted
-    copies, ``h``) is used up by then and counted among the layer's saved tensors."""
+    """Gradients alive at once in Llama 4's MoE backward beyond what the layer saved and has not
+    used up yet, in ``E·t`` rows (``Llama4TextExperts.forward``: ``bmm(up * act(gate), down)``):
+    at ``up * act(gate)``'s backward, the product's gradient and the two it makes (``3i``); at the
+    split of ``gate_up``, the gate's and up's gradients and their concatenation (``4i``), with
+    ``gate_up`` and the activation's output (``3i``) used up; at the first expert matmul, that
+    concatenation and the weighted copies' gradient (``2i + h``); at the weighting multiply, that
+    gradient and the two it makes (``3h``). Where the experts train, their matmuls saved the
+    product (``i``) and the weighted copies (``h``), used up by then too."""
     rows, h, i = st.tokens * arch.num_local_experts, arch.hidden_size, arch.expert_width
     product, copies = (i, h) if st.full else (0, 0)
-    return rows * max(4 * i - product, 2 * i + h - product, 3 * h - product - copies) * st.stream_bytes
+    used_up = 3 * i + product  # gate_up (2i) and the activation's output, and the product
+    return rows * max(3 * i - product, 4 * i - used_up, 2 * i + h - used_up, 3 * h - used_up - copies) * st.stream_bytes
+
+
+def all_experts_recompute_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Under checkpointing, Llama 4's MoE block recomputed inside backward, at its down projection,
+    in ``E·t`` rows beyond what the layer saves: the weighted copies of the tokens and the product
+    ``up * act(gate)`` (locals of the forward, kept for backward only where the experts train), the
+    experts' output (``h``), and next to them the gradient of that output, which backward has
+    already made by expanding the gradient of its sum over the experts (``h``); 0 for other layers."""
+    if arch.expert_dispatch != "all" or not st.gradient_checkpointing:
+        return 0.0
+    h, i = arch.hidden_size, arch.expert_width
+    locals_ = 0 if st.full else h + i
+    return st.tokens * arch.num_local_experts * (locals_ + 2 * h) * st.stream_bytes
 
 
 def _fused_qkv(arch: ArchSpec) -> LinearSpec | None:
@@ -657,8 +756,9 @@ def attention_masks(arch: ArchSpec, st: ActivationSetting) -> float:
     (full, sliding, chunked), alive until the decoder stack returns (under checkpointing, until
     backward is done): eager attention's additive ``(b, 1, s, s)`` masks in the stream's dtype;
     for sdpa, the bool mask of each window the sequence reaches (``sdpa_mask``; otherwise
-    ``is_causal`` and no mask), ``(1, 1, s, s)`` expanded over the batch for a sliding window,
-    ``(b, 1, s, s)`` for Llama 4's chunks (their mask function reads each row's left padding)."""
+    ``is_causal`` and no mask, but for a family that asks for one, Falcon's ``(b, 1, s, s)``),
+    ``(1, 1, s, s)`` expanded over the batch for a sliding window, ``(b, 1, s, s)`` for Llama 4's
+    chunks (their mask function reads each row's left padding)."""
     area = st.seq * st.seq
     if st.attn == "eager":
         kinds = len(set(arch.layer_windows)) or 1
@@ -667,6 +767,8 @@ def attention_masks(arch: ArchSpec, st: ActivationSetting) -> float:
         return 0.0
     reached = {w for w in arch.layer_windows if 0 < w <= st.seq}
     rows = sum(st.batch if w == arch.attention_chunk_size else 1 for w in reached)
+    if arch.mask_materialized:
+        rows += st.batch  # the full causal mask, ``(b, 1, s, s)``
     return rows * area * MASK_BYTES
 
 
@@ -713,7 +815,8 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
         # gpt-oss: the masked scores, the max-subtracted scores with the sink column, and their
         # softmax, all in the stream's dtype
         scores = b * arch.num_attention_heads * s * (s + (s + 1) * 2) * a
-    repeated = 2 * t * arch.q_dim * a if arch.num_key_value_heads < arch.num_attention_heads else 0.0  # repeat_kv
+    grouped = arch.num_key_value_heads < arch.num_attention_heads and arch.repeats_kv
+    repeated = 2 * t * arch.q_dim * a if grouped else 0.0  # repeat_kv
     if arch.mla is not None:
         repeated = 0.0
     return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)
@@ -732,9 +835,21 @@ def _prefill_stream(arch: ArchSpec, st: ActivationSetting, in_mlp: bool) -> floa
     pair per rotary table (Gemma 3: sliding and full layers rotate with different bases)."""
     t, a = st.tokens, st.stream_bytes
     # a post-norm layer (OLMo 2) reads its input itself: no normalized copy beside it; Llama 4's
-    # keeps attention's output through the MLP
+    # keeps attention's output through the MLP; OPT's inline MLP lets the normalized input go
     tensors = (4 if in_mlp else 3) - (1 if arch.post_norm else 0) + (1 if in_mlp and arch.attention_output_held else 0)
-    return tensors * t * arch.hidden_size * a + rotary_table_bytes(arch, st)
+    tensors -= 1 if in_mlp and arch.mlp_inline else 0
+    return tensors * t * arch.hidden_size * a + rotary_table_bytes(arch, st) + learned_positions_held(arch, st)
+
+
+def learned_positions_held(arch: ArchSpec, st: ActivationSetting) -> float:
+    """A learned position table's output, a local of the model's forward until the decoder stack
+    returns: GPT-2's ``position_embeds = self.wpe(position_ids)`` of ``(1, s, h)`` (one row of
+    positions, ``arange(s).unsqueeze(0)``); OPT's ``pos_embeds`` of ``(b, s, h)`` (positions from
+    each row's attention mask, ``cumsum``) (transformers 5.23 ``modeling_gpt2`` / ``modeling_opt``)."""
+    if not arch.position_embeddings:
+        return 0.0
+    rows = st.tokens if arch.position_ids_per_row else st.seq
+    return rows * arch.hidden_size * st.stream_bytes
 
 
 def rotary_table_bytes(arch: ArchSpec, st: ActivationSetting) -> float:

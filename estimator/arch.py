@@ -243,8 +243,10 @@ class ArchSpec:
     # Whether eager attention computes its softmax in fp32 (Llama and most since) or in the
     # stream's dtype (GPT-2).
     softmax_fp32: bool = True
-    # Dropout on the attention and MLP outputs (GPT-2's resid_pdrop defaults to 0.1).
+    # Dropout on the attention and MLP outputs (GPT-2's resid_pdrop, OPT's dropout: 0.1 by
+    # default) and on the embeddings (GPT-2's embd_pdrop).
     hidden_dropout: float = 0.0
+    embedding_dropout: float = 0.0
     # q/k normalization inside attention (``q_norm``, ``k_norm``): RMSNorm over each head's vector
     # (Qwen3, Gemma 3: ``RMSNorm(head_dim)``, ``qk_norm_per_head``) or over the whole projection
     # (OLMo 2: ``RMSNorm(num_heads * head_dim)``). Empty: none.
@@ -298,7 +300,9 @@ class ArchSpec:
     #   grouped_mm) or "all" (Llama 4: every expert runs on every token, weighted by its
     #   ``router="top_k_sigmoid"`` score, which is 0 outside the top k);
     # - ``attention_output_held``: the decoder layer keeps attention's output in a local of its own
-    #   (``attention_states``) until it returns, through the MLP.
+    #   (``attention_states``; GPT-2's ``attn_output``) until it returns, through the MLP.
+    # - ``position_ids_per_row``: a learned position table is read with positions per row (OPT:
+    #   from each row's attention mask), not one shared row (GPT-2's ``arange``).
     attention_chunk_size: int = 0
     no_rope_layers: tuple[int, ...] = ()
     rope_complex: bool = False
@@ -306,6 +310,21 @@ class ArchSpec:
     query_position_scale: str = ""
     expert_dispatch: str = "grouped"
     attention_output_held: bool = False
+    position_ids_per_row: bool = False
+    # Whether attention repeats k and v to every query head under GQA/MQA (``repeat_kv``, in the
+    # attention functions transformers' families share); Falcon calls sdpa (or its matmuls) itself
+    # with its own kv heads, broadcast.
+    repeats_kv: bool = True
+    # Whether the model materializes its causal mask for sdpa even where ``is_causal`` would do
+    # (Falcon: ``create_causal_mask(..., allow_is_causal_skip=False)``, "so alibi can be added").
+    mask_materialized: bool = False
+    # Whether the decoder layer runs its MLP inline, rebinding ``hidden_states`` to ``fc1``'s output
+    # (OPT): the norm's output is freed once ``fc1`` has read it.
+    mlp_inline: bool = False
+    # Gemma 2's soft-capping, ``tanh(x / c) * c``, of the attention scores and of the final logits
+    # (``attn_logit_softcapping``, ``final_logit_softcapping``; 0: none).
+    attn_logit_softcapping: float = 0.0
+    final_logit_softcapping: float = 0.0
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -475,6 +494,16 @@ class ArchSpec:
         names += [m.name for m, _ in self.tower_linears]
         names += self.dense_layer.linear_names if self.dense_layer is not None else ()
         return tuple(dict.fromkeys(names))
+
+    @property
+    def query_value_target(self) -> tuple[str, ...]:
+        """The Linears that make the heads' queries and values, the LoRA paper's W_q and W_v (Hu et
+        al., "LoRA", arXiv:2106.09685, section 7.1) in the family's names: q_proj and v_proj, a fused
+        qkv projection, or under multi-head latent attention the up-projections from the latents
+        (q_b_proj, kv_b_proj; q_a_proj only compresses)."""
+        latent_q = any(m.role == "q_latent" for m in self.layer_linears)
+        roles = ("v", "qkv", "q_latent", "kv_latent") + (() if latent_q else ("q",))
+        return tuple(dict.fromkeys(m.name for m in self.layer_linears if m.role in roles))
 
     @property
     def every_linear_target(self) -> str | tuple[str, ...]:
@@ -765,6 +794,9 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
     else:
         mlp = _gated_mlp(h, inter, c.bool("mlp_bias", False))
     norms_per_layer = 4 if model_type == "gemma2" else 2
+    # Gemma2Config's defaults: 50 and 30 (a config may set either to null: no capping)
+    softcaps = {k: float(c.raw.get(k, default) or 0.0) if model_type == "gemma2" else 0.0
+                for k, default in (("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0))}
     return s.spec(
         model_type,
         gated_mlp=True,
@@ -773,6 +805,7 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         layer_linears=_attention_linears(s, qkv_bias, o_bias) + mlp,
         layer_norms=(NormSpec("rmsnorm", h, fp32_scale=gemma, unit_offset=gemma),) * norms_per_layer,
         final_norm=NormSpec("rmsnorm", h, fp32_scale=gemma, unit_offset=gemma),
+        **softcaps,
         num_local_experts=n_experts,
         num_experts_per_tok=c.int("num_experts_per_tok", 2) if n_experts else 0,
         norm_topk_prob=bool(n_experts),  # Mixtral's router always renormalizes its top-k weights
@@ -1019,6 +1052,7 @@ def _gpt2(c: _Config, model_type: str) -> ArchSpec:
         attention_dropout=c.probability("attn_pdrop", 0.1),
         softmax_fp32=False,
         hidden_dropout=c.probability("resid_pdrop", 0.1),
+        embedding_dropout=c.probability("embd_pdrop", 0.1),
         layer_linears=(
             LinearSpec("c_attn", h, 3 * h, True, role="qkv"),
             LinearSpec("c_proj", h, h, True, role="o"),
@@ -1028,6 +1062,7 @@ def _gpt2(c: _Config, model_type: str) -> ArchSpec:
         layer_norms=(NormSpec("layernorm", h, bias=True),) * 2,
         final_norm=NormSpec("layernorm", h, bias=True),
         position_embeddings=s.max_position_embeddings,
+        attention_output_held=True,  # GPT2Block: ``attn_output, _ = self.attn(...)``, kept through the MLP
     )
 
 
@@ -1058,8 +1093,11 @@ def _opt(c: _Config, model_type: str) -> ArchSpec:
         ),
         layer_norms=(NormSpec("layernorm", h, bias=True, affine=affine),) * 2,
         final_norm=final if keep_final else None,
+        hidden_dropout=c.probability("dropout", 0.1),
         word_embed_proj_dim=c.int("word_embed_proj_dim", h),
         position_embeddings=s.max_position_embeddings + 2,  # OPTLearnedPositionalEmbedding keeps 2 extra rows
+        position_ids_per_row=True,
+        mlp_inline=True,
     )
 
 
@@ -1081,6 +1119,10 @@ def _gpt_neox(c: _Config, model_type: str) -> ArchSpec:
         final_norm=NormSpec("layernorm", h, bias=True),
         parallel_residual=c.bool("use_parallel_residual", True),
         rotary_dim=_rotary_dim(c, s.head_dim, default_factor=0.25),
+        # v is a view of the fused projection's output, and RoPE concatenates q and k back
+        # (``torch.cat([q_embed, q_pass])``, also at full rotary): laid out (b, heads, s, d), as Phi-3's
+        v_views_fused_qkv=True,
+        attention_output_copied=True,
     )
 
 
@@ -1118,6 +1160,8 @@ def _falcon(c: _Config, model_type: str) -> ArchSpec:
         layer_norms=(NormSpec("layernorm", h, bias=True),) * norms,
         final_norm=NormSpec("layernorm", h, bias=True),
         parallel_residual=parallel,
+        repeats_kv=False,
+        mask_materialized=True,
         rotary_dim=0 if c.bool("alibi", False) else d,
     )
 

@@ -141,6 +141,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         wrapped_targets=wrapped,
         lora_r=req.lora.r,
         lora_dropout=req.lora.dropout,
+        lora_variant=req.lora.variant,
         attn=req.attn_implementation,
         device=req.device,
         gradient_checkpointing=req.gradient_checkpointing,
@@ -174,7 +175,8 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     one_layer = act.layer_saved(top, top_st)
     layers = act.layers_saved(arch, st)
     head = act.head_saved(arch, st)
-    recompute = one_layer if st.gradient_checkpointing else 0.0
+    # a recomputed layer's saved tensors, but what of them is its checkpoint (counted in ``layers``)
+    recompute = one_layer - act.checkpoint_reused(top, top_st) if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
     forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
                       logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))]
@@ -194,15 +196,23 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     top_grads = grads - layer_grads.below_top - late
     bottom, bottom_st = act.layer_at(arch, st, 0)
     # under checkpointing the bottom layer's checkpoint, and the masks all checkpoints hold
-    held = act.checkpoint_saved(arch, st) + act.attention_masks(arch, st) if st.gradient_checkpointing else 0.0
-    last_layer = act.layer_saved(bottom, bottom_st) + held
+    unsaved = act.frozen_input_unsaved(bottom, bottom_st)
+    # its checkpoint, unless its first norm keeps that very tensor (and does keep anything)
+    reused = 0.0 if unsaved else act.checkpoint_reused(bottom, bottom_st)
+    held = (act.checkpoint_saved(arch, st) - reused + act.attention_masks(arch, st)
+            if st.gradient_checkpointing else 0.0)
+    last_layer = act.layer_saved(bottom, bottom_st) - unsaved + held
     moments = [backward_start]
+    recompute_working = act.all_experts_recompute_working(top, top_st)
+    if recompute_working:
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
+                              activations_bytes=layers + recompute, working_bytes=recompute_working))
     top_moments = _layer_backward_moments(top, top_st, layer_grads.bottom, layer_grads.bottom)
     bottom_moments = _layer_backward_moments(bottom, bottom_st, layer_grads.bottom, layer_grads.bottom_attention)
     for (working, consumed, _), (bottom_working, bottom_consumed, not_yet) in zip(top_moments, bottom_moments,
                                                                                   strict=True):
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
-                              activations_bytes=layers + head + recompute - consumed, working_bytes=working))
+                              activations_bytes=layers + recompute - consumed, working_bytes=working))
         # the bottom layer's own gradients come out of this very backward
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - not_yet,
                               activations_bytes=last_layer - bottom_consumed, working_bytes=bottom_working))
@@ -398,13 +408,21 @@ def _polynomial(plan: StepPlan) -> ShapePolynomial | None:
     return fit(plan.moments_at)
 
 
+def fits(plan: StepPlan, s: int) -> bool:
+    """Whether the plan's one polynomial in ``b`` and ``s`` holds at ``s``: not past the narrowest
+    window (transformers masks explicitly there: another polynomial), nor where every sdpa call
+    keeps a mask whose rows the memory-efficient kernel pads to a multiple of 16 (Falcon's)."""
+    window = plan.arch.smallest_window
+    if window and s >= window:
+        return False
+    return not (plan.arch.mask_materialized and plan.setting.attn == "sdpa")
+
+
 def step_moments(plan: StepPlan, b: int, s: int) -> tuple[tuple[Phase, ...], tuple[int, ...]]:
     """The worst moment of each phase, and the allocated bytes of every moment, at ``b, s``: from
     the plan's fitted polynomial once the plan is in use again (only the worst moments get their
     terms), else from the formulas. Both are exact; tests hold them equal."""
-    window = plan.arch.smallest_window
-    if window and s >= window:
-        # past the window transformers masks explicitly: a different polynomial, so no fit here
+    if not fits(plan, s):
         moments = plan.moments_at(b, s)
         return _worst_per_phase(moments), tuple(m.allocated_bytes for m in moments)
     if plan not in _USED_ONCE:

@@ -13,6 +13,8 @@ from typing import Any
 from .matrix import Case, cases, simulation_cases
 
 STEPS = 2  # step two is the steady state
+# The key of a stored case that could not run, and why (no measurement in it)
+UNRUNNABLE = "unrunnable"
 
 
 def done_cases(path: Path) -> set[str]:
@@ -40,12 +42,30 @@ def run_matrix(path: Path, selected: list[Case] | None = None,
         try:
             result = measure(case.request, steps=STEPS)
         except Exception as exc:  # a case that cannot run is reported, the matrix goes on
+            reason = f"{type(exc).__name__}: {exc}"
             if report:
-                report(i, len(todo), case, None, f"{type(exc).__name__}: {exc}")
+                report(i, len(todo), case, None, reason)
+            if simulated:  # the meta device is deterministic: the row records why, once
+                _append(path, {"case": case.id, "model": case.model, "split": case.split, "source": source,
+                               "request": _request_doc(case), UNRUNNABLE: reason})
             continue
-        line = {"case": case.id, "model": case.model, "split": case.split, "source": source, **result}
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line) + "\n")
+        _append(path, {"case": case.id, "model": case.model, "split": case.split, "source": source, **result})
         if report:
             report(i, len(todo), case, result, f"{time.perf_counter() - started:.1f} s")
     return len(todo)
+
+
+def _append(path: Path, line: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def _request_doc(case: Case) -> dict[str, Any] | None:
+    """The case's request as a stored measurement writes it (None where the estimator refuses it)."""
+    from tunefit.estimator import EstimateError, estimate
+    from tunefit.estimator.document import request_document
+
+    try:
+        return request_document(estimate(case.request))
+    except EstimateError:
+        return None

@@ -26,6 +26,7 @@ from tunefit.estimator import EstimateError, estimate
 from tunefit.estimator.document import request_from_document
 from tunefit.estimator.estimate import MAX_PLAN_BYTES
 from tunefit.profiler.device import slug
+from tunefit.profiler.validate import UNRUNNABLE
 
 # The shipped measurements, package data of ``tunefit.reports`` (the repository's reports/data in an
 # editable install, where ``tunefit validate --run`` adds to them).
@@ -376,11 +377,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def measurements_in(path: Path) -> list[dict[str, Any]]:
+    """The measurements a shipped file holds: its cases but those that record why they could not
+    run (``UNRUNNABLE``: the meta device has no kernel for an op, the estimator refuses the plan)."""
+    return [item for item in read_jsonl(path) if UNRUNNABLE not in item]
+
+
 def rows_from_files(paths: Iterable[Path]) -> list[Row]:
     """Rows straight from measurement files (no database), numbered in file order."""
     out: list[Row] = []
     for path in paths:
-        for item in read_jsonl(path):
+        for item in measurements_in(path):
             row = to_row(len(out) + 1, item.get("source", path.stem), item.get("split", ""), item)
             if row is not None:
                 out.append(row)
@@ -392,6 +399,6 @@ def import_jsonl(db: Database, directory: Path = REPORTS_DATA) -> int:
     added = 0
     for path in sorted(directory.glob("*.jsonl")):
         batch = [(f"{item.get('source', path.stem)}:{item['case']}", item.get("source", path.stem),
-                  item.get("split", ""), item) for item in read_jsonl(path)]
+                  item.get("split", ""), item) for item in measurements_in(path)]
         added += db.add_measurements(batch)
     return added

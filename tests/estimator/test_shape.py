@@ -67,6 +67,8 @@ def test_fit_equals_the_formulas(request_):
     req, arch = normalize(request_)
     plan = step_plan(arch, _shape_free(req))
     polynomial = fit(plan.moments_at)
+    if polynomial is None and not estimate_module.fits(plan, 1):
+        return  # Falcon's kept masks, rows padded to a multiple of 16: estimated from the formulas directly
     assert polynomial is not None, "every moment should be an integer polynomial in b and s"
     for b, s in POINTS:
         if arch.smallest_window and s >= arch.smallest_window:
@@ -98,11 +100,13 @@ def test_estimate_is_the_same_from_the_formulas_and_from_the_fit(request_, fresh
     def documents():
         return [to_document(estimate(replace(request_, batch_size=b, seq_len=s))) for b, s in shapes]
 
+    fitting = estimate_module.fits(plan, 1)  # not Falcon's padded masks: formulas only there
     assert plan not in estimate_module._USED_ONCE
     direct = to_document(estimate(replace(request_, batch_size=shapes[0][0], seq_len=shapes[0][1])))
-    assert plan in estimate_module._USED_ONCE
+    assert (plan in estimate_module._USED_ONCE) == fitting
     fitted = documents()
-    assert estimate_module._polynomial(plan) is not None, "the second estimate fits the plan"
+    if fitting:
+        assert estimate_module._polynomial(plan) is not None, "the second estimate fits the plan"
     assert fitted[0] == direct
     assert json.dumps(fitted[0]) == json.dumps(direct), "same keys in the same order"
     assert documents() == fitted

@@ -103,12 +103,9 @@ KNOWN_GAPS = {
 PHASE_TOLERANCE = 0.03  # phases other than the peak: a checkpointed forward's few recomputed tensors
 
 
-EAGER_ONLY = {"gpt_oss"}  # transformers offers no sdpa attention for gpt-oss (its sinks)
-
-
 def _request(family: str, setting: str) -> EstimateRequest:
     method, gc, attn = SETTINGS[setting]
-    attn = "eager" if family in EAGER_ONLY else attn
+    attn = attn if arch_from_config(FAMILIES[family]).supports_sdpa else "eager"  # gpt-oss's sinks: eager only
     # peft's all-linear wraps Llama 4's router, which returns a tuple, and fails: every other Linear by name
     targets = arch_from_config(FAMILIES[family]).every_linear_target
     return EstimateRequest({"config": FAMILIES[family]}, method=method, device="cpu", dtype="bf16", batch_size=2,
