@@ -167,6 +167,9 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
             continue
         if m.name not in st.lora_targets:
             continue
+        if st.lora_variant == "vera":
+            total += vera_saved(m, st)
+            continue
         total += t * st.lora_r * LORA_BYTES  # lora_A output, kept by lora_B
         if st.lora_dropout > 0:
             total += t * width * (LORA_BYTES + dropout_mask_bytes(st, LORA_BYTES))
@@ -457,17 +460,31 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     )
 
 
+def vera_saved(m: LinearSpec, st: ActivationSetting) -> float:
+    """What a VeRA-adapted Linear keeps (peft 0.21 ``vera/layer.py``, ``Linear.forward``:
+    ``lambda_b * F.linear(lambda_d * F.linear(dropout(x), A), B)`` with A and B frozen buffers): the
+    fp32 outputs of A (``r`` wide) and of B (``out`` wide), which the multiplies by the trained
+    ``lambda_d`` and ``lambda_b`` keep; not the input, which frozen A does not need (with dropout,
+    its mask)."""
+    mask = st.tokens * m.in_features * dropout_mask_bytes(st, LORA_BYTES) if st.lora_dropout > 0 else 0.0
+    return st.tokens * (st.lora_r + m.out_features) * LORA_BYTES + mask
+
+
 def dora_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """What DoRA's forward keeps beyond LoRA's, per adapted Linear of ``out`` features (peft 0.21
     ``DoraLinearLayer.forward``): ``(m / ||W + sBA|| - 1) * base_result + m / ||W + sBA|| *
     lora_B(lora_A(x)) * s`` keeps the base output (the base layer's, in the stream's dtype; with
     LoRA dropout DoRA's own ``F.linear`` of the fp32 dropped input) for the magnitude's gradient,
-    and the fp32 LoRA output, ``t·out`` each. The weight norm is detached: nothing of it is kept."""
+    and the fp32 LoRA output, ``t·out`` each; with dropout, that ``F.linear`` also keeps the fp32
+    copy of the (dequantized) base weight it multiplies, ``out·in``, for the input's gradient. The
+    weight norm is detached: nothing of it is kept."""
     if st.lora_variant != "dora" or st.full:
         return 0.0
-    base = LORA_BYTES if st.lora_dropout > 0 else st.stream_bytes
-    out = sum(m.out_features for m in arch.layer_linears if m.name in st.lora_targets)
-    return st.tokens * out * (base + LORA_BYTES)
+    adapted = [m for m in arch.layer_linears if m.name in st.lora_targets]
+    outputs = st.tokens * sum(m.out_features for m in adapted)
+    if st.lora_dropout > 0:
+        return outputs * 2 * LORA_BYTES + sum(m.weight_params for m in adapted) * LORA_BYTES
+    return outputs * (st.stream_bytes + LORA_BYTES)
 
 
 def residual_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -508,11 +525,21 @@ def checkpoint_reused(arch: ArchSpec, st: ActivationSetting) -> float:
 def frozen_input_unsaved(arch: ArchSpec, st: ActivationSetting) -> float:
     """What the bottom layer's first norm does not keep under LoRA and QLoRA: the token embedding
     is frozen, so the layer's input needs no gradient, and with the norm's weight frozen too
-    autograd records nothing for it (no tensor of the op requires grad). A post-norm layer (OLMo
-    2) reads its input with the projections first: nothing to take away."""
+    autograd records nothing for it (no tensor of the op requires grad); nor does the adapter
+    dropout behind it. A post-norm layer (OLMo 2) reads its input with the projections first:
+    nothing to take away."""
     if st.full or arch.post_norm or not arch.layer_norms:
         return 0.0
-    return norm_saved(arch, st)
+    return norm_saved(arch, st) + _frozen_input_dropout_masks(arch, st)
+
+
+def _frozen_input_dropout_masks(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The adapter dropout on the bottom layer's attention inputs keeps no mask either: its input
+    needs no gradient (the dropped input itself LoRA's A still keeps; VeRA's frozen A does not)."""
+    if st.lora_dropout <= 0:
+        return 0.0
+    adapted = [m for m in arch.layer_linears if INPUT_GROUPS.get(m.role) == "attn_in" and m.name in st.lora_targets]
+    return len(adapted) * st.tokens * arch.hidden_size * dropout_mask_bytes(st, LORA_BYTES)
 
 
 def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from itertools import product
 
 from tunefit.estimator import EstimateRequest, get_model
+from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.arch import ArchSpec, arch_from_config
 from tunefit.estimator.catalog import models
 from tunefit.estimator.request import request_from_fields
@@ -213,7 +215,7 @@ def cases(n_per_model: int = 13) -> list[Case]:
             req = _request(config, method, dtype, batch, seq, gc, attn, rng)
             case_id = f"{name}/{i:02d}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}-{attn}"
             out.append(Case(case_id, name, split, req))
-    return out + long_eager_cases()
+    return out + long_eager_cases() + variant_cases()
 
 
 # (batch, seq): sequences of 512-1,024 tokens under eager attention in bf16, where s×s tensors
@@ -236,6 +238,28 @@ def long_eager_cases() -> list[Case]:
             req = _request(config, method, "bf16", batch, seq, gc, "eager", rng)
             case_id = f"{name}/eager-{method}-bf16-b{batch}-s{seq}{'-gc' if gc else ''}"
             out.append(Case(case_id, name, "holdout" if (n // 2 + j) % 2 else "fit", req))
+    return out
+
+
+# peft's variants beside plain LoRA (issue 18: their memory, not only their counts), on models of
+# four families, one fit and one held out each
+VARIANT_MODELS = ("llama-gqa-256", "qwen2-bias-640", "qwen3-256", "gemma-tied-512")
+VARIANT_METHODS = ("lora", "qlora")
+
+
+def variant_cases() -> list[Case]:
+    """Each variant peft offers but plain LoRA (:data:`VARIANTS`), under LoRA and QLoRA, on every
+    Linear with adapter dropout on every other case: batch 2 x 256 in bf16 under sdpa."""
+    out = []
+    for n, name in enumerate(VARIANT_MODELS):
+        split, config = MODELS[name]
+        for j, (variant, method) in enumerate(product([v for v in VARIANTS if v != "lora"], VARIANT_METHODS)):
+            dropout = 0.1 if (n + j) % 2 else 0.0
+            req = request_from_fields({
+                "model": {"config": config}, "method": method, "dtype": "bf16", "batch_size": 2, "seq_len": 256,
+                "lora": {"r": 8, "alpha": 16.0, "target_modules": "all-linear", "variant": variant, "dropout": dropout},
+                "attn_implementation": "sdpa", "device": "cpu"})
+            out.append(Case(f"{name}/{variant}-{method}-bf16-b2-s256{'-dropout' if dropout else ''}", name, split, req))
     return out
 
 
