@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="the accuracy table of the validation matrix (CPU measurements)")
     v.add_argument("--run", action="store_true", help="measure the cases not yet in the data file first")
     v.add_argument("--simulated", action="store_true",
-                   help="the catalog models (7B-70B) simulated on the meta device for CUDA instead")
+                   help="every catalog model simulated on the meta device for CUDA instead (with --run: "
+                        "about 2 h on 2 cores for the whole sweep, resumable)")
     v.add_argument("--data", default=None, help="JSONL file (default reports/data/cpu-validation.jsonl, "
                                                 "or meta-simulation.jsonl with --simulated)")
     v.set_defaults(func=cmd_validate)
