@@ -487,6 +487,12 @@ def dora_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return outputs * (st.stream_bytes + LORA_BYTES)
 
 
+def mlp_output_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The mask of the MLP branch's residual dropout (GPT-2, OPT): the first thing a layer's
+    backward uses up, before the MLP's own backward."""
+    return residual_dropout_saved(arch, st) / 2
+
+
 def residual_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """GPT-2 and OPT drop out the attention and the MLP outputs before each residual add: two
     masks of ``t·h`` per layer."""
@@ -497,9 +503,10 @@ def residual_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
 
 def embedding_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """GPT-2 drops out the embeddings' sum (``embd_pdrop``): one mask of ``t·h``, kept to the end
-    of backward (the dropped sum is layer 0's input, counted there) where the embeddings train;
-    of frozen ones autograd records nothing (:func:`frozen_input_unsaved`)."""
-    if arch.embedding_dropout <= 0 or not st.full:
+    of backward (the dropped sum is layer 0's input, counted there) where the sum needs a gradient:
+    the embeddings train, or checkpointing hooks their output to require one
+    (:func:`embedding_leaf_held`); of frozen ones autograd records nothing."""
+    if arch.embedding_dropout <= 0 or not (st.full or st.gradient_checkpointing):
         return 0.0
     return st.tokens * arch.hidden_size * dropout_mask_bytes(st, st.stream_bytes)
 
@@ -528,9 +535,22 @@ def frozen_input_unsaved(arch: ArchSpec, st: ActivationSetting) -> float:
     autograd records nothing for it (no tensor of the op requires grad); nor does the adapter
     dropout behind it. A post-norm layer (OLMo 2) reads its input with the projections first:
     nothing to take away."""
-    if st.full or arch.post_norm or not arch.layer_norms:
-        return 0.0
+    if st.full or st.gradient_checkpointing or arch.post_norm or not arch.layer_norms:
+        return 0.0  # under checkpointing the embedding's output requires grad (:func:`embedding_leaf_held`)
     return norm_saved(arch, st) + _frozen_input_dropout_masks(arch, st)
+
+
+def embedding_leaf_held(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Under checkpointing with LoRA or QLoRA, transformers and peft hook the input embedding so that
+    its output requires grad (``enable_input_require_grads``: ``output.requires_grad_(True)``, one
+    hook with QLoRA, two with LoRA, as measured): a graph leaf, held until backward is done. Where the
+    model makes the layers' input from it by a new tensor (Granite's multiplier, GPT-2's and OPT's
+    position sum), it is a ``t x embedding_dim`` tensor of its own; else it is layer 0's checkpoint."""
+    if st.full or not st.gradient_checkpointing:
+        return 0.0
+    if not (arch.embeddings_rescaled or arch.position_embeddings):
+        return 0.0
+    return st.tokens * arch.embedding_dim * st.stream_bytes
 
 
 def _frozen_input_dropout_masks(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -547,7 +567,8 @@ def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     checkpointing, each layer's input, and the attention masks, which the checkpoints hold for
     their recomputation until backward is done."""
     if st.gradient_checkpointing:
-        return arch.num_hidden_layers * checkpoint_saved(arch, st) + attention_masks(arch, st)
+        return (arch.num_hidden_layers * checkpoint_saved(arch, st) + attention_masks(arch, st)
+                + embedding_leaf_held(arch, st))
     bottom, bottom_st = layer_at(arch, st, 0)
     return (sum(n * layer_saved(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
             - frozen_input_unsaved(bottom, bottom_st))

@@ -325,6 +325,10 @@ class ArchSpec:
     # (``attn_logit_softcapping``, ``final_logit_softcapping``; 0: none).
     attn_logit_softcapping: float = 0.0
     final_logit_softcapping: float = 0.0
+    # Whether the model makes the layers' input from the token embedding's output by a new tensor
+    # outside the embedding module (Granite's ``inputs_embeds * embedding_multiplier``; GPT-2 and OPT
+    # add their position embeddings to it).
+    embeddings_rescaled: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -976,6 +980,7 @@ def _granite(c: _Config, model_type: str) -> ArchSpec:
         final_norm=NormSpec("rmsnorm", s.hidden_size),
         rotary_dim=_rotary_dim(c, s.head_dim),
         residual_scaled=True,
+        embeddings_rescaled=True,
     )
 
 

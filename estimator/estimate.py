@@ -209,9 +209,9 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
                               activations_bytes=layers + recompute, working_bytes=recompute_working))
     top_moments = _layer_backward_moments(top, top_st, layer_grads.bottom, layer_grads.bottom)
     bottom_moments = _layer_backward_moments(bottom, bottom_st, layer_grads.bottom, layer_grads.bottom_attention)
-    for (working, consumed, _), (bottom_working, bottom_consumed, not_yet) in zip(top_moments, bottom_moments,
-                                                                                  strict=True):
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
+    for (working, consumed, top_not_yet), (bottom_working, bottom_consumed, not_yet) in zip(top_moments, bottom_moments,
+                                                                                            strict=True):
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads - top_not_yet,
                               activations_bytes=layers + recompute - consumed, working_bytes=working))
         # the bottom layer's own gradients come out of this very backward
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - not_yet,
@@ -228,10 +228,10 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
 def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_yet: int, attention_not_yet: int
                             ) -> tuple[tuple[float, float, int], ...]:
     """Inside one layer's backward, (working bytes, its saved bytes already consumed, its own
-    gradient bytes not yet made): the MLP's backward, attention's (the MLP's tensors used up and its
-    gradients made by then), and a 4-bit Linear's dequantized weight (the largest is an MLP input:
-    the MLP's own tensors are used up)."""
-    return ((act.backward_working(layer, st), 0.0, mlp_not_yet),
+    gradient bytes not yet made): the MLP's backward (its branch's residual dropout mask used up),
+    attention's (the MLP's tensors used up and its gradients made by then), and a 4-bit Linear's
+    dequantized weight (the largest is an MLP input: the MLP's own tensors are used up)."""
+    return ((act.backward_working(layer, st), act.mlp_output_dropout_saved(layer, st), mlp_not_yet),
             (act.attention_backward_working(layer, st), act.mlp_half_saved(layer, st), attention_not_yet),
             (act.dequant_working(layer, st), act.mlp_saved(layer, st), mlp_not_yet))
 

@@ -94,12 +94,8 @@ SETTINGS = {  # method, gradient checkpointing, attention: every method, both ke
     "lora-sdpa": ("lora", False, "sdpa"),
     "qlora-gc-sdpa": ("qlora", True, "sdpa"),
 }
-# Measured differences beyond 1 %, each with what is known of it; held to the figure found.
-KNOWN_GAPS = {
-    # Granite's step keeps one more t x h fp32 tensor than Llama's from the forward's end through
-    # backward (the simulation of the same config as llama is -0.30 %); not yet traced to its op
-    ("granite", "qlora-gc-sdpa"): 0.015,
-}
+# (Granite's QLoRA with checkpointing was -1.38 % here: the token embedding's output, a graph leaf
+# under checkpointing that its multiplier copies, is held through backward; now counted.)
 PHASE_TOLERANCE = 0.03  # phases other than the peak: a checkpointed forward's few recomputed tensors
 
 
@@ -127,11 +123,10 @@ def test_the_estimate_equals_the_simulation(family, setting):
     request_ = _request(family, setting)
     simulated = simulate(request_)["measured"]
     est = estimate(request_)
-    tolerance = KNOWN_GAPS.get((family, setting), 0.01)
-    assert est.peak_allocated_bytes == pytest.approx(simulated["peak_allocated_bytes"], rel=tolerance)
+    assert est.peak_allocated_bytes == pytest.approx(simulated["peak_allocated_bytes"], rel=0.01)
     by_phase = {p.name: p.allocated_bytes for p in est.phases}
     for phase, value in simulated["phase_peaks"].items():
-        assert by_phase[phase] == pytest.approx(value, rel=max(PHASE_TOLERANCE, tolerance)), phase
+        assert by_phase[phase] == pytest.approx(value, rel=PHASE_TOLERANCE), phase
 
 
 @pytest.mark.parametrize("family,setting", sorted(NOT_SIMULATED), ids=[f"{f}-{s}" for f, s in sorted(NOT_SIMULATED)])
