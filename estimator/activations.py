@@ -629,6 +629,25 @@ def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     return st.batch * arch.num_attention_heads * st.seq * st.seq * per_element
 
 
+def _broadcast_kv_math_path(arch: ArchSpec, st: ActivationSetting) -> bool:
+    """Whether sdpa runs its math path because k and v reach it with fewer heads than q (Falcon
+    passes them unrepeated, without ``enable_gqa``): on a CPU no fused kernel broadcasts heads."""
+    return st.attn == "sdpa" and st.device == "cpu" and not arch.repeats_kv and arch.kv_dim < arch.q_dim
+
+
+def _broadcast_math_prefill(arch: ArchSpec, st: ActivationSetting) -> float:
+    """sdpa's math path without autograd (torch 2.13, ``_scaled_dot_product_attention_math``) at
+    the mask's add, for k and v of their own head count: fp32 copies of 16-bit q, k and v, the
+    scaled q (the scaled k is gone after the product), the boolean mask made additive in the
+    inputs' dtype (``(b, 1, s, s)``), and the fp32 scores with their masked copy."""
+    t, a = st.tokens, st.stream_bytes
+    copies = t * (arch.q_dim + 2 * arch.kv_dim) * FP32_BYTES if a != FP32_BYTES else 0.0
+    scaled_q = t * arch.q_dim * FP32_BYTES
+    mask = st.batch * st.seq * st.seq * a if sdpa_masked(arch, st) else 0.0
+    scores = 2 * st.batch * arch.num_attention_heads * st.seq * st.seq * FP32_BYTES
+    return copies + scaled_q + mask + scores
+
+
 def _mla_math_path(arch: ArchSpec, st: ActivationSetting) -> bool:
     """Whether sdpa runs its math path for multi-head latent attention: on a CPU no fused kernel
     takes v narrower than q and k."""
@@ -804,8 +823,8 @@ def attention_masks(arch: ArchSpec, st: ActivationSetting) -> float:
     (full, sliding, chunked), alive until the decoder stack returns (under checkpointing, until
     backward is done): eager attention's additive ``(b, 1, s, s)`` masks in the stream's dtype;
     for sdpa, the bool mask of each window the sequence reaches (``sdpa_mask``; otherwise
-    ``is_causal`` and no mask, but for a family that asks for one, Falcon's ``(b, 1, s, s)``),
-    ``(1, 1, s, s)`` expanded over the batch for a sliding window, ``(b, 1, s, s)`` for Llama 4's
+    ``is_causal`` and no mask, but where the family asks for one, Falcon), ``(1, 1, s, s)``
+    expanded over the batch for a full or sliding window, ``(b, 1, s, s)`` for Llama 4's
     chunks (their mask function reads each row's left padding)."""
     area = st.seq * st.seq
     if st.attn == "eager":
@@ -816,7 +835,7 @@ def attention_masks(arch: ArchSpec, st: ActivationSetting) -> float:
     reached = {w for w in arch.layer_windows if 0 < w <= st.seq}
     rows = sum(st.batch if w == arch.attention_chunk_size else 1 for w in reached)
     if arch.mask_materialized:
-        rows += st.batch  # the full causal mask, ``(b, 1, s, s)``
+        rows += 1  # the full causal mask, ``(1, 1, s, s)`` expanded over the batch
     return rows * area * MASK_BYTES
 
 
@@ -854,6 +873,8 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
         query += t * (mla.kv_lora_rank + mla.qk_rope_head_dim) * a
         if _mla_math_path(arch, st):
             return query + _math_path_prefill(arch, st) + _prefill_stream(arch, st, in_mlp=False)
+    if _broadcast_kv_math_path(arch, st):
+        return query + _broadcast_math_prefill(arch, st) + _prefill_stream(arch, st, in_mlp=False)
     if st.attn != "eager":
         return query + _prefill_stream(arch, st, in_mlp=False)
     # masked scores + softmax output, plus the fp32 copy a float32 softmax makes of 16-bit scores

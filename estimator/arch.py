@@ -805,7 +805,8 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
         model_type,
         gated_mlp=True,
         attention_dropout=c.probability("attention_dropout", 0.0),
-        sliding_window=_sliding_window(c, model_type),
+        **_gemma2_windows(c, s.num_hidden_layers) if model_type == "gemma2" else
+        {"sliding_window": _sliding_window(c, model_type)},
         layer_linears=_attention_linears(s, qkv_bias, o_bias) + mlp,
         layer_norms=(NormSpec("rmsnorm", h, fp32_scale=gemma, unit_offset=gemma),) * norms_per_layer,
         final_norm=NormSpec("rmsnorm", h, fp32_scale=gemma, unit_offset=gemma),
@@ -823,6 +824,13 @@ def _llama_like(c: _Config, model_type: str) -> ArchSpec:
 
 ATTENTION_TYPES = ("full_attention", "sliding_attention")
 LLAMA4_ATTENTION_TYPES = ("full_attention", "chunked_attention")
+
+
+def _gemma2_windows(c: _Config, layers: int) -> dict[str, Any]:
+    """Gemma 2's sliding layers: Gemma2Config's ``sliding_window`` (4,096 by default) on every other
+    layer, the first one sliding (``layer_types``: ``(i + 1) % 2`` slides)."""
+    window = _optional_window(c, True, 4096)
+    return {"sliding_window": window, "layer_types": _layer_types(c, layers, window, lambda i: (i + 1) % 2 == 1)}
 
 
 def _layer_types(c: _Config, layers: int, window: int, slides: Callable[[int], bool]) -> tuple[str, ...]:
@@ -1167,6 +1175,7 @@ def _falcon(c: _Config, model_type: str) -> ArchSpec:
         parallel_residual=parallel,
         repeats_kv=False,
         mask_materialized=True,
+        softmax_fp32=False,  # eager: ``F.softmax(scores + mask, dim=-1, dtype=hidden_states.dtype)``
         rotary_dim=0 if c.bool("alibi", False) else d,
     )
 

@@ -142,6 +142,18 @@ MODELS: dict[str, tuple[str, dict]] = {
                                  num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
                                  first_k_dense_replace=1, q_lora_rank=96, kv_lora_rank=64, qk_nope_head_dim=32,
                                  qk_rope_head_dim=16, v_head_dim=32, vocab_size=4000)),
+    # the catalog's older families the matrix lacked (issue 18), appended so the cases above keep
+    # their draws: GPT-NeoX (parallel residual, fused qkv, partial RoPE), Falcon (MQA, one norm),
+    # OPT (learned positions, ReLU, dropout), Gemma 2 (soft-capping, eager only)
+    "gpt_neox-256": ("fit", dict(model_type="gpt_neox", hidden_size=256, intermediate_size=1024,
+                                 num_hidden_layers=2, num_attention_heads=4, vocab_size=8000)),
+    "falcon-256": ("holdout", dict(model_type="falcon", hidden_size=256, num_hidden_layers=2,
+                                   num_attention_heads=4, vocab_size=8000)),
+    "opt-256": ("fit", dict(model_type="opt", hidden_size=256, ffn_dim=1024, num_hidden_layers=2,
+                            num_attention_heads=4, vocab_size=8000, word_embed_proj_dim=256)),
+    "gemma2-256": ("holdout", dict(model_type="gemma2", hidden_size=256, intermediate_size=1024,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                                   vocab_size=8000, sliding_window=128)),
 }
 
 METHODS = ("inference", "full", "lora", "qlora", "qlora-no-dq")
@@ -175,15 +187,14 @@ def _request(config: dict, method: str, dtype: str, batch: int, seq: int, gc: bo
              rng: random.Random) -> EstimateRequest:
     choices: list[tuple[str, ...] | str] = [("q_proj", "v_proj"), "all-linear"]
     targets = rng.choice(choices)
-    if config["model_type"] == "gpt2" and targets != "all-linear":
-        targets = ("c_attn",)
+    arch = arch_from_config(config)
     if config["model_type"] == "phi3" and targets != "all-linear":
         targets = ("qkv_proj", "o_proj")
     if targets == "all-linear":
         # peft's all-linear fails on Llama 4 (its router returns a tuple): every other Linear by name
-        targets = arch_from_config(config).every_linear_target
-    elif config["model_type"] in ("deepseek_v3", "mistral4"):
-        targets = ("q_b_proj", "kv_b_proj")  # multi-head latent attention: q and kv reach heads there
+        targets = arch.every_linear_target
+    elif not set(targets) <= set(arch.linear_names):
+        targets = arch.query_value_target  # W_q and W_v in the family's names (GPT-2's c_attn, MLA's latents)
     # alpha 16 at every rank: the shipped measurements were taken so (alpha changes no memory)
     lora = {"r": rng.choice([4, 8, 16]), "alpha": 16.0, "target_modules": targets}
     base_method = "qlora" if method.startswith("qlora") else method
