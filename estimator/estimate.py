@@ -196,12 +196,10 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     top_grads = grads - layer_grads.below_top - late
     bottom, bottom_st = act.layer_at(arch, st, 0)
     # under checkpointing the bottom layer's checkpoint, and the masks all checkpoints hold
-    unsaved = act.frozen_input_unsaved(bottom, bottom_st)
-    # its checkpoint, unless its first norm keeps that very tensor (and does keep anything)
-    reused = 0.0 if unsaved else act.checkpoint_reused(bottom, bottom_st)
-    held = (act.checkpoint_saved(arch, st) - reused + act.attention_masks(arch, st)
+    # its checkpoint, unless its first norm keeps that very tensor
+    held = (act.checkpoint_saved(arch, st) - act.checkpoint_reused(bottom, bottom_st) + act.attention_masks(arch, st)
             if st.gradient_checkpointing else 0.0)
-    last_layer = act.layer_saved(bottom, bottom_st) - unsaved + held
+    last_layer = act.layer_saved(bottom, bottom_st) - act.frozen_input_unsaved(bottom, bottom_st) + held
     moments = [backward_start]
     recompute_working = act.all_experts_recompute_working(top, top_st)
     if recompute_working:
