@@ -13,6 +13,7 @@ from tunefit.estimator.request import (
     ATTN_IMPLEMENTATIONS,
     DEFAULT_REQUEST,
     DEVICES,
+    LOOPS,
     METHODS,
     OPTIMIZERS,
     QLORA_DEFAULT_QUANT,
@@ -41,10 +42,18 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocksize", type=int, default=quant.blocksize)
     p.add_argument("--batch-size", type=int, default=default.batch_size)
     p.add_argument("--seq-len", type=int, default=default.seq_len)
+    p.add_argument("--grad-accum", type=int, default=default.grad_accum,
+                   help="micro-batches per optimizer step (gradient accumulation)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
-                   default=default.gradient_checkpointing)
+                   default=default.gradient_checkpointing,
+                   help="default: on for QLoRA through peft's prepare_model_for_kbit_training, else off")
+    p.add_argument("--prepare-kbit", action=argparse.BooleanOptionalAction, default=default.prepare_kbit,
+                   help="QLoRA: peft's prepare_model_for_kbit_training (norms, embeddings, lm_head in fp32)")
+    p.add_argument("--loop", choices=LOOPS, default=default.loop,
+                   help="trainer: only the loss is kept (HF Trainer, TRL); plain: outputs kept through backward")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer)
-    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation)
+    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation,
+                   help="default: what transformers picks (sdpa where the model supports it, else eager)")
     p.add_argument("--device", choices=DEVICES, default=default.device)
     p.add_argument("--gpu", default=default.gpu, help="catalog GPU id to check the fit against")
     p.add_argument("--num-gpus", type=int, default=default.num_gpus)
@@ -77,7 +86,8 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
         "quant": quant, "batch_size": args.batch_size, "seq_len": args.seq_len,
         "gradient_checkpointing": args.gradient_checkpointing, "optimizer": args.optimizer,
         "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
-        "sharding": args.sharding,
+        "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
+        "grad_accum": args.grad_accum,
     })
 
 

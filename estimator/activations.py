@@ -77,6 +77,8 @@ class ActivationSetting:
     rope: bool = True
     # peft's variant of the adapters (``LoraSpec.variant``): DoRA's forward keeps more
     lora_variant: str = "lora"
+    # the training loop (``request.Loop``): ``plain`` holds the model's output between steps
+    loop: str = "trainer"
 
     @property
     def tokens(self) -> int:
@@ -223,6 +225,8 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         return qkv + expanded + b * n * s * s * _eager_probs_saved(arch, st)
     if not fused_attention(arch, st):
         return _sdpa_math_saved(arch, st)
+    if _broadcast_kv_math_path(arch, st):
+        return _broadcast_math_saved(arch, st)
     if _kv_expanded(arch, st):
         qkv = t * 3 * arch.q_dim * a
     elif arch.v_views_fused_qkv:
@@ -314,6 +318,15 @@ def _sdpa_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     and, per ``b·n·s²`` element, the fp32 softmax, the dropout mask and the dropped weights."""
     b, s, t = st.batch, st.seq, st.tokens
     return t * (arch.q_dim + 2 * arch.q_dim) * FP32_BYTES + 3 * b * arch.num_attention_heads * s * s * FP32_BYTES
+
+
+def _broadcast_math_saved(arch: ArchSpec, st: ActivationSetting) -> float:
+    """sdpa's math path in training for k and v of fewer heads than q (:func:`_broadcast_kv_math_path`;
+    torch 2.13, ``_scaled_dot_product_attention_math``): the products' ``matmul`` broadcasts k and v to
+    every query head, and the ``bmm`` it runs keeps the fp32 scaled q and those expanded fp32 copies
+    of k and v; the fp32 softmax is kept too. The additive mask is not (an in-place add keeps nothing)."""
+    b, s, t = st.batch, st.seq, st.tokens
+    return t * 3 * arch.q_dim * FP32_BYTES + b * arch.num_attention_heads * s * s * FP32_BYTES
 
 
 def mlp_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -540,15 +553,18 @@ def frozen_input_unsaved(arch: ArchSpec, st: ActivationSetting) -> float:
     return norm_saved(arch, st) + _frozen_input_dropout_masks(arch, st)
 
 
+def embedding_leaf(st: ActivationSetting) -> bool:
+    """Whether the input embedding's output is a graph leaf that requires grad: under checkpointing
+    with LoRA or QLoRA, transformers and peft hook the input embedding (``enable_input_require_grads``:
+    ``output.requires_grad_(True)``, one hook with QLoRA, two with LoRA, as measured)."""
+    return st.gradient_checkpointing and not st.full
+
+
 def embedding_leaf_held(arch: ArchSpec, st: ActivationSetting) -> float:
-    """Under checkpointing with LoRA or QLoRA, transformers and peft hook the input embedding so that
-    its output requires grad (``enable_input_require_grads``: ``output.requires_grad_(True)``, one
-    hook with QLoRA, two with LoRA, as measured): a graph leaf, held until backward is done. Where the
-    model makes the layers' input from it by a new tensor (Granite's multiplier, GPT-2's and OPT's
-    position sum), it is a ``t x embedding_dim`` tensor of its own; else it is layer 0's checkpoint."""
-    if st.full or not st.gradient_checkpointing:
-        return 0.0
-    if not (arch.embeddings_rescaled or arch.position_embeddings):
+    """The :func:`embedding_leaf`, held until backward is done. Where the model makes the layers'
+    input from it by a new tensor (Granite's multiplier, GPT-2's and OPT's position sum), it is a
+    ``t x embedding_dim`` tensor of its own; else it is layer 0's checkpoint."""
+    if not embedding_leaf(st) or not (arch.embeddings_rescaled or arch.position_embeddings):
         return 0.0
     return st.tokens * arch.embedding_dim * st.stream_bytes
 
@@ -613,12 +629,38 @@ def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
     return t * V * 3 * FP32_BYTES + logit_softcap_saved(arch, st)
 
 
+def loop_output_held(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What a plain loop's ``outputs`` holds beyond the loss: the logits, ``t·V`` in the dtype
+    ``lm_head`` emits (after soft-capping, its own tensor). ``outputs = model(**batch)`` keeps this
+    step's through backward and the optimizer step, and the previous step's through the next
+    forward, until that forward returns and the name is rebound. A trainer keeps only the loss (0)."""
+    if st.loop != "plain":
+        return 0.0
+    return st.tokens * arch.vocab_size * st.logits_bytes
+
+
+def loss_held(st: ActivationSetting, phase: str) -> float:
+    """The fp32 scalar loss the loop holds: through backward in every loop (``loss.backward()``);
+    a plain loop's ``outputs`` also through the optimizer step and the next forward."""
+    return FP32_BYTES if phase == "backward" or st.loop == "plain" else 0.0
+
+
+def loop_graph_held(arch: ArchSpec, st: ActivationSetting) -> float:
+    """What the graph of a plain loop's held output keeps after its backward: the
+    :func:`embedding_leaf` and the ``.grad`` backward gave it, ``t x embedding_dim`` each, alive
+    through the optimizer step and the next forward (backward frees every saved tensor, not the
+    leaf its nodes reach; measured on CPU)."""
+    if st.loop != "plain" or not embedding_leaf(st):
+        return 0.0
+    return 2 * st.tokens * arch.embedding_dim * st.stream_bytes
+
+
 def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """Transient gradients in eager attention's backward at ``softmax``'s backward, per ``b·n·s²``
     element, beyond what the layer saved: with the saved fp32 softmax, three fp32 ``s×s`` tensors
     are alive; so in sdpa's math path on a CPU (multi-head latent attention), whose softmax is
     fp32. Fused kernels keep no ``s×s`` gradient (0)."""
-    if _mla_math_path(arch, st):
+    if _mla_math_path(arch, st) or _broadcast_kv_math_path(arch, st):
         return st.batch * arch.num_attention_heads * st.seq * st.seq * 2 * FP32_BYTES
     if st.attn != "eager":
         return 0.0
@@ -706,6 +748,30 @@ def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> floa
     if not (st.full and arch.tie_word_embeddings):
         return 0.0
     return 2 * arch.params_of("embedding") * st.stream_bytes
+
+
+def head_weight_grad(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The gradient of a trained ``lm_head`` weight (``V x embedding_dim``): under accumulation a
+    transient until autograd adds it into ``.grad``; a tied table's lm_head half
+    (:func:`tied_head_grad_pending`)."""
+    if not st.full:
+        return 0.0
+    return arch.vocab_size * arch.embedding_dim * st.stream_bytes
+
+
+def tied_head_grad_pending(arch: ArchSpec, st: ActivationSetting) -> float:
+    """A trained tied table's gradient from ``lm_head``, held by the autograd engine from
+    lm_head's backward until the embedding lookup's arrives (the two are summed, then given to
+    ``AccumulateGrad``): next to the table's ``.grad`` when gradients accumulate."""
+    if not (st.full and arch.tie_word_embeddings):
+        return 0.0
+    return head_weight_grad(arch, st)
+
+
+def head_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """In ``lm_head``'s backward: the incoming gradient of the logits, in their dtype (the fp32
+    one of the loss is freed by the cast's backward), and the gradient of its input."""
+    return st.tokens * (arch.vocab_size * st.logits_bytes + arch.embedding_dim * st.stream_bytes)
 
 
 def backward_working(arch: ArchSpec, st: ActivationSetting) -> float:

@@ -30,6 +30,9 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "gpu": req.gpu,
         "num_gpus": req.num_gpus,
         "sharding": req.sharding,
+        "prepare_kbit": req.prepare_kbit,
+        "loop": req.loop,
+        "grad_accum": req.grad_accum,
     }
 
 

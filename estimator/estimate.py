@@ -35,9 +35,12 @@ from .request import (
     AttnImplementation,
     Device,
     EstimateRequest,
+    Loop,
     Method,
     Optimizer,
     Sharding,
+    default_attention,
+    default_checkpointing,
     default_quant,
     normalize,
 )
@@ -123,6 +126,7 @@ def _weight_terms(w: WeightBytes) -> dict[str, int]:
 
 def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSetting:
     """The activation-relevant facts of a normalized request."""
+    assert req.attn_implementation is not None and req.gradient_checkpointing is not None, "normalize() first"
     qlora_fp32 = req.method == "qlora" and req.prepare_kbit
     stream_bits = FP32_BITS if qlora_fp32 else DTYPE_BITS[req.dtype]
     targets: tuple[str, ...] = ()
@@ -142,6 +146,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         lora_r=req.lora.r,
         lora_dropout=req.lora.dropout,
         lora_variant=req.lora.variant,
+        loop=req.loop,
         attn=req.attn_implementation,
         device=req.device,
         gradient_checkpointing=req.gradient_checkpointing,
@@ -164,13 +169,35 @@ def _largest_quantized(arch: ArchSpec) -> int:
 
 
 def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: LayerGrads,
-                    opt: OptimizerBytes) -> tuple[Phase, ...]:
+                    opt: OptimizerBytes, accumulates: bool = False) -> tuple[Phase, ...]:
     """Candidate moments of a step, steady state: load; forward end (and, for checkpointed eager
     attention, inside a layer's softmax); backward at the loss, then in the top and the bottom
     layer during the MLP's and during attention's backward, and for a trained tied embedding the
-    sum of its two gradients; optimizer step."""
+    sum of its two gradients; optimizer step.
+
+    Optimizer state lives through forward and backward; a plain loop's output holds its logits
+    throughout (:func:`act.loop_output_held`). With gradient accumulation (``accumulates``), a
+    micro-step after the first runs its forward and backward with every ``.grad`` of the ones
+    before already there, the worst micro-step of its cycle: autograd's ``AccumulateGrad`` adds
+    each new gradient into ``.grad`` in place once it is made (torch 2.13,
+    ``torch/csrc/autograd/functions/accumulate_grad.h``), so a new gradient is a transient."""
     weights = _weight_terms(w)
     state = 0 if opt.paged else opt.state_bytes
+    held = act.loop_output_held(arch, st)
+    # a plain loop's previous output holds its graph's leaf through this forward
+    graph_held = act.loop_graph_held(arch, st)
+
+    # with accumulation, the engine's pending lm_head half of a tied table's gradient is no .grad yet
+    pending = act.tied_head_grad_pending(arch, st) if accumulates else 0.0
+
+    def moment(gradients: float = 0, logits: float = 0, activations_bytes: float = 0, phase: str = "backward",
+               **values: float) -> dict[str, int]:
+        """One moment of forward or backward: ``gradients`` the bytes of the gradients this micro-step
+        has made (forward: none), which accumulation replaces by every ``.grad`` and what is pending."""
+        alive = (grads + pending if gradients else grads) if accumulates else gradients
+        return _terms(weights, optimizer_bytes=state, logits_bytes=logits + held + act.loss_held(st, phase),
+                      activations_bytes=activations_bytes, gradients_bytes=alive, **values)
+
     top, top_st = act.layer_at(arch, st, -1)
     one_layer = act.layer_saved(top, top_st)
     layers = act.layers_saved(arch, st)
@@ -178,18 +205,17 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     # a recomputed layer's saved tensors, but what of them is its checkpoint (counted in ``layers``)
     recompute = one_layer - act.checkpoint_reused(top, top_st) if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
-    forward = [_terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
-                      logits_bytes=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))]
+    forward = [moment(activations_bytes=layers + head + graph_held, phase="forward",
+                      logits=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))]
     if st.gradient_checkpointing:
         # inside a checkpointed layer nothing is kept, but its intermediates exist one at a time:
         # the MLP's (with a 4-bit weight dequantized next to them) and eager attention's scores
-        forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
+        forward.append(moment(activations_bytes=layers + graph_held, phase="forward",
                               working_bytes=act.inference_mlp_working(top, top_st) + st.dequant_bytes))
         if st.attn == "eager":
-            forward.append(_terms(weights, optimizer_bytes=state, activations_bytes=layers,
+            forward.append(moment(activations_bytes=layers + graph_held, phase="forward",
                                   working_bytes=act.inference_attention_working(top, top_st)))
-    backward_start = _terms(weights, optimizer_bytes=state, activations_bytes=layers + head,
-                            logits_bytes=act.logits_backward_peak(arch, st))
+    backward_start = moment(activations_bytes=layers + head, logits=act.logits_backward_peak(arch, st))
     # the input embeddings' gradients arrive last, after the bottom layer's backward (a tied
     # table's lm_head half is there from the start)
     late = act.embedding_grad_bytes(arch, st)
@@ -197,29 +223,34 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     bottom, bottom_st = act.layer_at(arch, st, 0)
     # under checkpointing the bottom layer's checkpoint, and the masks all checkpoints hold
     # its checkpoint, unless its first norm keeps that very tensor
-    held = (act.checkpoint_saved(arch, st) - act.checkpoint_reused(bottom, bottom_st) + act.attention_masks(arch, st)
-            if st.gradient_checkpointing else 0.0)
-    last_layer = act.layer_saved(bottom, bottom_st) - act.frozen_input_unsaved(bottom, bottom_st) + held
+    checkpoint_held = (act.checkpoint_saved(arch, st) - act.checkpoint_reused(bottom, bottom_st)
+                       + act.attention_masks(arch, st) if st.gradient_checkpointing else 0.0)
+    last_layer = act.layer_saved(bottom, bottom_st) - act.frozen_input_unsaved(bottom, bottom_st) + checkpoint_held
     moments = [backward_start]
+    if accumulates and st.full:
+        # lm_head's backward: its new weight gradient is added into .grad (or, tied, held) only after it
+        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads + act.head_weight_grad(arch, st),
+                              activations_bytes=layers + head, logits_bytes=held + act.loss_held(st, "backward"),
+                              working_bytes=act.head_backward_working(arch, st)))
     recompute_working = act.all_experts_recompute_working(top, top_st)
     if recompute_working:
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads,
-                              activations_bytes=layers + recompute, working_bytes=recompute_working))
+        moments.append(moment(top_grads, activations_bytes=layers + recompute, working_bytes=recompute_working))
     top_moments = _layer_backward_moments(top, top_st, layer_grads.bottom, layer_grads.bottom)
     bottom_moments = _layer_backward_moments(bottom, bottom_st, layer_grads.bottom, layer_grads.bottom_attention)
     for (working, consumed, top_not_yet), (bottom_working, bottom_consumed, not_yet) in zip(top_moments, bottom_moments,
                                                                                             strict=True):
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=top_grads - top_not_yet,
-                              activations_bytes=layers + recompute - consumed, working_bytes=working))
+        moments.append(moment(top_grads - top_not_yet, activations_bytes=layers + recompute - consumed,
+                              working_bytes=working))
         # the bottom layer's own gradients come out of this very backward
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads - late - not_yet,
-                              activations_bytes=last_layer - bottom_consumed, working_bytes=bottom_working))
+        moments.append(moment(grads - late - not_yet, activations_bytes=last_layer - bottom_consumed,
+                              working_bytes=bottom_working))
     tied = act.tied_embedding_grad_transient(arch, st)
     if tied:
-        moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads, working_bytes=tied))
+        moments.append(moment(grads, working_bytes=tied))
     backward = tuple(Phase("backward", t) for t in moments)
     step = Phase("optimizer_step", _terms(weights, gradients_bytes=grads, optimizer_bytes=state,
-                                          optimizer_step_temp_bytes=opt.step_temp_bytes))
+                                          logits_bytes=held + act.loss_held(st, "optimizer_step"),
+                                          activations_bytes=graph_held, optimizer_step_temp_bytes=opt.step_temp_bytes))
     return (load, *(Phase("forward", t) for t in forward), *backward, step)
 
 
@@ -260,11 +291,15 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
                  "is not counted"]
     else:
         notes = [
-            f"plain training loop without autocast: weights in {req.dtype}, loss on all {req.seq_len} positions, "
-            "only the loss kept from the model's output",
+            f"no autocast: weights and compute in {req.dtype}; loss on all {req.seq_len} positions",
+            LOOP_NOTES[req.loop],
+            _accumulation_note(req.grad_accum),
+            _checkpointing_note(req),
             "steady state (step 2 onwards): optimizer state lives through forward and backward",
             "batch_size is the micro-batch per device; use_cache=False in training",
         ]
+    notes.append(f"attention {req.attn_implementation}; with none given transformers picks "
+                 f"{default_attention(arch)} for {arch.model_type} (sdpa where the class supports it, else eager)")
     if req.method in ("lora", "qlora"):
         notes.append("peft keeps adapters, their gradients and optimizer state in fp32")
     if req.method == "qlora":
@@ -307,6 +342,32 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     return tuple(notes)
 
 
+LOOP_NOTES: dict[str, str] = {
+    "trainer": "the loop keeps only the loss of the model's output, as Hugging Face Trainer's compute_loss and "
+               "TRL's trainers do: the logits are freed before backward (--loop plain keeps them)",
+    "plain": "a plain loop keeps the model's output (outputs = model(**batch); outputs.loss.backward(), as "
+             "accelerate's and peft's examples): its logits stay alive through backward, the optimizer step "
+             "and the next step's forward",
+}
+
+
+def _accumulation_note(grad_accum: int) -> str:
+    if grad_accum == 1:
+        return "one micro-batch per optimizer step (--grad-accum N accumulates N)"
+    return (f"gradient accumulation over {grad_accum} micro-batches: from the second on, the gradients of those "
+            "before are alive through forward and backward; the optimizer steps after the last")
+
+
+def _checkpointing_note(req: EstimateRequest) -> str:
+    default = default_checkpointing(req.method, req.prepare_kbit)
+    source = ("peft's prepare_model_for_kbit_training(use_gradient_checkpointing=True)" if default else
+              "transformers' TrainingArguments(gradient_checkpointing=False)")
+    state = "on" if req.gradient_checkpointing else "off"
+    flag = "--no-gradient-checkpointing" if default else "--gradient-checkpointing"
+    return (f"gradient checkpointing {state} (non-reentrant); the default here is {'on' if default else 'off'}, "
+            f"after {source}; {flag} changes it")
+
+
 @dataclass(frozen=True, eq=False)  # identity: step_plan returns one object per setting
 class StepPlan:
     """Everything of an estimate that does not depend on the batch size or the sequence length,
@@ -326,6 +387,7 @@ class StepPlan:
     inference_kv_bits: int
     sharding: str
     num_gpus: int
+    accumulates: bool  # more than one micro-batch per optimizer step
 
     def moments_at(self, b: int, s: int) -> tuple[Phase, ...]:
         """Every candidate moment, per GPU, at batch ``b`` and sequence length ``s``, from the formulas."""
@@ -333,7 +395,8 @@ class StepPlan:
         if self.opt is None:
             moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits)
         else:
-            moments = training_phases(self.arch, st, self.weights, self.grads, self.layer_grads, self.opt)
+            moments = training_phases(self.arch, st, self.weights, self.grads, self.layer_grads, self.opt,
+                                      self.accumulates)
         return _shard(moments, self.sharding, self.num_gpus, self.arch, self.weights)
 
 
@@ -351,23 +414,28 @@ class ShapeFree(NamedTuple):
     prepare_kbit: bool
     sharding: Sharding
     num_gpus: int
+    loop: Loop
+    accumulates: bool  # grad_accum > 1: the peak of a cycle does not depend on its length
 
 
 def _shape_free(req: EstimateRequest) -> ShapeFree:
     """The :class:`ShapeFree` fields of a normalized request."""
+    assert req.attn_implementation is not None and req.gradient_checkpointing is not None, "normalize() first"
     lora = req.lora if req.method in ("lora", "qlora") else None
     quant = req.quant or default_quant(req.method)  # normalize() has filled it in already
     return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
-                     req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus)
+                     req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus, req.loop,
+                     req.method != "inference" and req.grad_accum > 1)
 
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
-    method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus = shape_free
+    method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates = (
+        shape_free)
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
-                          device=device, prepare_kbit=prepare_kbit)
+                          device=device, prepare_kbit=prepare_kbit, loop=loop)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
     opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)
@@ -392,6 +460,7 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
         inference_kv_bits=DTYPE_BITS[dtype],
         sharding=sharding,
         num_gpus=num_gpus,
+        accumulates=accumulates,
     )
 
 

@@ -21,18 +21,25 @@ Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "s
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Device = Literal["cuda", "cpu"]
 Sharding = Literal["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]
+# What the training loop keeps of the model's output through backward: ``trainer`` only the loss
+# (Hugging Face Trainer's ``compute_loss`` returns ``outputs["loss"]``; TRL's trainers too),
+# ``plain`` the whole output, logits included, until the next step's forward has returned
+# (``outputs = model(**batch); accelerator.backward(outputs.loss)``: accelerate's and peft's examples).
+Loop = Literal["trainer", "plain"]
 METHODS: tuple[Method, ...] = get_args(Method)
 COMPUTE_DTYPES: tuple[ComputeDtype, ...] = get_args(ComputeDtype)
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 ATTN_IMPLEMENTATIONS: tuple[AttnImplementation, ...] = get_args(AttnImplementation)
 DEVICES: tuple[Device, ...] = get_args(Device)
 SHARDING: tuple[Sharding, ...] = get_args(Sharding)
+LOOPS: tuple[Loop, ...] = get_args(Loop)
 # The dtype weights load in; a request may spell it as torch does (``DTYPE_ALIASES``).
 DEFAULT_DTYPE: ComputeDtype = "bf16"
 MAX_BATCH = 2**20
 MAX_SEQ = 2**24
 MAX_GPUS = 4096
 MAX_RANK = 65536
+MAX_GRAD_ACCUM = 2**16
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class EstimateRequest:
     bitsandbytes compute dtype. ``batch_size`` is the micro-batch per device.
     ``prepare_kbit`` mirrors peft's ``prepare_model_for_kbit_training`` for QLoRA, which casts
     every non-quantized parameter (embeddings, norms, ``lm_head``) to fp32.
+    ``gradient_checkpointing`` and ``attn_implementation`` None take the libraries' defaults
+    (:func:`default_checkpointing`, :func:`default_attention`); :func:`normalize` fills them in.
+    ``grad_accum`` micro-batches make one optimizer step; ``loop`` says what the loop keeps of
+    the model's output (:data:`Loop`).
     """
 
     model: Any
@@ -53,14 +64,16 @@ class EstimateRequest:
     quant: QuantSpec | None = None
     batch_size: int = 1
     seq_len: int = 512
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None
     optimizer: Optimizer = "adamw"
-    attn_implementation: AttnImplementation = "sdpa"
+    attn_implementation: AttnImplementation | None = None
     device: Device = "cuda"
     gpu: str | None = None
     num_gpus: int = 1
     sharding: Sharding = "none"
     prepare_kbit: bool = True
+    loop: Loop = "trainer"
+    grad_accum: int = 1
 
 
 # The fields a request document (``document.request_document``) carries.
@@ -138,31 +151,54 @@ def default_quant(method: str) -> QuantSpec:
     return QLORA_DEFAULT_QUANT if method == "qlora" else NO_QUANT
 
 
+def default_checkpointing(method: str, prepare_kbit: bool) -> bool:
+    """Gradient checkpointing as the libraries default to it: on for QLoRA prepared by peft
+    (``prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)``, peft 0.21
+    ``utils/other.py``), off otherwise (transformers' ``TrainingArguments.gradient_checkpointing
+    = False``)."""
+    return method == "qlora" and prepare_kbit
+
+
+def default_attention(arch: ArchSpec) -> AttnImplementation:
+    """The attention transformers picks when ``from_pretrained`` is given none: sdpa where the
+    model class supports it, else eager (transformers 5.23, ``modeling_utils``'s
+    ``_check_and_adjust_attn_implementation``)."""
+    return "sdpa" if arch.supports_sdpa else "eager"
+
+
 def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     """Validate every field; return the request with defaults filled in, and its architecture."""
-    dtype, quant, arch = _setting(request)
+    dtype, quant, arch, attn = _setting(request)
     _positive_int("batch_size", request.batch_size, MAX_BATCH)
     _positive_int("seq_len", request.seq_len, MAX_SEQ)
-    if dtype != request.dtype or quant is not request.quant:
+    _positive_int("grad_accum", request.grad_accum, MAX_GRAD_ACCUM)
+    _boolean("prepare_kbit", request.prepare_kbit)
+    checkpointing = request.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = default_checkpointing(request.method, request.prepare_kbit)
+    _boolean("gradient_checkpointing", checkpointing)
+    if (dtype, quant, attn, checkpointing) != (request.dtype, request.quant, request.attn_implementation,
+                                               request.gradient_checkpointing):
         # replace(), without its overhead
-        request = EstimateRequest(**{**request.__dict__, "dtype": dtype, "quant": quant})
+        request = EstimateRequest(**{**request.__dict__, "dtype": dtype, "quant": quant, "attn_implementation": attn,
+                                     "gradient_checkpointing": checkpointing})
     return request, arch
 
 
 # Validated settings of catalog models, by every field but the shape: a service sees the same
 # few settings at many batch sizes and sequence lengths.
-_VALID_SETTINGS: dict[tuple[Any, ...], tuple[str, QuantSpec, ArchSpec]] = {}
+_VALID_SETTINGS: dict[tuple[Any, ...], tuple[str, QuantSpec, ArchSpec, AttnImplementation]] = {}
 MAX_VALID_SETTINGS = 4096
 
 
-def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec]:
+def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation]:
     """:func:`_validate_setting`, remembered for requests that name a catalog model."""
     if not isinstance(request.model, str):
         return _validate_setting(request)
     lora = request.lora
     # types too: True == 1 and 1.0 == 1, but only the int is a valid count
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
-           request.attn_implementation, request.device, request.sharding, request.num_gpus,
+           request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
            type(request.num_gpus), type(lora.r), type(lora.dropout))
     try:
         known = _VALID_SETTINGS.get(key)
@@ -176,14 +212,16 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec]:
     return known
 
 
-def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec]:
-    """Validate every field but the batch size and sequence length; the canonical dtype, the
-    quantization with its default filled in, and the architecture."""
+def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation]:
+    """Validate every field but the shape, the accumulation and the switches; the canonical
+    dtype, the quantization with its default filled in, the architecture and its attention."""
     _choice("method", request.method, METHODS)
     dtype = DTYPE_ALIASES.get(str(request.dtype).lower(), str(request.dtype).lower())
     _choice("dtype", dtype, COMPUTE_DTYPES)
     _choice("optimizer", request.optimizer, OPTIMIZERS)
-    _choice("attn_implementation", request.attn_implementation, ATTN_IMPLEMENTATIONS)
+    if request.attn_implementation is not None:
+        _choice("attn_implementation", request.attn_implementation, ATTN_IMPLEMENTATIONS)
+    _choice("loop", request.loop, LOOPS)
     _choice("device", request.device, DEVICES)
     _choice("sharding", request.sharding, SHARDING)
     _positive_int("num_gpus", request.num_gpus, MAX_GPUS)
@@ -202,11 +240,17 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
-    if request.attn_implementation == "sdpa" and not arch.supports_sdpa:
+    attn = request.attn_implementation or default_attention(arch)
+    if attn == "sdpa" and not arch.supports_sdpa:
         raise EstimateError("attn_implementation",
                             f"transformers has no sdpa attention for {arch.model_type}; "
                             "use 'eager' or 'flash_attention_2'")
-    return dtype, quant, arch
+    return dtype, quant, arch, attn
+
+
+def _boolean(field_name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise EstimateError(field_name, f"must be true or false, got {value!r}")
 
 
 def _validate_lora(lora: LoraSpec) -> None:

@@ -10,7 +10,7 @@ separately.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 
 from tunefit.estimator import EstimateRequest, get_model
@@ -226,7 +226,7 @@ def cases(n_per_model: int = 13) -> list[Case]:
             req = _request(config, method, dtype, batch, seq, gc, attn, rng)
             case_id = f"{name}/{i:02d}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}-{attn}"
             out.append(Case(case_id, name, split, req))
-    return out + long_eager_cases() + variant_cases()
+    return out + long_eager_cases() + variant_cases() + recipe_cases()
 
 
 # (batch, seq): sequences of 512-1,024 tokens under eager attention in bf16, where s×s tensors
@@ -271,6 +271,36 @@ def variant_cases() -> list[Case]:
                 "lora": {"r": 8, "alpha": 16.0, "target_modules": "all-linear", "variant": variant, "dropout": dropout},
                 "attn_implementation": "sdpa", "device": "cpu"})
             out.append(Case(f"{name}/{variant}-{method}-bf16-b2-s256{'-dropout' if dropout else ''}", name, split, req))
+    return out
+
+
+# The training recipes beside the base one (issue 19), each choice on every model: the fields it
+# sets, appended choice by choice so that the cases before keep their draws.
+RECIPE_CHOICES: dict[str, dict] = {
+    "plain-loop": {"loop": "plain"},
+    "grad-accum": {"grad_accum": 2},
+}
+RECIPE_METHODS = ("full", "lora", "qlora")
+RECIPE_SHAPE = (2, 128)
+
+
+def recipe_cases() -> list[Case]:
+    """One case per model for each of :data:`RECIPE_CHOICES`: the training methods in turn,
+    checkpointing on every other case, bf16 (fp32 for the wide models, as :func:`cases`), the
+    model's default attention, half of them held out case by case (each choice equally often)."""
+    out = []
+    for c, (choice, fields) in enumerate(RECIPE_CHOICES.items()):
+        rng = random.Random(f"{SEED}/{choice}")
+        for n, (name, (_, config)) in enumerate(MODELS.items()):
+            method = RECIPE_METHODS[(n + c) % len(RECIPE_METHODS)]
+            gc = (n // len(RECIPE_METHODS)) % 2 == 1
+            dtype = "fp32" if _wide(config) else "bf16"
+            attn = "sdpa" if arch_from_config(config).supports_sdpa else "eager"
+            batch, seq = RECIPE_SHAPE
+            base = _request(config, method, dtype, batch, seq, gc, attn, rng)
+            req = replace(base, **fields)
+            case_id = f"{name}/{choice}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}"
+            out.append(Case(case_id, name, "holdout" if (n + c) % 2 else "fit", req))
     return out
 
 

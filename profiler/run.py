@@ -128,23 +128,33 @@ def _tokens(req: EstimateRequest, vocab: int, device: torch.device) -> torch.Ten
 
 def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Counter, req: EstimateRequest,
            vocab: int, steps: int, device: torch.device, report: Progress) -> list[dict[str, Any]]:
+    """``steps`` optimizer steps of ``req.grad_accum`` micro-batches each, in the request's loop:
+    ``trainer`` keeps only the loss (Hugging Face Trainer's ``compute_loss``); ``plain`` keeps the
+    output, rebound only when the next forward returns (``outputs = model(**batch)``)."""
     readings: list[dict[str, Any]] = []
+    outputs = None
     for step in range(1, steps + 1):
-        ids = _tokens(req, vocab, device)
-        report("forward", step, steps)
-        counter.begin()
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        readings.append(counter.end("forward", step))
-        report("backward", step, steps)
-        counter.begin()
-        loss.backward()
-        del loss
-        readings.append(counter.end("backward", step))
+        for _ in range(req.grad_accum):
+            ids = _tokens(req, vocab, device)
+            report("forward", step, steps)
+            counter.begin()
+            if req.loop == "plain":
+                outputs = model(input_ids=ids, labels=ids, use_cache=False)
+                loss = outputs.loss
+            else:
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+            readings.append(counter.end("forward", step))
+            report("backward", step, steps)
+            counter.begin()
+            loss.backward()
+            del loss
+            readings.append(counter.end("backward", step))
         report("optimizer_step", step, steps)
         counter.begin()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         readings.append(counter.end("optimizer_step", step))
+    del outputs
     return readings
 
 

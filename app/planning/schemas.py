@@ -17,11 +17,13 @@ from tunefit.estimator.request import (
     DEFAULT_REQUEST,
     MAX_BATCH,
     MAX_GPUS,
+    MAX_GRAD_ACCUM,
     MAX_RANK,
     MAX_SEQ,
     QLORA_DEFAULT_QUANT,
     AttnImplementation,
     Device,
+    Loop,
     Method,
     Optimizer,
     Sharding,
@@ -127,12 +129,24 @@ class SettingIn(_Strict):
     quant: QuantIn | None = None
     batch_size: int = Field(DEFAULT.batch_size, ge=1, le=MAX_BATCH, description="micro-batch per device")
     seq_len: int = Field(DEFAULT.seq_len, ge=1, le=MAX_SEQ, description="tokens per sequence")
-    gradient_checkpointing: bool = DEFAULT.gradient_checkpointing
+    gradient_checkpointing: bool | None = Field(
+        DEFAULT.gradient_checkpointing,
+        description="null: the libraries' default (on for QLoRA through peft's prepare_model_for_kbit_training, "
+                    "else off)")
     optimizer: Optimizer = DEFAULT.optimizer
-    attn_implementation: AttnImplementation = DEFAULT.attn_implementation
+    attn_implementation: AttnImplementation | None = Field(
+        DEFAULT.attn_implementation,
+        description="null: what transformers picks (sdpa where the model class supports it, else eager)")
     device: Device = DEFAULT.device
     num_gpus: int = Field(DEFAULT.num_gpus, ge=1, le=MAX_GPUS)
     sharding: Sharding = DEFAULT.sharding
+    prepare_kbit: bool = Field(DEFAULT.prepare_kbit,
+                               description="QLoRA: run peft's prepare_model_for_kbit_training (norms, embeddings "
+                                           "and lm_head in fp32)")
+    loop: Loop = Field(DEFAULT.loop, description="trainer: only the loss is kept (Hugging Face Trainer, TRL); "
+                                                 "plain: the model's output is kept through backward")
+    grad_accum: int = Field(DEFAULT.grad_accum, ge=1, le=MAX_GRAD_ACCUM,
+                            description="micro-batches per optimizer step (gradient accumulation)")
 
 
 class EstimateIn(SettingIn):

@@ -25,6 +25,7 @@ from tunefit.app.core.db import Database, Measurement
 from tunefit.estimator import EstimateError, estimate
 from tunefit.estimator.document import request_from_document
 from tunefit.estimator.estimate import MAX_PLAN_BYTES
+from tunefit.estimator.request import DEFAULT_REQUEST
 from tunefit.profiler.device import slug
 from tunefit.profiler.validate import UNRUNNABLE
 
@@ -56,6 +57,7 @@ class Row:
     plan: str  # the request without its device: one plan measured on several devices shares it
     split: str
     source: str
+    recipe: str  # the recipe choices that differ from the defaults (:func:`recipe_of`), or "base"
     measured_bytes: int
     predicted_bytes: int
     paper_bytes: int
@@ -149,7 +151,7 @@ def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -
         batch_size=request_doc["batch_size"], seq_len=request_doc["seq_len"],
         gradient_checkpointing=request_doc["gradient_checkpointing"], attn=request_doc["attn_implementation"],
         device=result["environment"]["device"], device_kind=device_kind(result), plan=plan_key(request_doc),
-        split=split or "-", source=source,
+        split=split or "-", source=source, recipe=recipe_of(request_doc),
         measured_bytes=_positive(measured_count(measured["peak_allocated_bytes"])),
         predicted_bytes=est.peak_allocated_bytes,
         paper_bytes=est.paper.bytes, rule_4x_bytes=rule_4x(est.request.method, est.total_params),
@@ -157,6 +159,23 @@ def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -
         phase_measured={str(phase): measured_count(n) for phase, n in measured["phase_peaks"].items()},
         phase_predicted={p.name: p.allocated_bytes for p in est.phases},
     )
+
+
+# The recipe choices (issue 19) a measurement is reported by, with their defaults (the estimator's)
+RECIPE_DEFAULTS = {"loop": DEFAULT_REQUEST.loop, "grad_accum": DEFAULT_REQUEST.grad_accum}
+BASE_RECIPE = "base"
+
+
+def recipe_of(request_doc: dict[str, Any]) -> str:
+    """The recipe choices of a request that differ from the defaults, ``loop=plain``,
+    ``grad_accum`` (any count above one: the peak of a cycle does not depend on it), joined by
+    ``+``; :data:`BASE_RECIPE` where none does (a document from before a choice existed has its default)."""
+    changed = []
+    for name, default in RECIPE_DEFAULTS.items():
+        value = request_doc.get(name, default)
+        if value != default:
+            changed.append(name if name == "grad_accum" else f"{name}={value}")
+    return "+".join(changed) or BASE_RECIPE
 
 
 def _positive(n: int) -> int:
@@ -332,9 +351,17 @@ def stat(errors: list[float]) -> Stat:
 
 
 def accuracy_table(table_rows: list[Row]) -> dict[str, Any]:
-    """Per method (and all), per split: our error, the paper's, the two rules'; per phase: ours."""
+    """Per method (and all), per split: our error, the paper's, the two rules'; per phase: ours;
+    per recipe (the base one included), per split: ours."""
     methods = sorted({r.method for r in table_rows}) + ["all"]
-    out: dict[str, Any] = {"methods": {}, "phases": {}}
+    out: dict[str, Any] = {"methods": {}, "phases": {}, "recipes": {}}
+    for recipe in sorted({r.recipe for r in table_rows}):
+        sel = [r for r in table_rows if r.recipe == recipe]
+        out["recipes"][recipe] = {
+            "ours": stat([r.error for r in sel]),
+            "ours_fit": stat([r.error for r in sel if r.split == "fit"]),
+            "ours_holdout": stat([r.error for r in sel if r.split == "holdout"]),
+        }
     for method in methods:
         sel = [r for r in table_rows if method in ("all", r.method)]
         out["methods"][method] = {
@@ -365,6 +392,11 @@ def format_table(table: dict[str, Any]) -> str:
         lines.append(f"{method:12s}{s['ours'].n:5d}  {cell(s['ours']):>16s}  {cell(s['ours_fit']):>16s}  "
                      f"{cell(s['ours_holdout']):>16s}  {cell(s['paper']):>16s}  {cell(s['rule_4x']):>16s}  "
                      f"{cell(s['rule_4bit']):>16s}")
+    lines += ["", "ours per recipe, median / max in %",
+              f"{'recipe':24s}{'n':>5s}  {'ours':>16s}  {'ours (fit)':>16s}  {'ours (holdout)':>16s}"]
+    for recipe, s in table["recipes"].items():
+        lines.append(f"{recipe:24s}{s['ours'].n:5d}  {cell(s['ours']):>16s}  {cell(s['ours_fit']):>16s}  "
+                     f"{cell(s['ours_holdout']):>16s}")
     lines += ["", "ours per phase (peak of the phase), median / max in %",
               f"{'method':12s}" + "".join(f"{p:>18s}" for p in PHASES)]
     for method, phases in table["phases"].items():

@@ -25,15 +25,16 @@ from tunefit.app.reports.data import (
 from tunefit.estimator import ESTIMATOR_VERSION
 
 COLUMNS = ("id", "case", "model", "family", "method", "dtype", "batch_size", "seq_len", "gradient_checkpointing",
-           "attn", "device", "device_kind", "split", "source", "measured_bytes", "predicted_bytes", "error_percent",
-           "paper_bytes", "paper_error_percent")
+           "attn", "recipe", "device", "device_kind", "split", "source", "measured_bytes", "predicted_bytes",
+           "error_percent", "paper_bytes", "paper_error_percent")
 
 
 def row_document(r: Row) -> dict[str, Any]:
     """One row as the API and the downloads give it (bytes, errors in %)."""
     return {"id": r.id, "case": r.case, "model": r.model, "family": r.family, "method": r.method, "dtype": r.dtype,
             "batch_size": r.batch_size, "seq_len": r.seq_len, "gradient_checkpointing": r.gradient_checkpointing,
-            "attn": r.attn, "device": r.device, "device_kind": r.device_kind, "split": r.split, "source": r.source,
+            "attn": r.attn, "recipe": r.recipe, "device": r.device, "device_kind": r.device_kind, "split": r.split,
+            "source": r.source,
             "measured_bytes": r.measured_bytes, "predicted_bytes": r.predicted_bytes,
             "error_percent": round(100 * r.error, 3), "paper_bytes": r.paper_bytes,
             "paper_error_percent": round(100 * r.paper_error, 3)}
@@ -44,7 +45,8 @@ def stats_document(table: dict[str, Any]) -> dict[str, Any]:
         return {"n": x.n, "median_percent": round(100 * x.median, 3), "max_percent": round(100 * x.max, 3)}
 
     return {"methods": {m: {k: s(v) for k, v in d.items()} for m, d in table["methods"].items()},
-            "phases": {m: {k: s(v) for k, v in d.items()} for m, d in table["phases"].items()}}
+            "phases": {m: {k: s(v) for k, v in d.items()} for m, d in table["phases"].items()},
+            "recipes": {m: {k: s(v) for k, v in d.items()} for m, d in table["recipes"].items()}}
 
 
 def report_document(rows: list[Row], filters: dict[str, str], skipped: int = 0) -> dict[str, Any]:

@@ -33,7 +33,9 @@ from tunefit.estimator.request import (
     DEFAULT_DTYPE,
     DEFAULT_REQUEST,
     DEVICES,
+    LOOPS,
     MAX_BATCH,
+    MAX_GRAD_ACCUM,
     MAX_RANK,
     MAX_SEQ,
     METHODS,
@@ -41,6 +43,7 @@ from tunefit.estimator.request import (
     QLORA_DEFAULT_QUANT,
     AttnImplementation,
     Device,
+    Loop,
     Method,
     Optimizer,
 )
@@ -52,7 +55,7 @@ DEFAULT = DEFAULT_REQUEST
 FORM_MODEL = "llama-2-7b"
 FORM_METHOD: Method = "qlora"
 QUANTIZED_TYPES = tuple(t for t in QUANT_TYPES if t != "none")
-BOOLEANS = ("all_linear", "double_quant", "gradient_checkpointing")
+BOOLEANS = ("all_linear", "double_quant")
 DEFAULT_TARGETS = list(DEFAULT.lora.target_modules)
 MAX_CONFIG_CHARS = 100_000
 BREAKDOWN_LABELS = {
@@ -90,9 +93,12 @@ class PlanForm(BaseModel):
     double_quant: bool = QLORA_DEFAULT_QUANT.double_quant
     batch_size: int = Field(DEFAULT.batch_size, ge=1, le=MAX_BATCH)
     seq_len: int = Field(DEFAULT.seq_len, ge=1, le=MAX_SEQ)
-    gradient_checkpointing: bool = DEFAULT.gradient_checkpointing
+    grad_accum: int = Field(DEFAULT.grad_accum, ge=1, le=MAX_GRAD_ACCUM)
+    gradient_checkpointing: bool | None = DEFAULT.gradient_checkpointing  # None: the libraries' default
+    prepare_kbit: bool = DEFAULT.prepare_kbit
+    loop: Loop = DEFAULT.loop
     optimizer: Optimizer = DEFAULT.optimizer
-    attn: AttnImplementation = DEFAULT.attn_implementation
+    attn: AttnImplementation | None = DEFAULT.attn_implementation  # None: what transformers picks
     device: Device = DEFAULT.device
     gpu: str = Field("", max_length=100)
     submitted: bool = False
@@ -130,6 +136,7 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         quant=QuantIn(type=form.quant, double_quant=form.double_quant) if form.method == "qlora" else None,
         batch_size=form.batch_size, seq_len=form.seq_len, gradient_checkpointing=form.gradient_checkpointing,
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
+        prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum,
     )
 
 
@@ -156,7 +163,7 @@ def form_context(form: PlanForm) -> dict[str, Any]:
         "choices": {
             "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
-            "device": DEVICES,
+            "device": DEVICES, "loop": LOOPS,
         },
     }
 

@@ -40,6 +40,19 @@ PLANS = {
          "quant": {"type": "fp4", "double_quant": False, "blocksize": 128}, "optimizer": "paged_adamw_8bit",
          "dtype": "fp16"},
     ),
+    "recipe-choices": (
+        EstimateRequest("qwen3-8b", method="qlora", prepare_kbit=False, gradient_checkpointing=False, loop="plain",
+                        grad_accum=4, batch_size=2, seq_len=2048),
+        ["--model", "qwen3-8b", "--method", "qlora", "--no-prepare-kbit", "--no-gradient-checkpointing", "--loop",
+         "plain", "--grad-accum", "4", "--batch-size", "2", "--seq-len", "2048"],
+        {"model": "qwen3-8b", "method": "qlora", "prepare_kbit": False, "gradient_checkpointing": False,
+         "loop": "plain", "grad_accum": 4, "batch_size": 2, "seq_len": 2048},
+    ),
+    "library-defaults-gemma2": (
+        EstimateRequest("gemma-2-9b", method="qlora"),
+        ["--model", "gemma-2-9b", "--method", "qlora"],
+        {"model": "gemma-2-9b", "method": "qlora"},
+    ),
     "full-zero3-gpu": (
         EstimateRequest("llama-2-70b", method="full", sharding="zero3", num_gpus=8, gpu="h100-sxm-80gb",
                         attn_implementation="eager"),
@@ -74,10 +87,11 @@ def test_the_api_schemas_take_their_defaults_from_the_estimator():
     setting = SettingIn(model="llama-2-7b")
     assert (setting.method, setting.dtype, setting.batch_size, setting.seq_len, setting.optimizer,
             setting.attn_implementation, setting.device, setting.num_gpus, setting.sharding,
-            setting.gradient_checkpointing) == (
+            setting.gradient_checkpointing, setting.prepare_kbit, setting.loop, setting.grad_accum) == (
         DEFAULT_REQUEST.method, DEFAULT_REQUEST.dtype, DEFAULT_REQUEST.batch_size, DEFAULT_REQUEST.seq_len,
         DEFAULT_REQUEST.optimizer, DEFAULT_REQUEST.attn_implementation, DEFAULT_REQUEST.device,
-        DEFAULT_REQUEST.num_gpus, DEFAULT_REQUEST.sharding, DEFAULT_REQUEST.gradient_checkpointing)
+        DEFAULT_REQUEST.num_gpus, DEFAULT_REQUEST.sharding, DEFAULT_REQUEST.gradient_checkpointing,
+        DEFAULT_REQUEST.prepare_kbit, DEFAULT_REQUEST.loop, DEFAULT_REQUEST.grad_accum)
     lora = LoraIn()
     assert (lora.r, tuple(lora.target_modules), lora.variant, lora.dropout) == (
         DEFAULT_REQUEST.lora.r, DEFAULT_REQUEST.lora.target_modules, DEFAULT_REQUEST.lora.variant,

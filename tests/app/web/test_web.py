@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate
+from tunefit.estimator.request import default_checkpointing
 from tunefit.estimator.units import GIB
 
 QLORA_7B = {"submitted": "1", "model": "llama-2-7b", "method": "qlora", "r": "16", "all_linear": "on",
@@ -48,6 +49,27 @@ def test_plans_are_kept_in_the_sqlite_file(client, settings):
     rows = sqlite3.connect(settings.data_dir / "tunefit.db").execute("select query, label from plans").fetchall()
     assert any("seq_len=777" in q and "llama-2-7b qlora r=16" in label for q, label in rows)
     assert "seq 777" in client.get("/").text  # listed under recent plans
+
+
+@pytest.mark.parametrize("changes,request_fields", [
+    ({}, {}),  # the libraries' defaults: checkpointing on for prepared QLoRA
+    ({"gradient_checkpointing": "off", "loop": "plain", "grad_accum": "4", "prepare_kbit": "off", "attn": "eager"},
+     {"gradient_checkpointing": False, "loop": "plain", "grad_accum": 4, "prepare_kbit": False,
+      "attn_implementation": "eager"}),
+], ids=["library-defaults", "every-recipe-control"])
+def test_the_recipe_controls_reach_the_estimate(client, changes, request_fields):
+    html = client.get("/?" + urlencode({**QLORA_7B, **changes})).text
+    expected = estimate(EstimateRequest("llama-2-7b", method="qlora", quant=QuantSpec("nf4", True, 64),
+                                        lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear"),
+                                        **request_fields))
+    assert f'id="peak">{expected.peak_bytes / GIB:,.2f} GiB<' in html
+    assert expected.request.gradient_checkpointing is request_fields.get("gradient_checkpointing", True)
+    for name, value in changes.items():  # the form shows what was chosen
+        assert re.search(rf'<select id="{name}" name="{name}">.*?<option value="{value}" selected', html) or \
+            f'id="{name}" name="{name}" type="number" min="1" value="{value}"' in html, name
+    state = "on" if expected.request.gradient_checkpointing else "off"
+    default = "on" if default_checkpointing("qlora", expected.request.prepare_kbit) else "off"
+    assert f"gradient checkpointing {state} (non-reentrant); the default here is {default}" in html  # assumptions
 
 
 @pytest.mark.parametrize("changes,message", [

@@ -1,0 +1,116 @@
+"""The recipe choices (issue 19): the libraries' defaults, the loop, gradient accumulation - each
+a mechanism whose bytes the estimate adds where it says, no more."""
+
+from contextlib import nullcontext
+
+import pytest
+
+from tunefit.estimator import EstimateError, EstimateRequest, estimate, get_model
+from tunefit.estimator.request import DEFAULT_REQUEST, default_attention, default_checkpointing
+from tunefit.estimator.units import DTYPE_BITS, FP32_BITS
+
+MODEL = "llama-3-8b"
+
+
+def _est(**kw):
+    return estimate(EstimateRequest(MODEL, batch_size=2, seq_len=1024, **kw))
+
+
+@pytest.mark.parametrize("method,prepare_kbit,expected", [
+    ("qlora", True, True),  # peft's prepare_model_for_kbit_training(use_gradient_checkpointing=True)
+    ("qlora", False, False),
+    ("lora", True, False),  # transformers' TrainingArguments(gradient_checkpointing=False)
+    ("full", True, False),
+    ("inference", True, False),
+], ids=["qlora-prepared", "qlora-unprepared", "lora", "full", "inference"])
+def test_checkpointing_defaults_to_the_libraries(method, prepare_kbit, expected):
+    assert DEFAULT_REQUEST.gradient_checkpointing is None
+    est = _est(method=method, prepare_kbit=prepare_kbit)
+    assert est.request.gradient_checkpointing is expected is default_checkpointing(method, prepare_kbit)
+    assert any(a.startswith(f"gradient checkpointing {'on' if expected else 'off'}") for a in est.assumptions) \
+        or method == "inference"
+
+
+def test_an_explicit_checkpointing_choice_is_kept():
+    off = _est(method="qlora", gradient_checkpointing=False)
+    on = _est(method="qlora")
+    assert off.request.gradient_checkpointing is False
+    assert off.peak_allocated_bytes > on.peak_allocated_bytes
+    assert on.peak_allocated_bytes == _est(method="qlora", gradient_checkpointing=True).peak_allocated_bytes
+
+
+@pytest.mark.parametrize("model,expected", [("gemma-2-9b", "eager"), ("gpt-oss-20b", "eager"),
+                                            ("llama-3-8b", "sdpa"), ("qwen3-8b", "sdpa")])
+def test_attention_defaults_to_what_transformers_picks(model, expected):
+    est = estimate(EstimateRequest(model))
+    assert est.request.attn_implementation == expected == default_attention(get_model(model).arch)
+    with pytest.raises(EstimateError, match="attn_implementation") if expected == "eager" else nullcontext():
+        estimate(EstimateRequest(model, attn_implementation="sdpa"))
+
+
+@pytest.mark.parametrize("method,dtype", [("full", "bf16"), ("lora", "bf16"), ("qlora", "bf16"), ("full", "fp32")],
+                         ids=["full-bf16", "lora-bf16", "qlora-bf16", "full-fp32"])
+def test_a_plain_loop_holds_the_logits_and_the_loss_at_every_moment(method, dtype):
+    trainer = _est(method=method, dtype=dtype, gradient_checkpointing=False)
+    plain = _est(method=method, dtype=dtype, gradient_checkpointing=False, loop="plain")
+    arch = trainer.arch
+    # QLoRA prepared by peft: lm_head is fp32, so are its logits
+    logit_bits = FP32_BITS if method == "qlora" else DTYPE_BITS[dtype]
+    logits = 2 * 1024 * arch.vocab_size * logit_bits / 8
+    assert plain.moment_bytes[0] == trainer.moment_bytes[0]  # load: nothing yet
+    # the loss: held through backward by both loops, through the rest only by the plain one
+    backward = [p.name == "backward" for p in _moments(trainer)]
+    assert [p - t for p, t in zip(plain.moment_bytes[1:], trainer.moment_bytes[1:], strict=True)] == [
+        logits if in_backward else logits + 4 for in_backward in backward[1:]]
+    assert any("keeps the model's output" in a for a in plain.assumptions)
+
+
+def _moments(est):
+    from tunefit.estimator.estimate import _shape_free, step_plan
+
+    return step_plan(est.arch, _shape_free(est.request)).moments_at(est.request.batch_size, est.request.seq_len)
+
+
+def test_a_plain_loop_under_checkpointing_also_holds_the_embedding_leaf_and_its_grad():
+    trainer = _est(method="lora", gradient_checkpointing=True)
+    plain = _est(method="lora", gradient_checkpointing=True, loop="plain")
+    arch, tokens = trainer.arch, 2 * 1024
+    step = [p.allocated_bytes for p in plain.phases if p.name == "optimizer_step"][0]
+    step_trainer = [p.allocated_bytes for p in trainer.phases if p.name == "optimizer_step"][0]
+    leaf_and_grad = 2 * tokens * arch.hidden_size * 2
+    assert step - step_trainer == tokens * arch.vocab_size * 2 + 4 + leaf_and_grad
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_accumulation_keeps_every_gradient_through_forward_and_backward(method):
+    one = _est(method=method, gradient_checkpointing=True)
+    two = _est(method=method, gradient_checkpointing=True, grad_accum=2)
+    many = _est(method=method, gradient_checkpointing=True, grad_accum=64)
+    grads = one.breakdown["gradients_bytes"] if one.peak_phase == "optimizer_step" else None
+    forward_one = [p for p in one.phases if p.name == "forward"][0]
+    forward_two = [p for p in two.phases if p.name == "forward"][0]
+    assert forward_one.terms["gradients_bytes"] == 0
+    step = [p for p in two.phases if p.name == "optimizer_step"][0]
+    assert forward_two.terms["gradients_bytes"] == step.terms["gradients_bytes"] > 0
+    assert forward_two.allocated_bytes - forward_one.allocated_bytes == step.terms["gradients_bytes"]
+    # the peak of a cycle does not depend on its length past one
+    assert two.peak_allocated_bytes == many.peak_allocated_bytes >= one.peak_allocated_bytes
+    assert grads is None or grads == step.terms["gradients_bytes"]
+    assert any(a.startswith("gradient accumulation over 64") for a in many.assumptions)
+
+
+def test_full_accumulation_counts_lm_heads_new_gradient_before_it_is_added():
+    """lm_head's backward makes its V x h gradient before AccumulateGrad adds it into .grad: with
+    few tokens, that moment is the backward's peak."""
+    est = estimate(EstimateRequest(MODEL, method="full", batch_size=1, seq_len=16, grad_accum=2))
+    backward = [p for p in est.phases if p.name == "backward"][0]
+    head = est.arch.vocab_size * est.arch.hidden_size * 2
+    step = [p for p in est.phases if p.name == "optimizer_step"][0]
+    assert backward.terms["gradients_bytes"] == step.terms["gradients_bytes"] + head
+
+
+@pytest.mark.parametrize("field,value", [("grad_accum", 0), ("grad_accum", 1.5), ("loop", "manual"),
+                                         ("prepare_kbit", "yes"), ("gradient_checkpointing", 1)])
+def test_bad_recipe_fields_are_refused_by_name(field, value):
+    with pytest.raises(EstimateError, match=field):
+        estimate(EstimateRequest(MODEL, **{field: value}))
