@@ -11,6 +11,7 @@ from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, mo
 from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.request import (
     ATTN_IMPLEMENTATIONS,
+    AUTOCASTS,
     DEFAULT_REQUEST,
     DEVICES,
     LOOPS,
@@ -51,6 +52,8 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
                    help="QLoRA: peft's prepare_model_for_kbit_training (norms, embeddings, lm_head in fp32)")
     p.add_argument("--loop", choices=LOOPS, default=default.loop,
                    help="trainer: only the loss is kept (HF Trainer, TRL); plain: outputs kept through backward")
+    p.add_argument("--autocast", choices=AUTOCASTS, default=default.autocast,
+                   help="torch.autocast around the forward (HF Trainer's bf16=True / fp16=True); none: no autocast")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer)
     p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation,
                    help="default: what transformers picks (sdpa where the model supports it, else eager)")
@@ -87,7 +90,7 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
         "gradient_checkpointing": args.gradient_checkpointing, "optimizer": args.optimizer,
         "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
         "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
-        "grad_accum": args.grad_accum,
+        "grad_accum": args.grad_accum, "autocast": args.autocast,
     })
 
 

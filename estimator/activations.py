@@ -79,6 +79,10 @@ class ActivationSetting:
     lora_variant: str = "lora"
     # the training loop (``request.Loop``): ``plain`` holds the model's output between steps
     loop: str = "trainer"
+    # bytes of the dtype ``torch.autocast`` runs the forward in (0: no autocast)
+    autocast_bytes: float = 0.0
+    # the base Linears are bitsandbytes' (QLoRA): their outputs come back in their input's dtype
+    quantized: bool = False
 
     @property
     def tokens(self) -> int:
@@ -153,10 +157,11 @@ def _input_widths(arch: ArchSpec) -> dict[str, int]:
 
 def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[LinearSpec, ...]) -> float:
     """Bytes the Linears of one layer keep of their inputs (base weight and LoRA adapters)."""
-    t, a = st.tokens, st.stream_bytes
+    t = st.tokens
     widths = _input_widths(arch)
     total = 0.0
     shared_saved: set[str] = set()
+    adapter = adapter_compute_bytes(st)
     for m in modules:
         group = INPUT_GROUPS.get(m.role)
         if group is None:
@@ -172,11 +177,13 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
         if st.lora_variant == "vera":
             total += vera_saved(m, st)
             continue
-        total += t * st.lora_r * LORA_BYTES  # lora_A output, kept by lora_B
+        total += t * st.lora_r * adapter  # lora_A output, kept by lora_B
+        x = group_input_bytes(st, group)
         if st.lora_dropout > 0:
-            total += t * width * (LORA_BYTES + dropout_mask_bytes(st, LORA_BYTES))
-        elif a != LORA_BYTES:
-            total += t * width * LORA_BYTES  # this module's own fp32 cast of its input
+            dropped = x if _adapter_input_uncast(st) else LORA_BYTES  # the dtype the dropout runs in
+            total += t * width * (adapter + dropout_mask_bytes(st, dropped))
+        elif _adapter_input_copied(st, x):
+            total += t * width * adapter  # this module's own cast of its input
         else:
             shared_saved.add(group)
     copied = arch.attention_output_copied and not _cuda_memory_efficient(arch, st)
@@ -186,8 +193,46 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
         shared_saved.discard("attn_out")
     if arch.hidden_act in OUTPUT_SAVING_ACTS and not arch.gated_mlp:
         shared_saved.discard("mlp_act")  # ReLU's output, which :func:`mlp_saved` counts
-    total += sum(t * widths[g] * a for g in shared_saved)
+    total += sum(t * widths[g] * group_input_bytes(st, g) for g in shared_saved)
     return total
+
+
+def adapter_compute_bytes(st: ActivationSetting) -> float:
+    """The dtype a LoRA adapter computes in: its own fp32, or under autocast the autocast dtype
+    (``lora_A`` and ``lora_B`` are ``nn.Linear``: autocast casts their input and fp32 weight)."""
+    return st.autocast_bytes or LORA_BYTES
+
+
+def _adapter_input_uncast(st: ActivationSetting) -> bool:
+    """Whether peft hands an adapter its input as it comes: its bitsandbytes layers skip the cast
+    to the adapter's dtype while autocast is on (peft 0.21 ``tuners/lora/bnb.py``: ``requires_conversion
+    = not torch.is_autocast_enabled()``, which asks about CUDA's autocast only); every other layer
+    casts (``_cast_input_dtype``)."""
+    return bool(st.autocast_bytes) and st.quantized and st.device == "cuda"
+
+
+def _adapter_input_copied(st: ActivationSetting, x: float) -> bool:
+    """Whether ``lora_A`` keeps a cast copy of its input (of ``x`` bytes an element) rather than the
+    input itself: without autocast, peft's cast to fp32 copies a 16-bit input; under autocast, the
+    autocast cast of peft's fp32 copy, or of the input itself where it is not in the autocast dtype."""
+    if not st.autocast_bytes:
+        return x != LORA_BYTES
+    return not (_adapter_input_uncast(st) and x == st.autocast_bytes)
+
+
+def attention_bytes(st: ActivationSetting) -> float:
+    """Bytes of one element of q, k, v and the attention output as the kernel gets them: the
+    stream's, or under autocast the autocast dtype (sdpa and ``matmul`` are on autocast's
+    lower-precision lists, CPU's and CUDA's)."""
+    return st.autocast_bytes or st.stream_bytes
+
+
+def group_input_bytes(st: ActivationSetting, group: str) -> float:
+    """Bytes of one element of the input a group of Linears reads: the stream's, but o_proj's,
+    which is the attention output (:func:`attention_bytes`). (The MLP's product stays in the
+    stream's dtype: a 4-bit Linear returns its input's dtype, and autocast is only modelled where the
+    other Linears' dtype is the stream's.)"""
+    return attention_bytes(st) if group == "attn_out" else st.stream_bytes
 
 
 def fused_attention(arch: ArchSpec, st: ActivationSetting) -> bool:
@@ -202,8 +247,8 @@ def fused_attention(arch: ArchSpec, st: ActivationSetting) -> bool:
 def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes the attention core keeps: q, k, v and either the s×s probabilities (eager, or sdpa's
     math path) or the output + LSE (fused sdpa / flash kernels), plus the additive mask a masked
-    sdpa call keeps."""
-    b, s, t, a = st.batch, st.seq, st.tokens, st.stream_bytes
+    sdpa call keeps; in :func:`attention_bytes`."""
+    b, s, t, a = st.batch, st.seq, st.tokens, attention_bytes(st)
     n = arch.num_attention_heads
     qkv = t * (arch.q_dim + 2 * arch.kv_dim) * a
     if arch.mla is not None:
@@ -229,10 +274,10 @@ def attention_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         return _broadcast_math_saved(arch, st)
     if _kv_expanded(arch, st):
         qkv = t * 3 * arch.q_dim * a
-    elif arch.v_views_fused_qkv:
+    elif arch.v_views_fused_qkv and a == st.stream_bytes:
         # q and k leave the fused projection's output through RoPE (new tensors), v as a view of it
         # that the fused kernel keeps as it is (eager's matmul keeps a contiguous copy instead):
-        # saving v keeps the whole fused output alive
+        # saving v keeps the whole fused output alive (unless autocast casts v into a tensor of its own)
         qkv += t * (arch.q_dim + arch.kv_dim) * a
     out = t * arch.q_dim * a
     lse = b * n * s * FP32_BYTES
@@ -266,12 +311,12 @@ def sdpa_mask_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     if not sdpa_masked(arch, st):
         return 0.0
     row = -(-st.seq // MEM_EFF_BIAS_ALIGNMENT) * MEM_EFF_BIAS_ALIGNMENT if st.device == "cuda" else st.seq
-    return st.batch * st.seq * row * st.stream_bytes
+    return st.batch * st.seq * row * attention_bytes(st)
 
 
 def _cuda_memory_efficient(arch: ArchSpec, st: ActivationSetting) -> bool:
     """Whether sdpa runs CUDA's memory-efficient kernel (flash takes 16-bit inputs without a mask)."""
-    return st.device == "cuda" and st.attn == "sdpa" and (st.stream_bytes == FP32_BYTES or sdpa_masked(arch, st))
+    return st.device == "cuda" and st.attn == "sdpa" and (attention_bytes(st) == FP32_BYTES or sdpa_masked(arch, st))
 
 
 def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
@@ -288,15 +333,19 @@ def _sink_probs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """gpt-oss's eager attention with sinks: each row's scores get the head's sink logit appended
     (``s + 1`` columns), the row maximum is subtracted (``max`` keeps its int64 indices) and the
     softmax runs in the stream's dtype; its output is kept (the matmul with v keeps a view of it)."""
-    b, s, n, a = st.batch, st.seq, arch.num_attention_heads, st.stream_bytes
-    return b * n * s * (s + 1) * a + b * n * s * INDEX_BYTES
+    b, s, n, a = st.batch, st.seq, arch.num_attention_heads, attention_bytes(st)
+    # ``cat`` with the sinks, a parameter in the stream's dtype (fp32 after kbit preparation),
+    # promotes the scores; under autocast the product with v then keeps its own cast of them
+    combined = max(a, st.stream_bytes)
+    cast = b * n * s * s * a if combined != a else 0.0
+    return b * n * s * (s + 1) * combined + cast + b * n * s * INDEX_BYTES
 
 
 def _eager_probs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """Bytes per ``b·n·s²`` element eager attention keeps: the softmax output (fp32 where the
     family computes it in fp32, as Llama's ``softmax(dtype=float32)``; in the stream's dtype for
     GPT-2) and its cast back; with attention dropout, the mask and the dropped weights."""
-    a = st.stream_bytes
+    a = attention_bytes(st)
     softmax = FP32_BYTES if arch.softmax_fp32 else a
     cast = a if softmax != a else 0
     dropout = dropout_mask_bytes(st, a) + a if arch.attention_dropout > 0 else 0
@@ -470,7 +519,38 @@ def layer_saved(arch: ArchSpec, st: ActivationSetting) -> float:
         + param_wrapper_saved(arch, st)
         + residual_dropout_saved(arch, st)
         + dora_saved(arch, st)
+        + autocast_weight_copies(arch, st)
     )
+
+
+def autocast_weight_copies(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Autocast's weight-cast cache, per layer: a copy in the autocast dtype of every fp32 weight
+    that trains and runs in the forward (torch 2.13 ``autocast_mode.cpp``, ``cached_cast``: "cache
+    lower_precision_fp casts of fp32 model weights"), the LoRA adapters' ``A`` and ``B``; kept
+    until the forward leaves autocast, and by each adapter's matmul until its backward. (Weights
+    already in the autocast dtype are used as they are: full fine-tuning of 16-bit weights.)"""
+    if not st.autocast_bytes or st.full:
+        return 0.0
+    adapted = [m for m in arch.layer_linears if m.name in st.lora_targets]
+    return sum(st.lora_r * (m.in_features + m.out_features) for m in adapted) * st.autocast_bytes
+
+
+def autocast_cache_held(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Under checkpointing the layers keep nothing, but the autocast cache still holds every
+    layer's :func:`autocast_weight_copies` until the forward (the loss inside it) is done."""
+    if not st.gradient_checkpointing:
+        return 0.0
+    return sum(n * autocast_weight_copies(kind, kind_st) for kind, kind_st, n in layer_kinds(arch, st))
+
+
+def head_weight_copy(arch: ArchSpec, st: ActivationSetting) -> float:
+    """Under autocast, ``lm_head`` in another dtype than autocast's (fp32 after peft's
+    ``prepare_model_for_kbit_training``) computes with a cast copy of its weight, ``V x
+    embedding_dim`` in the autocast dtype, which its matmul keeps for the input gradient until
+    lm_head's backward (a frozen weight is not cached: cast on each call)."""
+    if not st.autocast_bytes or st.stream_bytes == st.autocast_bytes:
+        return 0.0
+    return arch.vocab_size * arch.embedding_dim * st.autocast_bytes
 
 
 def vera_saved(m: LinearSpec, st: ActivationSetting) -> float:
@@ -547,10 +627,20 @@ def frozen_input_unsaved(arch: ArchSpec, st: ActivationSetting) -> float:
     is frozen, so the layer's input needs no gradient, and with the norm's weight frozen too
     autograd records nothing for it (no tensor of the op requires grad); nor does the adapter
     dropout behind it. A post-norm layer (OLMo 2) reads its input with the projections first:
-    nothing to take away."""
+    nothing to take away. Under a parallel residual (GPT-NeoX, Falcon) the MLP branch reads that
+    input too: without an adapter on the MLP, nothing of it needs a gradient, and it keeps nothing."""
     if st.full or st.gradient_checkpointing or arch.post_norm or not arch.layer_norms:
         return 0.0  # under checkpointing the embedding's output requires grad (:func:`embedding_leaf_held`)
-    return norm_saved(arch, st) + _frozen_input_dropout_masks(arch, st)
+    return norm_saved(arch, st) + _frozen_input_dropout_masks(arch, st) + _frozen_parallel_mlp(arch, st)
+
+
+def _frozen_parallel_mlp(arch: ArchSpec, st: ActivationSetting) -> float:
+    """The bottom layer's MLP branch under a parallel residual, where no adapter sits on the MLP:
+    everything it would keep (:func:`mlp_half_saved`)."""
+    mlp = [m for m in arch.layer_linears if m.role in ("mlp_in", "mlp_out")]
+    if not arch.parallel_residual or any(m.name in st.lora_targets for m in mlp) or st.wrapped_targets:
+        return 0.0
+    return mlp_half_saved(arch, st)
 
 
 def embedding_leaf(st: ActivationSetting) -> bool:
@@ -596,7 +686,7 @@ def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     final = norm_saved(arch, st) if arch.final_norm else 0.0
     projections = linear_inputs_saved(arch, st, arch.model_linears)
     head_input = st.tokens * arch.embedding_dim * st.stream_bytes if st.full else 0.0
-    return final + projections + head_input + embedding_dropout_saved(arch, st)
+    return final + projections + head_input + embedding_dropout_saved(arch, st) + head_weight_copy(arch, st)
 
 
 def logits_forward(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -631,12 +721,14 @@ def logits_backward_peak(arch: ArchSpec, st: ActivationSetting) -> float:
 
 def loop_output_held(arch: ArchSpec, st: ActivationSetting) -> float:
     """What a plain loop's ``outputs`` holds beyond the loss: the logits, ``t·V`` in the dtype
-    ``lm_head`` emits (after soft-capping, its own tensor). ``outputs = model(**batch)`` keeps this
-    step's through backward and the optimizer step, and the previous step's through the next
-    forward, until that forward returns and the name is rebound. A trainer keeps only the loss (0)."""
+    ``lm_head`` emits (after soft-capping, its own tensor), or under autocast in fp32 (accelerate
+    converts a mixed-precision forward's outputs to fp32: ``convert_outputs_to_fp32``).
+    ``outputs = model(**batch)`` keeps this step's through backward and the optimizer step, and
+    the previous step's through the next forward, until that forward returns and the name is
+    rebound. A trainer keeps only the loss (0)."""
     if st.loop != "plain":
         return 0.0
-    return st.tokens * arch.vocab_size * st.logits_bytes
+    return st.tokens * arch.vocab_size * (FP32_BYTES if st.autocast_bytes else st.logits_bytes)
 
 
 def loss_held(st: ActivationSetting, phase: str) -> float:
@@ -664,7 +756,7 @@ def attention_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
         return st.batch * arch.num_attention_heads * st.seq * st.seq * 2 * FP32_BYTES
     if st.attn != "eager":
         return 0.0
-    a = st.stream_bytes
+    a = attention_bytes(st)
     # the gradient's fp32 copy and softmax's backward output; the 16-bit cast of the probabilities
     # (counted in the layer's saved tensors) was consumed by the matmul's backward just before
     per_element = 2 * FP32_BYTES - (a if a != FP32_BYTES else 0)

@@ -27,6 +27,10 @@ MAX_LAYERS = 4096
 MAX_TOTAL_PARAMS = 10**14
 
 
+# Activations transformers writes as several pointwise ops in Python (NewGELUActivation's
+# ``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * pow(x, 3))))``), ``pow`` among them.
+COMPOSITE_GELUS = ("gelu_new",)
+
 @dataclass(frozen=True)
 class LinearSpec:
     """One Linear (or GPT-2 ``Conv1D``) module, as peft and bitsandbytes see it.
@@ -355,6 +359,16 @@ class ArchSpec:
             return (self.sliding_window,) * self.num_hidden_layers
         local = {"sliding_attention": self.sliding_window, "chunked_attention": self.attention_chunk_size}
         return tuple(local.get(t, 0) for t in self.layer_types)
+
+    @cached_property
+    def autocast_neutral_on_cuda(self) -> bool:
+        """Whether CUDA's autocast leaves the stream's own ops as they are: every norm an RMSNorm
+        (CUDA's autocast runs ``layer_norm`` in fp32, torch 2.13 ``autocast_mode.cpp``), the eager
+        softmax pinned to fp32 (an unpinned ``softmax`` runs in fp32 there too), no ``gelu_new``
+        (its ``pow``, fp32 there)."""
+        norms = (*self.layer_norms, *((self.final_norm,) if self.final_norm else ()))
+        return (all(n.kind == "rmsnorm" for n in norms) and self.softmax_fp32
+                and self.hidden_act not in COMPOSITE_GELUS)
 
     @cached_property
     def smallest_window(self) -> int:

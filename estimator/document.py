@@ -33,6 +33,7 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "prepare_kbit": req.prepare_kbit,
         "loop": req.loop,
         "grad_accum": req.grad_accum,
+        "autocast": req.autocast,
     }
 
 

@@ -33,6 +33,7 @@ from .phase import Phase
 from .quant import QuantSpec
 from .request import (
     AttnImplementation,
+    Autocast,
     Device,
     EstimateRequest,
     Loop,
@@ -129,6 +130,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
     assert req.attn_implementation is not None and req.gradient_checkpointing is not None, "normalize() first"
     qlora_fp32 = req.method == "qlora" and req.prepare_kbit
     stream_bits = FP32_BITS if qlora_fp32 else DTYPE_BITS[req.dtype]
+    autocast_bits = DTYPE_BITS[req.autocast] if req.autocast != "none" and req.method != "inference" else 0
     targets: tuple[str, ...] = ()
     wrapped: tuple[str, ...] = ()
     if req.method in ("lora", "qlora"):
@@ -139,7 +141,10 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         batch=req.batch_size,
         seq=req.seq_len,
         stream_bytes=stream_bits / 8,
-        logits_bytes=stream_bits / 8,
+        # lm_head emits its weight's dtype, or under autocast autocast's
+        logits_bytes=(autocast_bits or stream_bits) / 8,
+        autocast_bytes=autocast_bits / 8,
+        quantized=bool(req.quant and req.quant.enabled),
         full=req.method == "full",
         lora_targets=targets,
         wrapped_targets=wrapped,
@@ -184,8 +189,9 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     weights = _weight_terms(w)
     state = 0 if opt.paged else opt.state_bytes
     held = act.loop_output_held(arch, st)
-    # a plain loop's previous output holds its graph's leaf through this forward
-    graph_held = act.loop_graph_held(arch, st)
+    # a plain loop's previous output holds its graph's leaf through this forward; under
+    # checkpointing the autocast cache holds the layers' weight copies until the forward is done
+    graph_held = act.loop_graph_held(arch, st) + act.autocast_cache_held(arch, st)
 
     # with accumulation, the engine's pending lm_head half of a tied table's gradient is no .grad yet
     pending = act.tied_head_grad_pending(arch, st) if accumulates else 0.0
@@ -250,7 +256,8 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     backward = tuple(Phase("backward", t) for t in moments)
     step = Phase("optimizer_step", _terms(weights, gradients_bytes=grads, optimizer_bytes=state,
                                           logits_bytes=held + act.loss_held(st, "optimizer_step"),
-                                          activations_bytes=graph_held, optimizer_step_temp_bytes=opt.step_temp_bytes))
+                                          activations_bytes=act.loop_graph_held(arch, st),
+                                          optimizer_step_temp_bytes=opt.step_temp_bytes))
     return (load, *(Phase("forward", t) for t in forward), *backward, step)
 
 
@@ -291,7 +298,8 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
                  "is not counted"]
     else:
         notes = [
-            f"no autocast: weights and compute in {req.dtype}; loss on all {req.seq_len} positions",
+            _autocast_note(req),
+            f"loss on all {req.seq_len} positions: transformers' ForCausalLMLoss upcasts the logits to fp32",
             LOOP_NOTES[req.loop],
             _accumulation_note(req.grad_accum),
             _checkpointing_note(req),
@@ -306,8 +314,9 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
         notes.append("bitsandbytes quantizes only modules whose type is exactly nn.Linear/Conv1D; "
                      "lm_head stays unquantized")
         if req.prepare_kbit:
+            logits = "" if req.autocast != "none" else " and the logits"
             notes.append("prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32, "
-                         "so the residual stream and logits are fp32")
+                         f"so the residual stream{logits} {'are' if logits else 'is'} fp32")
     if arch.num_local_experts:
         reach = ("peft reaches them (and the router) only through ParamWrapper, which keeps a full adapted copy"
                  if arch.peft_reaches_experts else
@@ -349,6 +358,16 @@ LOOP_NOTES: dict[str, str] = {
              "accelerate's and peft's examples): its logits stay alive through backward, the optimizer step "
              "and the next step's forward",
 }
+
+
+def _autocast_note(req: EstimateRequest) -> str:
+    if req.autocast == "none":
+        return f"no autocast: weights and compute in {req.dtype} (--autocast bf16|fp16 runs the forward under it)"
+    stream = "fp32 (prepare_model_for_kbit_training)" if req.method == "qlora" and req.prepare_kbit else req.dtype
+    return (f"torch.autocast({req.autocast}) around the forward, its outputs converted to fp32 after, as accelerate "
+            f"does for Hugging Face Trainer's {req.autocast}=True; weights and residual stream in {stream}, matmuls "
+            f"and attention in {req.autocast}, LoRA adapters (fp32) computing through cast copies"
+            + ("; fp16 with a GradScaler" if req.autocast == "fp16" else ""))
 
 
 def _accumulation_note(grad_accum: int) -> str:
@@ -416,6 +435,7 @@ class ShapeFree(NamedTuple):
     num_gpus: int
     loop: Loop
     accumulates: bool  # grad_accum > 1: the peak of a cycle does not depend on its length
+    autocast: Autocast
 
 
 def _shape_free(req: EstimateRequest) -> ShapeFree:
@@ -425,17 +445,17 @@ def _shape_free(req: EstimateRequest) -> ShapeFree:
     quant = req.quant or default_quant(req.method)  # normalize() has filled it in already
     return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
                      req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus, req.loop,
-                     req.method != "inference" and req.grad_accum > 1)
+                     req.method != "inference" and req.grad_accum > 1, req.autocast)
 
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
-    method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates = (
-        shape_free)
+    (method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates,
+     autocast) = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
-                          device=device, prepare_kbit=prepare_kbit, loop=loop)
+                          device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
     opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)

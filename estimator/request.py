@@ -26,6 +26,9 @@ Sharding = Literal["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]
 # ``plain`` the whole output, logits included, until the next step's forward has returned
 # (``outputs = model(**batch); accelerator.backward(outputs.loss)``: accelerate's and peft's examples).
 Loop = Literal["trainer", "plain"]
+# torch.autocast around the forward, as accelerate wraps a prepared model's forward for Hugging Face
+# Trainer's bf16=True / fp16=True (its outputs converted to fp32 after); "none": no autocast.
+Autocast = Literal["none", "bf16", "fp16"]
 METHODS: tuple[Method, ...] = get_args(Method)
 COMPUTE_DTYPES: tuple[ComputeDtype, ...] = get_args(ComputeDtype)
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
@@ -33,6 +36,7 @@ ATTN_IMPLEMENTATIONS: tuple[AttnImplementation, ...] = get_args(AttnImplementati
 DEVICES: tuple[Device, ...] = get_args(Device)
 SHARDING: tuple[Sharding, ...] = get_args(Sharding)
 LOOPS: tuple[Loop, ...] = get_args(Loop)
+AUTOCASTS: tuple[Autocast, ...] = get_args(Autocast)
 # The dtype weights load in; a request may spell it as torch does (``DTYPE_ALIASES``).
 DEFAULT_DTYPE: ComputeDtype = "bf16"
 MAX_BATCH = 2**20
@@ -54,7 +58,8 @@ class EstimateRequest:
     ``gradient_checkpointing`` and ``attn_implementation`` None take the libraries' defaults
     (:func:`default_checkpointing`, :func:`default_attention`); :func:`normalize` fills them in.
     ``grad_accum`` micro-batches make one optimizer step; ``loop`` says what the loop keeps of
-    the model's output (:data:`Loop`).
+    the model's output (:data:`Loop`); ``autocast`` the dtype ``torch.autocast`` runs the forward
+    in (:data:`Autocast`).
     """
 
     model: Any
@@ -74,6 +79,7 @@ class EstimateRequest:
     prepare_kbit: bool = True
     loop: Loop = "trainer"
     grad_accum: int = 1
+    autocast: Autocast = "none"
 
 
 # The fields a request document (``document.request_document``) carries.
@@ -199,7 +205,7 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     # types too: True == 1 and 1.0 == 1, but only the int is a valid count
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
            request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
-           type(request.num_gpus), type(lora.r), type(lora.dropout))
+           request.autocast, type(request.num_gpus), type(lora.r), type(lora.dropout))
     try:
         known = _VALID_SETTINGS.get(key)
     except TypeError:  # an unhashable field (a list of targets): validate without remembering
@@ -222,6 +228,7 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
     if request.attn_implementation is not None:
         _choice("attn_implementation", request.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("loop", request.loop, LOOPS)
+    _choice("autocast", request.autocast, AUTOCASTS)
     _choice("device", request.device, DEVICES)
     _choice("sharding", request.sharding, SHARDING)
     _positive_int("num_gpus", request.num_gpus, MAX_GPUS)
@@ -240,12 +247,39 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
+    _validate_autocast(request, dtype, arch)
     attn = request.attn_implementation or default_attention(arch)
     if attn == "sdpa" and not arch.supports_sdpa:
         raise EstimateError("attn_implementation",
                             f"transformers has no sdpa attention for {arch.model_type}; "
                             "use 'eager' or 'flash_attention_2'")
     return dtype, quant, arch, attn
+
+
+def _validate_autocast(request: EstimateRequest, dtype: str, arch: ArchSpec) -> None:
+    """The autocast settings the estimate models: the weights already in the autocast dtype (a
+    16-bit checkpoint, which transformers 5 loads in its own dtype by default), or QLoRA computing
+    in it; plain LoRA adapters. Weights in another dtype than autocast's (fp32 master weights) are
+    refused until modelled, as is CUDA's autocast for the families where it changes more than the
+    adapters (LayerNorm and an unpinned softmax, which CUDA's autocast runs in fp32)."""
+    if request.autocast == "none" or request.method == "inference":
+        return
+    if dtype != request.autocast:
+        raise EstimateError("autocast", f"autocast {request.autocast} with weights in {dtype} is not modelled yet; "
+                                        f"load the weights in {request.autocast} (dtype {request.autocast})")
+    if request.autocast == "fp16" and request.method == "full":
+        raise EstimateError("autocast", "fp16 autocast needs fp32 master weights for full fine-tuning (torch's "
+                                        "GradScaler refuses fp16 gradients: 'Attempting to unscale FP16 gradients'), "
+                                        "which is not modelled yet; use bf16")
+    if request.method in ("lora", "qlora") and request.lora.variant in AUTOCAST_UNMODELLED_VARIANTS:
+        raise EstimateError("autocast", f"autocast with peft's {request.lora.variant} is not modelled yet")
+    if request.device == "cuda" and not arch.autocast_neutral_on_cuda:
+        raise EstimateError("autocast", f"CUDA's autocast for {arch.model_type} (LayerNorm, or a softmax in the "
+                                        "stream's dtype, which CUDA's autocast runs in fp32) is not modelled yet")
+
+
+# peft's variants whose adapters compute beyond lora_B(lora_A(x)), not yet measured under autocast
+AUTOCAST_UNMODELLED_VARIANTS = ("dora", "vera")
 
 
 def _boolean(field_name: str, value: Any) -> None:

@@ -279,8 +279,13 @@ def variant_cases() -> list[Case]:
 RECIPE_CHOICES: dict[str, dict] = {
     "plain-loop": {"loop": "plain"},
     "grad-accum": {"grad_accum": 2},
+    # autocast runs where the weights are in its dtype (the estimator refuses fp32 master weights)
+    "autocast-bf16": {"autocast": "bf16", "dtype": "bf16"},
+    "autocast-fp16": {"autocast": "fp16", "dtype": "fp16"},
 }
 RECIPE_METHODS = ("full", "lora", "qlora")
+# fp16 autocast needs fp32 master weights for full fine-tuning (GradScaler refuses fp16 gradients)
+RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora")}
 RECIPE_SHAPE = (2, 128)
 
 
@@ -291,15 +296,16 @@ def recipe_cases() -> list[Case]:
     out = []
     for c, (choice, fields) in enumerate(RECIPE_CHOICES.items()):
         rng = random.Random(f"{SEED}/{choice}")
+        methods = RECIPE_CHOICE_METHODS.get(choice, RECIPE_METHODS)
         for n, (name, (_, config)) in enumerate(MODELS.items()):
-            method = RECIPE_METHODS[(n + c) % len(RECIPE_METHODS)]
+            method = methods[(n + c) % len(methods)]
             gc = (n // len(RECIPE_METHODS)) % 2 == 1
             dtype = "fp32" if _wide(config) else "bf16"
             attn = "sdpa" if arch_from_config(config).supports_sdpa else "eager"
             batch, seq = RECIPE_SHAPE
             base = _request(config, method, dtype, batch, seq, gc, attn, rng)
             req = replace(base, **fields)
-            case_id = f"{name}/{choice}-{method}-{dtype}-b{batch}-s{seq}{'-gc' if gc else ''}"
+            case_id = f"{name}/{choice}-{method}-{req.dtype}-b{batch}-s{seq}{'-gc' if gc else ''}"
             out.append(Case(case_id, name, "holdout" if (n + c) % 2 else "fit", req))
     return out
 

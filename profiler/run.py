@@ -133,29 +133,57 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Co
     output, rebound only when the next forward returns (``outputs = model(**batch)``)."""
     readings: list[dict[str, Any]] = []
     outputs = None
+    forward = autocast_forward(model, req, device)
+    scaler = torch.amp.GradScaler(device.type) if req.autocast == "fp16" else None
     for step in range(1, steps + 1):
         for _ in range(req.grad_accum):
             ids = _tokens(req, vocab, device)
             report("forward", step, steps)
             counter.begin()
             if req.loop == "plain":
-                outputs = model(input_ids=ids, labels=ids, use_cache=False)
+                outputs = forward(input_ids=ids, labels=ids, use_cache=False)
                 loss = outputs.loss
             else:
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss = forward(input_ids=ids, labels=ids, use_cache=False).loss
             readings.append(counter.end("forward", step))
             report("backward", step, steps)
             counter.begin()
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
             del loss
             readings.append(counter.end("backward", step))
         report("optimizer_step", step, steps)
         counter.begin()
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:  # fp16: accelerate's GradScaler unscales the gradients in place, skips a step with inf / nan
+            scaler.step(optimizer)
+            scaler.update()
         optimizer.zero_grad(set_to_none=True)
         readings.append(counter.end("optimizer_step", step))
     del outputs
     return readings
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_forward(model: torch.nn.Module, req: EstimateRequest, device: torch.device) -> Callable[..., Any]:
+    """The model's forward as the request's recipe calls it: under ``torch.autocast`` with its
+    outputs converted to fp32 after, as accelerate wraps a prepared model's forward for mixed
+    precision (accelerate 1.15 ``Accelerator.prepare_model``: ``convert_outputs_to_fp32(autocast_context(
+    forward))``), or the model itself."""
+    if req.autocast == "none":
+        return model
+    from accelerate.utils.operations import convert_to_fp32
+
+    dtype = AUTOCAST_DTYPES[req.autocast]
+
+    def forward(**batch: Any) -> Any:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            outputs = model(**batch)
+        return convert_to_fp32(outputs)
+
+    return forward
 
 
 def _prefill(model: torch.nn.Module, counter: Counter, req: EstimateRequest, vocab: int, device: torch.device,

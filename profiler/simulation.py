@@ -57,6 +57,9 @@ def simulate(request: EstimateRequest, steps: int = SIMULATED_STEPS, progress: P
     if req.optimizer not in SIMULATED_OPTIMIZERS and req.method != "inference":
         raise BuildError(f"optimizer {req.optimizer!r} runs bitsandbytes' C kernels, which have no meta "
                          f"implementation; simulated optimizers: {', '.join(SIMULATED_OPTIMIZERS)}")
+    if req.autocast != "none" and req.method != "inference":
+        raise BuildError("autocast cannot be simulated: torch has no autocast for the meta device (its casts "
+                         "are dispatched for CUDA and CPU tensors only); measure it instead")
     prediction = to_document(estimate(req))
     started = time.perf_counter()
     try:

@@ -22,6 +22,7 @@ from tunefit.estimator.request import (
     MAX_SEQ,
     QLORA_DEFAULT_QUANT,
     AttnImplementation,
+    Autocast,
     Device,
     Loop,
     Method,
@@ -147,6 +148,8 @@ class SettingIn(_Strict):
                                                  "plain: the model's output is kept through backward")
     grad_accum: int = Field(DEFAULT.grad_accum, ge=1, le=MAX_GRAD_ACCUM,
                             description="micro-batches per optimizer step (gradient accumulation)")
+    autocast: Autocast = Field(DEFAULT.autocast, description="torch.autocast around the forward (Hugging Face "
+                                                             "Trainer's bf16=True / fp16=True); none: no autocast")
 
 
 class EstimateIn(SettingIn):

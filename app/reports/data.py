@@ -162,13 +162,14 @@ def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -
 
 
 # The recipe choices (issue 19) a measurement is reported by, with their defaults (the estimator's)
-RECIPE_DEFAULTS = {"loop": DEFAULT_REQUEST.loop, "grad_accum": DEFAULT_REQUEST.grad_accum}
+RECIPE_DEFAULTS = {"loop": DEFAULT_REQUEST.loop, "grad_accum": DEFAULT_REQUEST.grad_accum,
+                   "autocast": DEFAULT_REQUEST.autocast}
 BASE_RECIPE = "base"
 
 
 def recipe_of(request_doc: dict[str, Any]) -> str:
     """The recipe choices of a request that differ from the defaults, ``loop=plain``,
-    ``grad_accum`` (any count above one: the peak of a cycle does not depend on it), joined by
+    ``grad_accum`` (any count above one: the peak of a cycle does not depend on it), ``autocast=bf16``, joined by
     ``+``; :data:`BASE_RECIPE` where none does (a document from before a choice existed has its default)."""
     changed = []
     for name, default in RECIPE_DEFAULTS.items():

@@ -29,6 +29,7 @@ from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
 from tunefit.estimator.request import (
     ATTN_IMPLEMENTATIONS,
+    AUTOCASTS,
     COMPUTE_DTYPES,
     DEFAULT_DTYPE,
     DEFAULT_REQUEST,
@@ -42,6 +43,7 @@ from tunefit.estimator.request import (
     OPTIMIZERS,
     QLORA_DEFAULT_QUANT,
     AttnImplementation,
+    Autocast,
     Device,
     Loop,
     Method,
@@ -97,6 +99,7 @@ class PlanForm(BaseModel):
     gradient_checkpointing: bool | None = DEFAULT.gradient_checkpointing  # None: the libraries' default
     prepare_kbit: bool = DEFAULT.prepare_kbit
     loop: Loop = DEFAULT.loop
+    autocast: Autocast = DEFAULT.autocast
     optimizer: Optimizer = DEFAULT.optimizer
     attn: AttnImplementation | None = DEFAULT.attn_implementation  # None: what transformers picks
     device: Device = DEFAULT.device
@@ -136,7 +139,7 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         quant=QuantIn(type=form.quant, double_quant=form.double_quant) if form.method == "qlora" else None,
         batch_size=form.batch_size, seq_len=form.seq_len, gradient_checkpointing=form.gradient_checkpointing,
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
-        prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum,
+        prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum, autocast=form.autocast,
     )
 
 
@@ -163,7 +166,7 @@ def form_context(form: PlanForm) -> dict[str, Any]:
         "choices": {
             "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
-            "device": DEVICES, "loop": LOOPS,
+            "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS,
         },
     }
 

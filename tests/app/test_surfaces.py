@@ -42,11 +42,11 @@ PLANS = {
     ),
     "recipe-choices": (
         EstimateRequest("qwen3-8b", method="qlora", prepare_kbit=False, gradient_checkpointing=False, loop="plain",
-                        grad_accum=4, batch_size=2, seq_len=2048),
+                        grad_accum=4, batch_size=2, seq_len=2048, autocast="bf16"),
         ["--model", "qwen3-8b", "--method", "qlora", "--no-prepare-kbit", "--no-gradient-checkpointing", "--loop",
-         "plain", "--grad-accum", "4", "--batch-size", "2", "--seq-len", "2048"],
+         "plain", "--grad-accum", "4", "--batch-size", "2", "--seq-len", "2048", "--autocast", "bf16"],
         {"model": "qwen3-8b", "method": "qlora", "prepare_kbit": False, "gradient_checkpointing": False,
-         "loop": "plain", "grad_accum": 4, "batch_size": 2, "seq_len": 2048},
+         "loop": "plain", "grad_accum": 4, "batch_size": 2, "seq_len": 2048, "autocast": "bf16"},
     ),
     "library-defaults-gemma2": (
         EstimateRequest("gemma-2-9b", method="qlora"),
@@ -87,11 +87,12 @@ def test_the_api_schemas_take_their_defaults_from_the_estimator():
     setting = SettingIn(model="llama-2-7b")
     assert (setting.method, setting.dtype, setting.batch_size, setting.seq_len, setting.optimizer,
             setting.attn_implementation, setting.device, setting.num_gpus, setting.sharding,
-            setting.gradient_checkpointing, setting.prepare_kbit, setting.loop, setting.grad_accum) == (
+            setting.gradient_checkpointing, setting.prepare_kbit, setting.loop, setting.grad_accum,
+            setting.autocast) == (
         DEFAULT_REQUEST.method, DEFAULT_REQUEST.dtype, DEFAULT_REQUEST.batch_size, DEFAULT_REQUEST.seq_len,
         DEFAULT_REQUEST.optimizer, DEFAULT_REQUEST.attn_implementation, DEFAULT_REQUEST.device,
         DEFAULT_REQUEST.num_gpus, DEFAULT_REQUEST.sharding, DEFAULT_REQUEST.gradient_checkpointing,
-        DEFAULT_REQUEST.prepare_kbit, DEFAULT_REQUEST.loop, DEFAULT_REQUEST.grad_accum)
+        DEFAULT_REQUEST.prepare_kbit, DEFAULT_REQUEST.loop, DEFAULT_REQUEST.grad_accum, DEFAULT_REQUEST.autocast)
     lora = LoraIn()
     assert (lora.r, tuple(lora.target_modules), lora.variant, lora.dropout) == (
         DEFAULT_REQUEST.lora.r, DEFAULT_REQUEST.lora.target_modules, DEFAULT_REQUEST.lora.variant,

@@ -2,10 +2,11 @@
 a mechanism whose bytes the estimate adds where it says, no more."""
 
 from contextlib import nullcontext
+from dataclasses import replace
 
 import pytest
 
-from tunefit.estimator import EstimateError, EstimateRequest, estimate, get_model
+from tunefit.estimator import EstimateError, EstimateRequest, LoraSpec, estimate, get_model
 from tunefit.estimator.request import DEFAULT_REQUEST, default_attention, default_checkpointing
 from tunefit.estimator.units import DTYPE_BITS, FP32_BITS
 
@@ -114,3 +115,62 @@ def test_full_accumulation_counts_lm_heads_new_gradient_before_it_is_added():
 def test_bad_recipe_fields_are_refused_by_name(field, value):
     with pytest.raises(EstimateError, match=field):
         estimate(EstimateRequest(MODEL, **{field: value}))
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"method": "full", "dtype": "fp32", "autocast": "bf16"}, "with weights in fp32 is not modelled"),
+    ({"method": "full", "dtype": "fp16", "autocast": "fp16"}, "GradScaler refuses fp16 gradients"),
+    ({"method": "lora", "autocast": "bf16", "lora": {"variant": "dora"}}, "dora"),
+    ({"model": "gpt2", "method": "lora", "autocast": "bf16", "lora": {"target_modules": ["c_attn"]}},
+     "CUDA's autocast for gpt2"),
+], ids=["fp32-master-weights", "fp16-full", "dora", "gpt2-cuda-layernorm"])
+def test_autocast_settings_not_modelled_are_refused_with_the_reason(fields, message):
+    from tunefit.estimator.request import request_from_fields
+
+    with pytest.raises(EstimateError, match=message) as info:
+        estimate(request_from_fields({"model": MODEL, **fields}))
+    assert info.value.field == "autocast"
+
+
+def test_the_same_gpt2_plan_under_cpu_autocast_is_estimated():
+    est = estimate(EstimateRequest("gpt2", method="lora", autocast="bf16", device="cpu",
+                                   lora=LoraSpec(target_modules=("c_attn",))))
+    assert est.request.autocast == "bf16" and any(a.startswith("torch.autocast(bf16)") for a in est.assumptions)
+
+
+def test_autocast_makes_qlora_logits_16_bit_and_keeps_a_16_bit_copy_of_lm_head():
+    """Under peft's kbit preparation lm_head is fp32: autocast computes it with a bf16 copy of its
+    weight (kept for the input gradient) and emits bf16 logits, which the loss upcasts."""
+    plain = _est(method="qlora", gradient_checkpointing=True)
+    mixed = _est(method="qlora", gradient_checkpointing=True, autocast="bf16")
+    arch, tokens = plain.arch, 2 * 1024
+    start_plain, start_mixed = (next(p for p in _moments(e) if p.name == "backward") for e in (plain, mixed))
+    copy = arch.vocab_size * arch.hidden_size * 2
+    assert start_mixed.terms["activations_bytes"] - start_plain.terms["activations_bytes"] == copy
+    forward_plain, forward_mixed = (next(p for p in _moments(e) if p.name == "forward") for e in (plain, mixed))
+    # under checkpointing the autocast cache holds the adapters' bf16 copies until the forward ends
+    assert forward_mixed.terms["activations_bytes"] - forward_plain.terms["activations_bytes"] == copy + _cache(mixed)
+    assert _cache(mixed) == 2 * mixed.adapter_params  # every adapter weight, 2 bytes each
+    # fp32 logits + log-probs (no upcast copy) against bf16 logits + their fp32 upcast + log-probs
+    assert forward_plain.terms["logits_bytes"] == tokens * arch.vocab_size * 8
+    assert forward_mixed.terms["logits_bytes"] == tokens * arch.vocab_size * 10
+
+
+def _cache(est):
+    from tunefit.estimator import activations as act
+    from tunefit.estimator.estimate import _shape_free, step_plan
+
+    plan = step_plan(est.arch, _shape_free(est.request))
+    return act.autocast_cache_held(est.arch, replace(plan.setting, batch=2, seq=1024))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_autocast_in_the_weights_dtype_changes_little_but_the_adapters(method):
+    """bf16 weights under bf16 autocast: nn.Linear computes as it did; only peft's fp32 adapters
+    change (a bf16 cast of their input instead of an fp32 one, bf16 copies of A and B)."""
+    plain = _est(method=method)
+    mixed = _est(method=method, autocast="bf16")
+    if method == "full":
+        assert mixed.moment_bytes == plain.moment_bytes
+    else:
+        assert mixed.peak_allocated_bytes < plain.peak_allocated_bytes
