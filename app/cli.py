@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
 from tunefit.estimator.adapters import VARIANTS
+from tunefit.estimator.recipes import RECIPE_NAMES
 from tunefit.estimator.request import (
     ATTN_IMPLEMENTATIONS,
     AUTOCASTS,
@@ -30,31 +31,35 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="catalog id (see `tunefit models`)")
     src.add_argument("--config", help="path to a Hugging Face config.json")
-    p.add_argument("--method", choices=METHODS, default=default.method)
-    p.add_argument("--dtype", default=default.dtype, help="fp32 | fp16 | bf16 (weights / compute dtype)")
-    p.add_argument("--r", type=int, default=lora.r, help="LoRA rank")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
+                   help="the defaults a framework's user gets (every other option still overrides them)")
+    p.add_argument("--method", choices=METHODS, default=None, help=f"default {default.method}")
+    p.add_argument("--dtype", default=None,
+                   help=f"fp32 | fp16 | bf16 (weights / compute dtype; default {default.dtype})")
+    p.add_argument("--r", type=int, default=None, help=f"LoRA rank (default {lora.r})")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·r)")
-    p.add_argument("--targets", default=_targets_text(lora.target_modules),
-                   help="comma-separated module names or all-linear")
+    p.add_argument("--targets", default=None,
+                   help=f"comma-separated module names or all-linear (default {_targets_text(lora.target_modules)})")
     p.add_argument("--variant", default=lora.variant, help=" | ".join(VARIANTS))
-    p.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    p.add_argument("--lora-dropout", type=float, default=None, help=f"default {lora.dropout}")
     p.add_argument("--quant", default=None, help=f"nf4 | fp4 | int8 | none (qlora defaults to {quant.type})")
-    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=quant.double_quant)
-    p.add_argument("--blocksize", type=int, default=quant.blocksize)
+    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"default {'on' if quant.double_quant else 'off'}")
+    p.add_argument("--blocksize", type=int, default=None, help=f"default {quant.blocksize}")
     p.add_argument("--batch-size", type=int, default=default.batch_size)
     p.add_argument("--seq-len", type=int, default=default.seq_len)
-    p.add_argument("--grad-accum", type=int, default=default.grad_accum,
-                   help="micro-batches per optimizer step (gradient accumulation)")
+    p.add_argument("--grad-accum", type=int, default=None,
+                   help=f"micro-batches per optimizer step (gradient accumulation; default {default.grad_accum})")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
                    default=default.gradient_checkpointing,
                    help="default: on for QLoRA through peft's prepare_model_for_kbit_training, else off")
-    p.add_argument("--prepare-kbit", action=argparse.BooleanOptionalAction, default=default.prepare_kbit,
+    p.add_argument("--prepare-kbit", action=argparse.BooleanOptionalAction, default=None,
                    help="QLoRA: peft's prepare_model_for_kbit_training (norms, embeddings, lm_head in fp32)")
-    p.add_argument("--loop", choices=LOOPS, default=default.loop,
+    p.add_argument("--loop", choices=LOOPS, default=None,
                    help="trainer: only the loss is kept (HF Trainer, TRL); plain: outputs kept through backward")
-    p.add_argument("--autocast", choices=AUTOCASTS, default=default.autocast,
+    p.add_argument("--autocast", choices=AUTOCASTS, default=None,
                    help="torch.autocast around the forward (HF Trainer's bf16=True / fp16=True); none: no autocast")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"default {default.optimizer}")
     p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation,
                    help="default: what transformers picks (sdpa where the model supports it, else eager)")
     p.add_argument("--device", choices=DEVICES, default=default.device)
@@ -77,13 +82,13 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
                 model = json.load(fh)
         except (OSError, json.JSONDecodeError) as exc:
             raise EstimateError("config", f"cannot read {args.config}: {exc}") from exc
-    targets = args.targets if args.targets.lower() == "all-linear" else [
+    targets = None if args.targets is None else args.targets if args.targets.lower() == "all-linear" else [
         t.strip() for t in args.targets.split(",") if t.strip()]
-    quant = None
-    if args.quant is not None or args.method == "qlora":
-        quant = {"type": args.quant, "double_quant": args.double_quant, "blocksize": args.blocksize}
+    given_quant = {"type": args.quant, "double_quant": args.double_quant, "blocksize": args.blocksize}
+    # left out, the quantization is the method's default (or the recipe's)
+    quant = given_quant if any(v is not None for v in given_quant.values()) else None
     return request_from_fields({
-        "model": model, "method": args.method, "dtype": args.dtype,
+        "model": model, "method": args.method, "dtype": args.dtype, "recipe": args.recipe,
         "lora": {"r": args.r, "alpha": args.alpha, "target_modules": targets, "variant": args.variant,
                  "dropout": args.lora_dropout},
         "quant": quant, "batch_size": args.batch_size, "seq_len": args.seq_len,

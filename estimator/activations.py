@@ -832,6 +832,12 @@ def embedding_grad_bytes(arch: ArchSpec, st: ActivationSetting) -> float:
     return (arch.params_of("position") + tokens + project_in) * st.stream_bytes
 
 
+def embedding_backward_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """At the input embedding's backward, the last: the gradient of its output, ``t x
+    embedding_dim`` in the stream's dtype."""
+    return st.tokens * arch.embedding_dim * st.stream_bytes
+
+
 def tied_embedding_grad_transient(arch: ArchSpec, st: ActivationSetting) -> float:
     """A trained tied embedding gets two gradients, from ``lm_head`` (early in backward) and from
     the embedding lookup (last); the autograd engine holds the first, receives the second and

@@ -31,6 +31,7 @@ from .memory import (
 from .paper import PaperFigure, lora_ratio, nf4_constant_bits, paper_figure
 from .phase import Phase
 from .quant import QuantSpec
+from .recipes import RECIPES
 from .request import (
     AttnImplementation,
     Autocast,
@@ -253,6 +254,11 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     tied = act.tied_embedding_grad_transient(arch, st)
     if tied:
         moments.append(moment(grads, working_bytes=tied))
+    elif st.full:
+        # the input embedding's backward, last: every gradient made, the incoming one of its output
+        # alive (with accumulation, its own new gradient before it is added into .grad)
+        new = act.embedding_grad_bytes(arch, st) if accumulates else 0.0
+        moments.append(moment(grads, working_bytes=act.embedding_backward_working(arch, st) + new))
     backward = tuple(Phase("backward", t) for t in moments)
     step = Phase("optimizer_step", _terms(weights, gradients_bytes=grads, optimizer_bytes=state,
                                           logits_bytes=held + act.loss_held(st, "optimizer_step"),
@@ -306,6 +312,8 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
             "steady state (step 2 onwards): optimizer state lives through forward and backward",
             "batch_size is the micro-batch per device; use_cache=False in training",
         ]
+    if req.recipe is not None:
+        notes.insert(0, f"recipe {req.recipe}: " + RECIPES[req.recipe].source + "; every field can be set otherwise")
     notes.append(f"attention {req.attn_implementation}; with none given transformers picks "
                  f"{default_attention(arch)} for {arch.model_type} (sdpa where the class supports it, else eager)")
     if req.method in ("lora", "qlora"):

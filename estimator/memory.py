@@ -147,12 +147,16 @@ def optimizer_bytes(tensors: Tensors, bits: int, optimizer: str, device: str) ->
     On CUDA torch's AdamW defaults to the foreach implementation, whose ``_foreach_sqrt``
     allocates one ``exp_avg_sq``-sized temporary for the whole group; on CPU it runs per
     tensor, where ``exp_avg_sq.sqrt() / bias_correction`` briefly holds two copies of the
-    largest tensor's state.
+    largest tensor's state. The fused implementation (``AdamW(fused=True)``, Hugging Face
+    Trainer's default ``adamw_torch_fused``) updates in place and keeps ``step`` on the device.
     """
     if not tensors:
         return OptimizerBytes(0, 0, False)
     largest = max(numel for numel, _ in tensors)
     paged = optimizer.startswith("paged_") and device == "cuda"
+    if optimizer == "adamw_fused":
+        # torch's fused kernel updates in place; its ``step`` scalars live on the parameters' device
+        return OptimizerBytes(adam_state_bytes(tensors, bits, "cpu"), 0, False)
     if optimizer in ("adamw", "paged_adamw"):
         state = adam_state_bytes(tensors, bits, device)
         if device == "cuda" and optimizer == "adamw":

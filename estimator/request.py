@@ -11,13 +11,14 @@ from .arch import ArchSpec, arch_from_config
 from .catalog import get_model
 from .errors import EstimateError
 from .quant import BLOCKSIZES, QUANT_TYPES, QuantSpec
+from .recipes import RECIPE_NAMES, with_recipe
 from .units import DTYPE_ALIASES
 
 # Each choice is written once, as a Literal type (for type checkers and the API's schemas); the
 # tuple of its values is derived from it (for validation and the CLI's choices).
 Method = Literal["inference", "full", "lora", "qlora"]
 ComputeDtype = Literal["fp32", "fp16", "bf16"]
-Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd", "sgd_momentum"]
+Optimizer = Literal["adamw", "adamw_fused", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd", "sgd_momentum"]
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Device = Literal["cuda", "cpu"]
 Sharding = Literal["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]
@@ -80,6 +81,7 @@ class EstimateRequest:
     loop: Loop = "trainer"
     grad_accum: int = 1
     autocast: Autocast = "none"
+    recipe: str | None = None  # the framework preset the fields came from (``recipes.RECIPES``), if any
 
 
 # The fields a request document (``document.request_document``) carries.
@@ -99,9 +101,11 @@ def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
     ``document.request_document`` writes them), ``lora`` and ``quant`` as mappings. A key that is
     absent or None takes its default from :class:`EstimateRequest`, :class:`LoraSpec` or
     :class:`QuantSpec`, where each is written once: ``lora.alpha`` None is 2·r, ``quant`` None the
-    method's default (:func:`default_quant`). Keys that are not request fields are refused.
+    method's default (:func:`default_quant`). A ``recipe`` fills the keys left out with its
+    framework's defaults first (:func:`recipes.with_recipe`). Keys that are not request fields are
+    refused.
     """
-    given = _known("", values, _REQUEST_FIELD_SET)
+    given = _known("", with_recipe(dict(values)), _REQUEST_FIELD_SET)
     given["lora"] = _lora_from(given.get("lora"))
     if "quant" in given:
         given["quant"] = QuantSpec(**_known("quant.", given["quant"], _QUANT_FIELD_SET))
@@ -205,7 +209,7 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     # types too: True == 1 and 1.0 == 1, but only the int is a valid count
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
            request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
-           request.autocast, type(request.num_gpus), type(lora.r), type(lora.dropout))
+           request.autocast, request.recipe, type(request.num_gpus), type(lora.r), type(lora.dropout))
     try:
         known = _VALID_SETTINGS.get(key)
     except TypeError:  # an unhashable field (a list of targets): validate without remembering
@@ -229,6 +233,8 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         _choice("attn_implementation", request.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("loop", request.loop, LOOPS)
     _choice("autocast", request.autocast, AUTOCASTS)
+    if request.recipe is not None:
+        _choice("recipe", request.recipe, RECIPE_NAMES)
     _choice("device", request.device, DEVICES)
     _choice("sharding", request.sharding, SHARDING)
     _positive_int("num_gpus", request.num_gpus, MAX_GPUS)

@@ -164,9 +164,11 @@ def make_optimizer(model: torch.nn.Module, request: EstimateRequest,
     CUDA, per tensor on CPU); a simulation on the meta device passes the target's choice."""
     params = [p for p in model.parameters() if p.requires_grad]
     name = request.optimizer
-    if name in ("adamw", "paged_adamw", "adamw_8bit", "paged_adamw_8bit"):
+    if name in ("adamw", "adamw_fused", "paged_adamw", "adamw_8bit", "paged_adamw_8bit"):
         cls = _adam_class(name)
         torch_kwargs: dict[str, Any] = {"foreach": foreach} if name == "adamw" else {}
+        if name == "adamw_fused":
+            torch_kwargs = {"fused": True}
         if request.method in ("lora", "qlora") and request.lora.variant == "lora+":
             from peft import PeftModel
             from peft.optimizers import create_loraplus_optimizer
@@ -180,7 +182,7 @@ def make_optimizer(model: torch.nn.Module, request: EstimateRequest,
 
 
 def _adam_class(name: str) -> AdamClass:
-    if name == "adamw":
+    if name in ("adamw", "adamw_fused"):
         return torch.optim.AdamW
     from bitsandbytes.optim.adamw import AdamW8bit, PagedAdamW, PagedAdamW8bit
 

@@ -12,6 +12,7 @@ from tunefit.estimator import EstimateError
 from tunefit.estimator.adapters import ALL_LINEAR, AllLinear, Variant
 from tunefit.estimator.hardware import Capacity
 from tunefit.estimator.quant import Blocksize, QuantType
+from tunefit.estimator.recipes import RecipeName
 from tunefit.estimator.request import (
     DEFAULT_DTYPE,
     DEFAULT_REQUEST,
@@ -124,6 +125,8 @@ class SettingIn(_Strict):
     """One fine-tuning (or inference) setting: the fields every endpoint shares."""
 
     model: str | ConfigModel = Field(..., description="catalog id, or {'config': {...config.json...}}")
+    recipe: RecipeName | None = Field(None, description="a framework's defaults for the fields this request "
+                                                        "leaves out (hf-trainer, qlora-paper, unsloth)")
     method: Method = DEFAULT.method
     dtype: Dtype = DEFAULT_DTYPE
     lora: LoraIn = Field(default_factory=lambda: LoraIn())

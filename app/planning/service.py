@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from tunefit.app.core.checkpoints import read_config
 from tunefit.app.planning.schemas import (
@@ -63,18 +64,27 @@ def to_request(body: SettingIn, gpu: str | None = None, variant: VariantIn | Non
     the estimator's one constructor. A quantization is kept only for the methods whose base can be
     quantized: a column that switches QLoRA to LoRA or full drops it."""
     v = variant or NO_VARIANT
-    method = v.method or body.method
-    lora = body.lora
+    given, lora = _given(body, body.recipe), _given(body.lora, body.recipe)
+    method = v.method or given["method"]
     quant = v.quant if v.quant is not None else body.quant
     return request_from_fields({
-        **{name: getattr(body, name) for name in SHARED_FIELDS},
+        **{name: given[name] for name in SHARED_FIELDS},
         "model": _model_arg(body), "method": method, "gpu": gpu,
-        "lora": {"r": v.r or lora.r, "alpha": lora.alpha if v.r is None else None,
-                 "target_modules": v.target_modules or lora.target_modules, "variant": v.variant or lora.variant,
-                 "dropout": lora.dropout},
+        "lora": {"r": v.r or lora["r"], "alpha": lora["alpha"] if v.r is None else None,
+                 "target_modules": v.target_modules or lora["target_modules"],
+                 "variant": v.variant or lora["variant"], "dropout": lora["dropout"]},
         # a model's __dict__ is its field values (model_dump's work, without the copy)
-        "quant": quant.__dict__ if quant is not None and method in QUANTIZED_METHODS else None,
+        "quant": quant.__dict__ if quant is not None and (method is None or method in QUANTIZED_METHODS) else None,
     })
+
+
+def _given(schema: BaseModel, recipe: str | None) -> dict[str, Any]:
+    """The schema's field values; under a ``recipe``, those the client left out are None, so the
+    recipe's own fill them (a model's ``__dict__`` is its values, without a copy)."""
+    values = schema.__dict__
+    if recipe is None:
+        return values
+    return {k: (v if k in schema.model_fields_set else None) for k, v in values.items()}
 
 
 def run_estimate(request: EstimateRequest):

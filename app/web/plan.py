@@ -27,6 +27,7 @@ from tunefit.app.web.charts import gib_text, stacked_chart
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
 from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
+from tunefit.estimator.recipes import RECIPE_NAMES, RECIPES, RecipeName
 from tunefit.estimator.request import (
     ATTN_IMPLEMENTATIONS,
     AUTOCASTS,
@@ -82,6 +83,7 @@ class PlanForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    recipe: RecipeName | None = None  # "I train with ...": a framework's defaults for what the query leaves out
     model: str = Field(FORM_MODEL, max_length=100)
     config: str = Field("", max_length=MAX_CONFIG_CHARS)
     method: Method = FORM_METHOD
@@ -133,14 +135,56 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
     """The shared API fields the form describes (validated by the API schemas' rules)."""
     model: Any = config_from_text(form.config) if form.config.strip() else form.model
     targets: Any = ALL_LINEAR if form.all_linear else (form.targets or DEFAULT_TARGETS)
-    return dict(
-        model=model, method=form.method, dtype=form.dtype,
+    setting = dict(
+        model=model, method=form.method, dtype=form.dtype, recipe=form.recipe,
         lora=LoraIn(r=form.r, alpha=form.alpha, target_modules=targets, variant=form.variant),
         quant=QuantIn(type=form.quant, double_quant=form.double_quant) if form.method == "qlora" else None,
         batch_size=form.batch_size, seq_len=form.seq_len, gradient_checkpointing=form.gradient_checkpointing,
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
         prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum, autocast=form.autocast,
     )
+    if form.recipe is None:
+        return setting
+    # under a recipe, what the query leaves out is the recipe's (the page's script fills the form
+    # with the recipe's values when it is picked, so a submitted form sends them all)
+    given = form.model_fields_set
+    kept = {k: v for k, v in setting.items() if k in ("model", "recipe", "lora") or FORM_FIELDS.get(k, k) in given}
+    lora = setting["lora"]
+    kept["lora"] = LoraIn(**{key: getattr(lora, key) for key, fields in LORA_FORM_FIELDS.items() if given & fields})
+    return kept
+
+
+# A setting's key -> the form field it comes from, where the names differ
+FORM_FIELDS = {"attn_implementation": "attn"}
+# LoraIn's fields -> the form fields they come from
+LORA_FORM_FIELDS = {"r": {"r"}, "alpha": {"alpha"}, "target_modules": {"targets", "all_linear"}, "variant": {"variant"}}
+
+
+def recipe_form_values() -> dict[str, dict[str, Any]]:
+    """Per recipe, the form controls' values it sets (the page's script applies them when a user
+    picks the recipe): ``RECIPES``' fields in the form's names and spellings."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, recipe in RECIPES.items():
+        f = recipe.fields
+        values: dict[str, Any] = {k: f[k] for k in ("method", "dtype", "optimizer", "loop", "grad_accum", "autocast")
+                                  if k in f}
+        for key in ("gradient_checkpointing", "prepare_kbit"):
+            if key in f:
+                values[key] = "on" if f[key] else "off"
+        lora = f.get("lora", {})
+        if "r" in lora:
+            values["r"] = lora["r"]
+        if "alpha" in lora:
+            values["alpha"] = lora["alpha"]
+        if lora.get("target_modules") == ALL_LINEAR:
+            values["all_linear"] = True
+        quant = f.get("quant", {})
+        if "type" in quant:
+            values["quant"] = quant["type"]
+        if "double_quant" in quant:
+            values["double_quant"] = quant["double_quant"]
+        out[name] = values
+    return out
 
 
 def module_names(form: PlanForm) -> list[str]:
@@ -166,8 +210,9 @@ def form_context(form: PlanForm) -> dict[str, Any]:
         "choices": {
             "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
-            "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS,
+            "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS, "recipe": RECIPE_NAMES,
         },
+        "recipe_values": recipe_form_values(),
     }
 
 

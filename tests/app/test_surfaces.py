@@ -9,7 +9,7 @@ import pytest
 from tunefit.app.cli import main as cli_main
 from tunefit.app.planning.schemas import LoraIn, QuantIn, SettingIn
 from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate, to_document
-from tunefit.estimator.request import DEFAULT_REQUEST, QLORA_DEFAULT_QUANT
+from tunefit.estimator.request import DEFAULT_REQUEST, QLORA_DEFAULT_QUANT, request_from_fields
 
 # (Python request, CLI arguments, REST body): each leaves out what the user would leave out.
 PLANS = {
@@ -47,6 +47,17 @@ PLANS = {
          "plain", "--grad-accum", "4", "--batch-size", "2", "--seq-len", "2048", "--autocast", "bf16"],
         {"model": "qwen3-8b", "method": "qlora", "prepare_kbit": False, "gradient_checkpointing": False,
          "loop": "plain", "grad_accum": 4, "batch_size": 2, "seq_len": 2048, "autocast": "bf16"},
+    ),
+    "recipe-qlora-paper-r16": (
+        request_from_fields({"model": "llama-3-8b", "recipe": "qlora-paper", "lora": {"r": 16}, "batch_size": 4,
+                             "seq_len": 2048}),
+        ["--model", "llama-3-8b", "--recipe", "qlora-paper", "--r", "16", "--batch-size", "4", "--seq-len", "2048"],
+        {"model": "llama-3-8b", "recipe": "qlora-paper", "lora": {"r": 16}, "batch_size": 4, "seq_len": 2048},
+    ),
+    "recipe-unsloth-overridden": (
+        request_from_fields({"model": "qwen3-8b", "recipe": "unsloth", "method": "qlora", "optimizer": "paged_adamw"}),
+        ["--model", "qwen3-8b", "--recipe", "unsloth", "--method", "qlora", "--optimizer", "paged_adamw"],
+        {"model": "qwen3-8b", "recipe": "unsloth", "method": "qlora", "optimizer": "paged_adamw"},
     ),
     "library-defaults-gemma2": (
         EstimateRequest("gemma-2-9b", method="qlora"),

@@ -174,3 +174,63 @@ def test_autocast_in_the_weights_dtype_changes_little_but_the_adapters(method):
         assert mixed.moment_bytes == plain.moment_bytes
     else:
         assert mixed.peak_allocated_bytes < plain.peak_allocated_bytes
+
+
+# ---- framework presets -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("recipe", ["hf-trainer", "qlora-paper", "unsloth"])
+def test_a_recipe_fills_only_what_the_request_leaves_out(recipe):
+    from tunefit.estimator.recipes import RECIPES
+    from tunefit.estimator.request import request_from_fields
+
+    preset = RECIPES[recipe].fields
+    est = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "qlora"}))
+    req = est.request
+    for key in ("optimizer", "autocast", "loop", "prepare_kbit", "gradient_checkpointing", "grad_accum"):
+        if key in preset:
+            assert getattr(req, key) == preset[key], key
+    assert req.recipe == recipe and est.assumptions[0].startswith(f"recipe {recipe}: ")
+    overridden = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "qlora",
+                                               "optimizer": "sgd", "autocast": "none"}))
+    assert (overridden.request.optimizer, overridden.request.autocast) == ("sgd", "none")
+
+
+def test_the_qlora_paper_recipe_is_the_papers_setup():
+    from tunefit.estimator.request import request_from_fields
+
+    req = estimate(request_from_fields({"model": MODEL, "recipe": "qlora-paper"})).request
+    assert (req.method, req.quant.type, req.quant.double_quant, req.optimizer, req.autocast) == (
+        "qlora", "nf4", True, "paged_adamw", "bf16")
+    assert (req.lora.r, req.lora.alpha, req.lora.target_modules, req.lora.dropout) == (64, 16.0, "all-linear", 0.1)
+    assert req.gradient_checkpointing is True
+    # a method that trains an unquantized base takes none of the preset's quantization
+    lora = estimate(request_from_fields({"model": MODEL, "recipe": "qlora-paper", "method": "lora"})).request
+    assert lora.method == "lora" and not lora.quant.enabled and lora.lora.r == 64
+
+
+def test_an_unknown_recipe_is_refused_by_name():
+    from tunefit.estimator.request import request_from_fields
+
+    with pytest.raises(EstimateError, match="recipe"):
+        request_from_fields({"model": MODEL, "recipe": "trl-dpo"})
+    with pytest.raises(EstimateError, match="recipe"):
+        estimate(EstimateRequest(MODEL, recipe="nope"))
+
+
+def test_the_headline_question_names_its_recipe():
+    """Llama-3-8B QLoRA r=16 on every linear layer, batch 4 x 2048, on a 24 GB card: each recipe's
+    answer is the estimate of the fields it stands for, and says which recipe it assumed."""
+    from tunefit.estimator.recipes import RECIPES
+    from tunefit.estimator.request import request_from_fields
+
+    question = {"model": MODEL, "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
+                "batch_size": 4, "seq_len": 2048, "gpu": "rtx-4090"}
+    for name, recipe in RECIPES.items():
+        est = estimate(request_from_fields({**question, "recipe": name}))
+        fields = {**recipe.fields, **question, "lora": {**recipe.fields.get("lora", {}), **question["lora"]}}
+        assert est.peak_bytes == estimate(request_from_fields(fields)).peak_bytes
+        assert name in est.assumptions[0]
+    # the defaults now follow peft: checkpointing on, so QLoRA sits below full fine-tuning again
+    default = estimate(request_from_fields(question))
+    full = estimate(request_from_fields({**question, "method": "full", "lora": None}))
+    assert default.peak_bytes < full.peak_bytes

@@ -120,3 +120,22 @@ def test_result_page_fits_a_phone_screen(live_server, browser):
         browser.save_screenshot(str(ARTIFACTS / "plan-phone-width.png"))
     finally:
         browser.set_window_size(1280, 2400)
+
+
+def test_i_train_with_a_recipe_fills_the_form_with_its_defaults(live_server, browser):
+    """Picking "I train with: qlora-paper" sets the controls to the QLoRA paper's setup; submitted,
+    the estimate is that recipe's and says so."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(live_server + "/")
+    Select(browser.find_element(By.ID, "recipe")).select_by_value("qlora-paper")
+    assert browser.find_element(By.ID, "r").get_attribute("value") == "64"
+    assert Select(browser.find_element(By.ID, "optimizer")).first_selected_option.get_attribute("value") == \
+        "paged_adamw"
+    assert Select(browser.find_element(By.ID, "autocast")).first_selected_option.get_attribute("value") == "bf16"
+    assert browser.find_element(By.ID, "all_linear").is_selected()
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.ID, "result"))
+    assert "recipe=qlora-paper" in browser.current_url
+    assert "recipe qlora-paper:" in browser.find_element(By.ID, "assumptions").text
