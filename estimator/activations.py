@@ -1,9 +1,10 @@
 """Activation memory of a training step: the tensors autograd saves for backward.
 
-The model is mechanistic, written per tensor that PyTorch keeps, for a plain training loop
+The model is mechanistic, written per tensor that PyTorch keeps, for a training loop
 (``model.train()``, ``loss = model(input_ids, labels=..., use_cache=False).loss``,
-``loss.backward()``, no autocast). Symbols: ``t = b·s`` tokens, ``h`` hidden size,
-``i`` intermediate size, ``a`` bytes of one residual-stream element, ``F = 4`` bytes of fp32 (``FP32_BYTES``).
+``loss.backward()``; the recipe's loop, accumulation and autocast move what ``estimate`` adds).
+Symbols: ``t = b·s`` tokens, ``h`` hidden size, ``i`` intermediate size, ``a`` bytes of one
+residual-stream element, ``F = 4`` bytes of fp32 (``FP32_BYTES``).
 
 What is saved, and why:
 - RMSNorm upcasts its input to fp32 and ``pow`` keeps that copy (``t·h·F``) plus the fp32
@@ -206,8 +207,9 @@ def adapter_compute_bytes(st: ActivationSetting) -> float:
 def _adapter_input_uncast(st: ActivationSetting) -> bool:
     """Whether peft hands an adapter its input as it comes: its bitsandbytes layers skip the cast
     to the adapter's dtype while autocast is on (peft 0.21 ``tuners/lora/bnb.py``: ``requires_conversion
-    = not torch.is_autocast_enabled()``, which asks about CUDA's autocast only); every other layer
-    casts (``_cast_input_dtype``)."""
+    = not torch.is_autocast_enabled()``, which asks about CUDA's autocast only: under CPU autocast it
+    answers False); every other layer casts (``_cast_input_dtype``). The CUDA side is read from the
+    source, not measured."""
     return bool(st.autocast_bytes) and st.quantized and st.device == "cuda"
 
 
@@ -332,7 +334,8 @@ def _kv_expanded(arch: ArchSpec, st: ActivationSetting) -> bool:
 def _sink_probs_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     """gpt-oss's eager attention with sinks: each row's scores get the head's sink logit appended
     (``s + 1`` columns), the row maximum is subtracted (``max`` keeps its int64 indices) and the
-    softmax runs in the stream's dtype; its output is kept (the matmul with v keeps a view of it)."""
+    softmax runs in the dtype of the joined scores; its output is kept (the matmul with v keeps a
+    view of it, or under autocast a cast of its own)."""
     b, s, n, a = st.batch, st.seq, arch.num_attention_heads, attention_bytes(st)
     # ``cat`` with the sinks, a parameter in the stream's dtype (fp32 after kbit preparation),
     # promotes the scores; under autocast the product with v then keeps its own cast of them

@@ -31,6 +31,7 @@ MAX_TOTAL_PARAMS = 10**14
 # ``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * pow(x, 3))))``), ``pow`` among them.
 COMPOSITE_GELUS = ("gelu_new",)
 
+
 @dataclass(frozen=True)
 class LinearSpec:
     """One Linear (or GPT-2 ``Conv1D``) module, as peft and bitsandbytes see it.

@@ -372,10 +372,11 @@ def _autocast_note(req: EstimateRequest) -> str:
     if req.autocast == "none":
         return f"no autocast: weights and compute in {req.dtype} (--autocast bf16|fp16 runs the forward under it)"
     stream = "fp32 (prepare_model_for_kbit_training)" if req.method == "qlora" and req.prepare_kbit else req.dtype
+    adapters = ", LoRA adapters (fp32) computing through cast copies" if req.method in ("lora", "qlora") else ""
+    scaler = "; fp16 with a GradScaler" if req.autocast == "fp16" else ""
     return (f"torch.autocast({req.autocast}) around the forward, its outputs converted to fp32 after, as accelerate "
             f"does for Hugging Face Trainer's {req.autocast}=True; weights and residual stream in {stream}, matmuls "
-            f"and attention in {req.autocast}, LoRA adapters (fp32) computing through cast copies"
-            + ("; fp16 with a GradScaler" if req.autocast == "fp16" else ""))
+            f"and attention in {req.autocast}{adapters}{scaler}")
 
 
 def _accumulation_note(grad_accum: int) -> str:
