@@ -334,20 +334,48 @@ def simulated_shapes(arch: ArchSpec) -> tuple[tuple[int, int, bool], ...]:
 def simulation_cases() -> list[Case]:
     """Catalog models simulated for CUDA in bf16: LoRA r=8 on W_q, W_v (the LoRA paper's setting),
     QLoRA r=16 on every linear layer with NF4 + double quantization (the QLoRA paper's; Llama 4's
-    router aside, which peft cannot wrap)."""
+    router aside, which peft cannot wrap); then the recipe choices the meta device runs
+    (:func:`recipe_simulation_cases`)."""
     out = []
     for model in simulated_models():
         arch = get_model(model).arch
         for method in SIMULATED_METHODS:
             for batch, seq, gc in simulated_shapes(arch):
                 gc = gc and method != "inference"
-                every = arch.every_linear_target
-                lora = ({"r": 16, "target_modules": every if isinstance(every, str) else list(every)}
-                        if method == "qlora"
-                        else {"r": 8, "target_modules": list(arch.query_value_target)})
-                attn = "sdpa" if arch.supports_sdpa else "eager"
-                req = request_from_fields({"model": model, "method": method, "dtype": "bf16", "lora": lora,
-                                           "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
-                                           "attn_implementation": attn, "device": "cuda"})
+                req = _simulated_request(model, arch, method, batch, seq, gc)
                 out.append(Case(f"{model}/{method}-b{batch}-s{seq}{'-gc' if gc else ''}", model, "simulation", req))
+    return out + recipe_simulation_cases()
+
+
+def _simulated_request(model: str, arch: ArchSpec, method: str, batch: int, seq: int, gc: bool,
+                       **fields: object) -> EstimateRequest:
+    every = arch.every_linear_target
+    lora = ({"r": 16, "target_modules": every if isinstance(every, str) else list(every)} if method == "qlora"
+            else {"r": 8, "target_modules": list(arch.query_value_target)})
+    attn = "sdpa" if arch.supports_sdpa else "eager"
+    return request_from_fields({"model": model, "method": method, "dtype": "bf16", "lora": lora,
+                                "batch_size": batch, "seq_len": seq, "gradient_checkpointing": gc,
+                                "attn_implementation": attn, "device": "cuda", **fields})
+
+
+# The recipe choices the meta device can run (autocast it cannot: torch has no autocast for it),
+# one shape, each catalog model once per choice (issue 19)
+SIMULATED_RECIPE_CHOICES = ("plain-loop", "grad-accum")
+SIMULATED_RECIPE_SHAPE = (2, 1024)
+
+
+def recipe_simulation_cases() -> list[Case]:
+    """Each catalog model under each of :data:`SIMULATED_RECIPE_CHOICES`, simulated for CUDA at
+    :data:`SIMULATED_RECIPE_SHAPE`: full, LoRA and QLoRA in turn (settings as :func:`simulation_cases`),
+    checkpointing on every other model."""
+    out = []
+    batch, seq = SIMULATED_RECIPE_SHAPE
+    for c, choice in enumerate(SIMULATED_RECIPE_CHOICES):
+        for n, model in enumerate(simulated_models()):
+            arch = get_model(model).arch
+            method = RECIPE_METHODS[(n + c) % len(RECIPE_METHODS)]
+            gc = n % 2 == 1
+            req = _simulated_request(model, arch, method, batch, seq, gc, **RECIPE_CHOICES[choice])
+            case_id = f"{model}/{choice}-{method}-b{batch}-s{seq}{'-gc' if gc else ''}"
+            out.append(Case(case_id, model, "simulation", req))
     return out
