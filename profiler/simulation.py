@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 
 META = torch.device("meta")
 SIMULATED_STEPS = 2  # step one allocates the optimizer state; step two is the steady state
-SIMULATED_OPTIMIZERS = ("adamw", "sgd", "sgd_momentum")  # bitsandbytes' optimizers run C kernels
+SIMULATED_OPTIMIZERS = ("adamw", "sgd", "sgd_momentum")
+# why the others cannot run on the meta device
+UNSIMULATED_OPTIMIZERS = {"adamw_fused": "torch's fused AdamW takes CUDA or CPU tensors only (fused=True)"}
+BNB_OPTIMIZERS = "bitsandbytes' optimizers run C kernels, which have no meta implementation"
 COUNTER = "simulated on the meta device: live tensor storage bytes (TorchDispatchMode), target {target}"
 
 
@@ -55,8 +58,9 @@ def simulate(request: EstimateRequest, steps: int = SIMULATED_STEPS, progress: P
     report = progress or (lambda phase, step, total: None)
     req, _ = normalize(request)
     if req.optimizer not in SIMULATED_OPTIMIZERS and req.method != "inference":
-        raise BuildError(f"optimizer {req.optimizer!r} runs bitsandbytes' C kernels, which have no meta "
-                         f"implementation; simulated optimizers: {', '.join(SIMULATED_OPTIMIZERS)}")
+        why = UNSIMULATED_OPTIMIZERS.get(req.optimizer, BNB_OPTIMIZERS)
+        raise BuildError(f"optimizer {req.optimizer!r} cannot be simulated: {why}; simulated optimizers: "
+                         f"{', '.join(SIMULATED_OPTIMIZERS)}")
     if req.autocast != "none" and req.method != "inference":
         raise BuildError("autocast cannot be simulated: torch has no autocast for the meta device (its casts "
                          "are dispatched for CUDA and CPU tensors only); measure it instead")

@@ -205,9 +205,11 @@ def test_what_meta_cannot_run_is_refused_with_the_reason():
         simulate(_request("mixtral", "qlora"))
 
 
-def test_bitsandbytes_optimizers_are_refused_with_the_reason():
-    with pytest.raises(BuildError, match="meta"):
-        simulate(_request("llama-gqa", "lora", optimizer="adamw_8bit"))
+@pytest.mark.parametrize("optimizer,reason", [("adamw_8bit", "bitsandbytes' optimizers run C kernels"),
+                                              ("adamw_fused", "fused AdamW takes CUDA or CPU tensors only")])
+def test_optimizers_without_a_meta_kernel_are_refused_with_the_reason(optimizer, reason):
+    with pytest.raises(BuildError, match=reason):
+        simulate(_request("llama-gqa", "lora", optimizer=optimizer))
 
 
 @pytest.mark.parametrize("rows,expected", [(2048, True), (1536, False)], ids=["fallback", "fused"])
