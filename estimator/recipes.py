@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from .errors import EstimateError
+
 RecipeName = Literal["hf-trainer", "qlora-paper", "unsloth"]
 RECIPE_NAMES: tuple[RecipeName, ...] = get_args(RecipeName)
 
@@ -62,8 +64,6 @@ def with_recipe(values: dict[str, Any]) -> dict[str, Any]:
         return dict(values)
     recipe = RECIPES.get(name)
     if recipe is None:
-        from .errors import EstimateError
-
         raise EstimateError("recipe", f"must be one of {list(RECIPE_NAMES)}, got {name!r}")
     merged = dict(values)
     method = merged.get("method") or recipe.fields.get("method")

@@ -81,7 +81,9 @@ class EstimateRequest:
     loop: Loop = "trainer"
     grad_accum: int = 1
     autocast: Autocast = "none"
-    recipe: str | None = None  # the framework preset the fields came from (``recipes.RECIPES``), if any
+    # the framework preset the fields came from (``recipes.RECIPES``), if any: its fields are filled in by
+    # ``request_from_fields`` (the one constructor every surface uses); set here, it only names the preset
+    recipe: str | None = None
 
 
 # The fields a request document (``document.request_document``) carries.

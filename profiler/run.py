@@ -3,7 +3,9 @@
 Training runs ``steps`` steps (default 3) on synthetic tokens; step one allocates the optimizer
 state inside its window, steps two onwards are the steady state the estimator models. Every
 phase (forward, backward, optimizer step; prefill for inference) gets its peak and the bytes
-alive at its end. Hygiene as torchtune's ``training/memory.py``: gc (and ``empty_cache`` on CUDA)
+alive at its end. Each step runs the request's recipe: ``grad_accum`` micro-batches before the
+optimizer step, in its loop (``_train``), under its autocast (``autocast_forward``). Hygiene as
+torchtune's ``training/memory.py``: gc (and ``empty_cache`` on CUDA)
 before each reading, peak statistics reset at each phase start, the model in train mode.
 """
 
