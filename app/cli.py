@@ -16,6 +16,7 @@ from tunefit.estimator.request import (
     DEFAULT_REQUEST,
     DEVICES,
     LOOPS,
+    LOSSES,
     METHODS,
     OPTIMIZERS,
     QLORA_DEFAULT_QUANT,
@@ -59,6 +60,8 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
                    help="trainer: only the loss is kept (HF Trainer, TRL); plain: outputs kept through backward")
     p.add_argument("--autocast", choices=AUTOCASTS, default=None,
                    help="torch.autocast around the forward (HF Trainer's bf16=True / fp16=True); none: no autocast")
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help="standard: transformers' loss over the full logits; chunked: TRL's fused LM head, in tiles")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"default {default.optimizer}")
     p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation,
                    help="default: what transformers picks (sdpa where the model supports it, else eager)")
@@ -95,7 +98,7 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
         "gradient_checkpointing": args.gradient_checkpointing, "optimizer": args.optimizer,
         "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
         "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
-        "grad_accum": args.grad_accum, "autocast": args.autocast,
+        "grad_accum": args.grad_accum, "autocast": args.autocast, "loss": args.loss,
     })
 
 

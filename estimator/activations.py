@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import chunked_loss
 from .adapters import param_wrapper_tensors
 from .arch import ArchSpec, LinearSpec, NormSpec, ParamTarget
 from .units import FP32_BYTES
@@ -84,6 +85,8 @@ class ActivationSetting:
     autocast_bytes: float = 0.0
     # the base Linears are bitsandbytes' (QLoRA): their outputs come back in their input's dtype
     quantized: bool = False
+    # the loss (``request.Loss``): ``chunked`` runs TRL's fused LM head (:mod:`chunked_loss`)
+    loss: str = "standard"
 
     @property
     def tokens(self) -> int:
@@ -688,8 +691,10 @@ def head_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     and the lm_head input (``embedding_dim`` wide; kept only when lm_head trains)."""
     final = norm_saved(arch, st) if arch.final_norm else 0.0
     projections = linear_inputs_saved(arch, st, arch.model_linears)
-    head_input = st.tokens * arch.embedding_dim * st.stream_bytes if st.full else 0.0
-    return final + projections + head_input + embedding_dropout_saved(arch, st) + head_weight_copy(arch, st)
+    lm_head = head_weight_copy(arch, st) + (st.tokens * arch.embedding_dim * st.stream_bytes if st.full else 0.0)
+    if st.loss == "chunked":
+        lm_head = 0.0  # lm_head never runs as a Linear: the fused head keeps its own (chunked_loss.saved)
+    return final + projections + lm_head + embedding_dropout_saved(arch, st)
 
 
 def logits_forward(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -731,6 +736,8 @@ def loop_output_held(arch: ArchSpec, st: ActivationSetting) -> float:
     rebound. A trainer keeps only the loss (0)."""
     if st.loop != "plain":
         return 0.0
+    if st.loss == "chunked":
+        return chunked_loss.output_held(st)
     return st.tokens * arch.vocab_size * (FP32_BYTES if st.autocast_bytes else st.logits_bytes)
 
 

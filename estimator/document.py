@@ -34,6 +34,7 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "loop": req.loop,
         "grad_accum": req.grad_accum,
         "autocast": req.autocast,
+        "loss": req.loss,
         "recipe": req.recipe,
     }
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from . import activations as act
+from . import chunked_loss
 from .adapters import LoraSpec, adapter_params, resolve_targets
 from .arch import ArchSpec, LinearSpec, ParamTarget
 from .errors import EstimateError
@@ -38,6 +39,7 @@ from .request import (
     Device,
     EstimateRequest,
     Loop,
+    Loss,
     Method,
     Optimizer,
     Sharding,
@@ -146,6 +148,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         logits_bytes=(autocast_bits or stream_bits) / 8,
         autocast_bytes=autocast_bits / 8,
         quantized=bool(req.quant and req.quant.enabled),
+        loss=req.loss,
         full=req.method == "full",
         lora_targets=targets,
         wrapped_targets=wrapped,
@@ -212,8 +215,10 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     # a recomputed layer's saved tensors, but what of them is its checkpoint (counted in ``layers``)
     recompute = one_layer - act.checkpoint_reused(top, top_st) if st.gradient_checkpointing else 0.0
     load = Phase("load", _terms(weights))
-    forward = [moment(activations_bytes=layers + head + graph_held, phase="forward",
-                      logits=act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))]
+    chunked = st.loss == "chunked"
+    loss_forward = (chunked_loss.forward_working(arch, st) if chunked else
+                    act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))
+    forward = [moment(activations_bytes=layers + head + graph_held, phase="forward", logits=loss_forward)]
     if st.gradient_checkpointing:
         # inside a checkpointed layer nothing is kept, but its intermediates exist one at a time:
         # the MLP's (with a 4-bit weight dequantized next to them) and eager attention's scores
@@ -222,7 +227,14 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
         if st.attn == "eager":
             forward.append(moment(activations_bytes=layers + graph_held, phase="forward",
                                   working_bytes=act.inference_attention_working(top, top_st)))
-    backward_start = moment(activations_bytes=layers + head, logits=act.logits_backward_peak(arch, st))
+    if chunked:
+        # the fused head's backward: its widest fold, a CPU's fp32 copies for the products, its return
+        fused = chunked_loss.saved(arch, st)
+        loss_moments = [moment(activations_bytes=layers + head, logits=fused + working(arch, st))
+                        for working in (chunked_loss.backward_fold_working, chunked_loss.backward_accumulate_working,
+                                        chunked_loss.backward_return_working)]
+    else:
+        loss_moments = [moment(activations_bytes=layers + head, logits=act.logits_backward_peak(arch, st))]
     # the input embeddings' gradients arrive last, after the bottom layer's backward (a tied
     # table's lm_head half is there from the start)
     late = act.embedding_grad_bytes(arch, st)
@@ -233,8 +245,8 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     checkpoint_held = (act.checkpoint_saved(arch, st) - act.checkpoint_reused(bottom, bottom_st)
                        + act.attention_masks(arch, st) if st.gradient_checkpointing else 0.0)
     last_layer = act.layer_saved(bottom, bottom_st) - act.frozen_input_unsaved(bottom, bottom_st) + checkpoint_held
-    moments = [backward_start]
-    if accumulates and st.full:
+    moments = loss_moments
+    if accumulates and st.full and not chunked:
         # lm_head's backward: its new weight gradient is added into .grad (or, tied, held) only after it
         moments.append(_terms(weights, optimizer_bytes=state, gradients_bytes=grads + act.head_weight_grad(arch, st),
                               activations_bytes=layers + head, logits_bytes=held + act.loss_held(st, "backward"),
@@ -305,7 +317,7 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     else:
         notes = [
             _autocast_note(req),
-            f"loss on all {req.seq_len} positions: transformers' ForCausalLMLoss upcasts the logits to fp32",
+            _loss_note(req),
             LOOP_NOTES[req.loop],
             _accumulation_note(req.grad_accum),
             _checkpointing_note(req),
@@ -379,6 +391,18 @@ def _autocast_note(req: EstimateRequest) -> str:
             f"and attention in {req.autocast}{adapters}{scaler}")
 
 
+def _loss_note(req: EstimateRequest) -> str:
+    if req.loss == "standard":
+        return (f"loss on all {req.seq_len} positions: transformers' ForCausalLMLoss upcasts the logits to fp32 "
+                "(--loss chunked scores them in tiles, as TRL's trainers do)")
+    fold = ("TRL's Triton kernels fold each tile in place" if req.device == "cuda" else
+            "without Triton (a CPU) torch ops fold each tile, with fp32 tile-sized temporaries")
+    return (f"chunked loss: TRL 1.16's fused LM head (add_fused_lm_head, as its SFT and DPO trainers run it) scores "
+            f"the {req.seq_len - 1} labelled positions of each sequence in tiles of up to "
+            f"{chunked_loss.TOKEN_CHUNK_SIZE} tokens x {chunked_loss.CHUNK_SIZE} vocabulary columns in one buffer, "
+            f"never materializing the logits; {fold}")
+
+
 def _accumulation_note(grad_accum: int) -> str:
     if grad_accum == 1:
         return "one micro-batch per optimizer step (--grad-accum N accumulates N)"
@@ -445,6 +469,7 @@ class ShapeFree(NamedTuple):
     loop: Loop
     accumulates: bool  # grad_accum > 1: the peak of a cycle does not depend on its length
     autocast: Autocast
+    loss: Loss
 
 
 def _shape_free(req: EstimateRequest) -> ShapeFree:
@@ -454,17 +479,17 @@ def _shape_free(req: EstimateRequest) -> ShapeFree:
     quant = req.quant or default_quant(req.method)  # normalize() has filled it in already
     return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
                      req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus, req.loop,
-                     req.method != "inference" and req.grad_accum > 1, req.autocast)
+                     req.method != "inference" and req.grad_accum > 1, req.autocast, req.loss)
 
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
     (method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates,
-     autocast) = shape_free
+     autocast, loss) = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
-                          device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast)
+                          device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast, loss=loss)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
     opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)
@@ -507,10 +532,13 @@ def _polynomial(plan: StepPlan) -> ShapePolynomial | None:
 def fits(plan: StepPlan, s: int) -> bool:
     """Whether the plan's one polynomial in ``b`` and ``s`` holds at ``s``: not past the narrowest
     window (transformers masks explicitly there: another polynomial), nor where every sdpa call
-    keeps a mask whose rows the memory-efficient kernel pads to a multiple of 16 (Falcon's)."""
+    keeps a mask whose rows the memory-efficient kernel pads to a multiple of 16 (Falcon's), nor
+    under the chunked loss, whose tiles stop growing at 4,096 tokens."""
     window = plan.arch.smallest_window
     if window and s >= window:
         return False
+    if plan.setting.loss == "chunked":
+        return False  # its tiles are min(b·(s-1), 4096) tokens; a CPU scores b = 1 through a view
     return not (plan.arch.mask_materialized and plan.setting.attn == "sdpa")
 
 

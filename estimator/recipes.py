@@ -2,9 +2,8 @@
 leave them alone, each read from the framework's source and cited beside it. A preset only fills
 the fields a request leaves out: every one stays overridable.
 
-Presets whose framework adds mechanisms not yet modelled are not offered: TRL 1.16's SFT and DPO
-trainers score tokens through a fused, tiled lm_head (``trl.trainer.utils.add_fused_lm_head``),
-and DPO runs chosen and rejected sequences with reference log-probs.
+Presets whose framework adds mechanisms not yet modelled are not offered: TRL's DPO trainer runs
+chosen and rejected sequences with reference log-probs.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from .errors import EstimateError
 
-RecipeName = Literal["hf-trainer", "qlora-paper", "unsloth"]
+RecipeName = Literal["hf-trainer", "trl-sft", "qlora-paper", "unsloth"]
 RECIPE_NAMES: tuple[RecipeName, ...] = get_args(RecipeName)
 
 
@@ -35,6 +34,15 @@ RECIPES: dict[str, Recipe] = {
         "Hugging Face Trainer (transformers 5.23 TrainingArguments): optim adamw_torch_fused (torch >= 2.8), "
         "bf16=False and fp16=False (no autocast), gradient_accumulation_steps=1, gradient_checkpointing off; "
         "compute_loss keeps only the loss",
+    ),
+    "trl-sft": Recipe(
+        "trl-sft",
+        {"loop": "trainer", "grad_accum": 1, "autocast": "bf16", "optimizer": "adamw_fused",
+         "gradient_checkpointing": True, "loss": "chunked"},
+        "TRL's SFTTrainer (trl 1.16 SFTConfig over transformers 5.23 TrainingArguments): gradient_checkpointing=True "
+        "and bf16=True (SFTConfig's own defaults), optim adamw_torch_fused, gradient_accumulation_steps=1, its "
+        "fused LM head (add_fused_lm_head: the chunked loss); the model passed in already loaded in bf16 (given a "
+        "model id instead, SFTTrainer loads float32 weights, which autocast here does not model yet)",
     ),
     "qlora-paper": Recipe(
         "qlora-paper",

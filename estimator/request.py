@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 from .adapters import VARIANTS, LoraSpec
 from .arch import ArchSpec, arch_from_config
 from .catalog import get_model
+from .chunked_loss import UNREACHABLE_BACKBONES
 from .errors import EstimateError
 from .quant import BLOCKSIZES, QUANT_TYPES, QuantSpec
 from .recipes import RECIPE_NAMES, with_recipe
@@ -30,6 +31,10 @@ Loop = Literal["trainer", "plain"]
 # torch.autocast around the forward, as accelerate wraps a prepared model's forward for Hugging Face
 # Trainer's bf16=True / fp16=True (its outputs converted to fp32 after); "none": no autocast.
 Autocast = Literal["none", "bf16", "fp16"]
+# How the loss reads the logits: ``standard`` materializes them and upcasts them to fp32
+# (transformers' ``ForCausalLMLoss``); ``chunked`` scores the labels through TRL's fused LM head
+# in tiles, never materializing them (``trl.trainer.utils.add_fused_lm_head``: TRL's SFT and DPO trainers).
+Loss = Literal["standard", "chunked"]
 METHODS: tuple[Method, ...] = get_args(Method)
 COMPUTE_DTYPES: tuple[ComputeDtype, ...] = get_args(ComputeDtype)
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
@@ -38,6 +43,7 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 SHARDING: tuple[Sharding, ...] = get_args(Sharding)
 LOOPS: tuple[Loop, ...] = get_args(Loop)
 AUTOCASTS: tuple[Autocast, ...] = get_args(Autocast)
+LOSSES: tuple[Loss, ...] = get_args(Loss)
 # The dtype weights load in; a request may spell it as torch does (``DTYPE_ALIASES``).
 DEFAULT_DTYPE: ComputeDtype = "bf16"
 MAX_BATCH = 2**20
@@ -60,7 +66,7 @@ class EstimateRequest:
     (:func:`default_checkpointing`, :func:`default_attention`); :func:`normalize` fills them in.
     ``grad_accum`` micro-batches make one optimizer step; ``loop`` says what the loop keeps of
     the model's output (:data:`Loop`); ``autocast`` the dtype ``torch.autocast`` runs the forward
-    in (:data:`Autocast`).
+    in (:data:`Autocast`); ``loss`` how the loss reads the logits (:data:`Loss`).
     """
 
     model: Any
@@ -81,6 +87,7 @@ class EstimateRequest:
     loop: Loop = "trainer"
     grad_accum: int = 1
     autocast: Autocast = "none"
+    loss: Loss = "standard"
     # the framework preset the fields came from (``recipes.RECIPES``), if any: its fields are filled in by
     # ``request_from_fields`` (the one constructor every surface uses); set here, it only names the preset
     recipe: str | None = None
@@ -211,7 +218,7 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     # types too: True == 1 and 1.0 == 1, but only the int is a valid count
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
            request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
-           request.autocast, request.recipe, type(request.num_gpus), type(lora.r), type(lora.dropout))
+           request.autocast, request.loss, request.recipe, type(request.num_gpus), type(lora.r), type(lora.dropout))
     try:
         known = _VALID_SETTINGS.get(key)
     except TypeError:  # an unhashable field (a list of targets): validate without remembering
@@ -235,6 +242,9 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         _choice("attn_implementation", request.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("loop", request.loop, LOOPS)
     _choice("autocast", request.autocast, AUTOCASTS)
+    _choice("loss", request.loss, LOSSES)
+    if request.loss != "standard" and request.method == "inference":
+        raise EstimateError("loss", "inference computes no loss: leave loss 'standard'")
     if request.recipe is not None:
         _choice("recipe", request.recipe, RECIPE_NAMES)
     _choice("device", request.device, DEVICES)
@@ -256,6 +266,10 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
     _validate_autocast(request, dtype, arch)
+    if request.loss == "chunked" and arch.model_type in UNREACHABLE_BACKBONES:
+        raise EstimateError("loss", f"TRL 1.16's fused LM head cannot run {arch.model_type}: it reaches the backbone "
+                                    "through model.base_model, which transformers 5.23's Llama4ForCausalLM resolves "
+                                    "to itself; use loss 'standard'")
     attn = request.attn_implementation or default_attention(arch)
     if attn == "sdpa" and not arch.supports_sdpa:
         raise EstimateError("attn_implementation",

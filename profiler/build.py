@@ -137,7 +137,23 @@ def prepare_for_training(model: PreTrainedModel, request: EstimateRequest) -> to
         trained = get_peft_model(model, peft_config(request))
     model.config.use_cache = False  # the base model's config, which peft's wrapper reads too
     trained.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
+    if request.loss == "chunked":
+        add_loss_head(model)
     return trained
+
+
+# What TRL's SFTTrainer asks its fused head for (trl 1.16 ``sft_trainer.py``): ``is_top1`` feeds the
+# ``mean_token_accuracy`` metric, the entropy the ``entropy`` one
+FUSED_HEAD_OUTPUTS = ("log_probs", "entropy", "is_top1")
+
+
+def add_loss_head(model: PreTrainedModel) -> None:
+    """TRL's fused LM head on the base model, as its SFTTrainer adds it after peft has wrapped the
+    model (``add_fused_lm_head(model.get_base_model(), outputs=...)``): a forward called with
+    ``fused_lm_head=True`` scores the labels in tiles, never building the logits."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    add_fused_lm_head(model, outputs=FUSED_HEAD_OUTPUTS)
 
 
 def peft_config(request: EstimateRequest) -> LoraConfig | VeraConfig:

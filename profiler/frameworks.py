@@ -1,12 +1,14 @@
-"""A training framework measured itself: Hugging Face Trainer (transformers 5.23) runs the request's
-steps with its own loop, accelerate's mixed precision, gradient accumulation, clipping and
-optimizer, and the same counter records each optimizer step's peak. Where the estimate models
-what a framework does (``--recipe hf-trainer``), this is what it is held to, not our own loop."""
+"""Training frameworks measured themselves: Hugging Face Trainer (transformers 5.23) and TRL's
+SFTTrainer (trl 1.16) run the request's steps with their own loop, accelerate's mixed precision,
+gradient accumulation, clipping, optimizer and (TRL) fused LM head, and the same counter records
+each optimizer step's peak. Where the estimate models what a framework does (``--recipe
+hf-trainer``, ``--recipe trl-sft``), this is what it is held to, not our own loop."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,27 +22,93 @@ from .run import Counter, _trainable, environment
 # The request's optimizer -> Hugging Face Trainer's ``optim`` name (transformers 5.23 ``OptimizerNames``)
 TRAINER_OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
                       "paged_adamw": "paged_adamw_32bit", "paged_adamw_8bit": "paged_adamw_8bit", "sgd": "sgd"}
-COUNTER = "live tensor storage bytes (TorchDispatchMode, exact on CPU) over each Trainer optimizer step"
+COUNTER = "live tensor storage bytes (TorchDispatchMode, exact on CPU) over each {} optimizer step"
+Rows = list[dict[str, torch.Tensor]]
+# make_trainer(model, request, rows, TrainingArguments fields, callback) -> a transformers.Trainer
+TrainerFactory = Callable[[torch.nn.Module, EstimateRequest, Rows, dict[str, Any], Any], Any]
 
 
 def measure_with_trainer(request: EstimateRequest, steps: int = 3) -> dict[str, Any]:
     """Train ``request`` for ``steps`` optimizer steps with Hugging Face Trainer on CPU; the peak of
     each step after the first (the steady state), next to the estimate."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+    if request.loss != "standard":
+        raise BuildError("Hugging Face Trainer computes the standard loss; the chunked loss is TRL's "
+                         "(measure_with_sft_trainer)")
+    return _measure(request, steps, _hf_trainer, "transformers.Trainer")
+
+
+def measure_with_sft_trainer(request: EstimateRequest, steps: int = 3) -> dict[str, Any]:
+    """Train ``request`` for ``steps`` optimizer steps with TRL's SFTTrainer on CPU, its fused LM
+    head included (the request's ``loss`` must be ``chunked``, what SFTTrainer runs)."""
+    if request.loss != "chunked":
+        raise BuildError("TRL's SFTTrainer scores through its fused LM head: loss 'chunked'")
+    return _measure(request, steps, _sft_trainer, "trl.SFTTrainer")
+
+
+def _arguments(req: EstimateRequest, steps: int, out: str) -> dict[str, Any]:
+    """TrainingArguments fields that carry the request: the rest stay the framework's defaults."""
+    return dict(output_dir=out, per_device_train_batch_size=req.batch_size, gradient_accumulation_steps=req.grad_accum,
+                max_steps=steps, optim=TRAINER_OPTIMIZERS[req.optimizer], bf16=req.autocast == "bf16",
+                fp16=req.autocast == "fp16", use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
+                dataloader_num_workers=0, disable_tqdm=True, learning_rate=1e-4)
+
+
+def _hf_trainer(model: torch.nn.Module, req: EstimateRequest, rows: Rows, fields: dict[str, Any],
+                callback: Any) -> Any:
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    args = TrainingArguments(**fields, remove_unused_columns=False)
+    return Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
+                   callbacks=[callback])
+
+
+def _sft_trainer(model: torch.nn.Module, req: EstimateRequest, rows: Rows, fields: dict[str, Any],
+                 callback: Any) -> Any:
+    """SFTTrainer over pre-tokenized rows (``skip_prepare_dataset``), with its own collator, a
+    word-level tokenizer over the model's vocabulary standing in for the model's (no download).
+    Checkpointing is already as the request says (``prepare_for_training``); SFTConfig's own
+    default (on) is turned off so that it is not enabled twice."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**fields, gradient_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True},
+                     max_length=None)
+    dataset = Dataset.from_list([{"input_ids": r["input_ids"].tolist()} for r in rows])
+    assert isinstance(model, PreTrainedModel | PeftModel)  # prepare_for_training returns one or the other
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=_tokenizer(rows),
+                      callbacks=[callback])
+
+
+def _tokenizer(rows: Rows) -> Any:
+    """A word-level tokenizer whose ids cover the rows' (SFTTrainer reads its pad token)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = 1 + max(int(r["input_ids"].max()) for r in rows)
+    words = {f"t{i}": i for i in range(vocab)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(words, unk_token="t0")), pad_token="t0",
+                                   eos_token="t0")
+
+
+def _measure(request: EstimateRequest, steps: int, make_trainer: TrainerFactory, framework: str) -> dict[str, Any]:
+    from transformers import TrainerCallback
 
     req, _ = normalize(request)
     if req.method == "inference" or req.device != "cpu":
-        raise BuildError("the Trainer measurement trains on CPU")
+        raise BuildError(f"the {framework} measurement trains on CPU")
     if req.optimizer not in TRAINER_OPTIMIZERS:
-        raise BuildError(f"Hugging Face Trainer has no optimizer for {req.optimizer!r}")
+        raise BuildError(f"{framework} has no optimizer for {req.optimizer!r}")
     if req.loop != "trainer":
-        raise BuildError("Hugging Face Trainer runs its own loop (--loop trainer)")
+        raise BuildError(f"{framework} runs its own loop (--loop trainer)")
     device = torch.device("cpu")
     prediction = to_document(estimate(req))
     started = time.perf_counter()
     torch.manual_seed(0)
     base = load_model(req, device)
-    model = prepare_for_training(base, req)  # the user's code before the Trainer: peft and its kbit preparation
+    model = prepare_for_training(base, req)  # the user's code before the trainer: peft and its kbit preparation
     vocab = vocab_size(base)
     rows = [{"input_ids": ids, "labels": ids.clone()}
             for ids in torch.randint(0, vocab, (steps * req.grad_accum * req.batch_size, req.seq_len))]
@@ -55,21 +123,15 @@ def measure_with_trainer(request: EstimateRequest, steps: int = 3) -> dict[str, 
             peaks.append(counter.end("step", state.global_step))
 
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=req.batch_size, gradient_accumulation_steps=req.grad_accum,
-            max_steps=steps, optim=TRAINER_OPTIMIZERS[req.optimizer], bf16=req.autocast == "bf16",
-            fp16=req.autocast == "fp16", use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
-            dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False, learning_rate=1e-4)
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
-                          callbacks=[StepPeaks()])
+        trainer = make_trainer(model, req, rows, _arguments(req, steps, out), StepPeaks())
         with counter:
             trainer.train()
     steady = [p for p in peaks if p["step"] >= 2] or peaks
     return {
         "request": prediction["request"],
         "prediction": prediction,
-        "measured": {"counter": COUNTER, "timeline": peaks, "peak_allocated_bytes": max(
-            p["peak_allocated_bytes"] for p in steady), "framework": "transformers.Trainer"},
+        "measured": {"counter": COUNTER.format(framework), "timeline": peaks, "peak_allocated_bytes": max(
+            p["peak_allocated_bytes"] for p in steady), "framework": framework},
         "trainable_params": _trainable(model),
         "steps": steps,
         "environment": environment(device),

@@ -13,11 +13,11 @@ import random
 from dataclasses import dataclass, replace
 from itertools import product
 
-from tunefit.estimator import EstimateRequest, get_model
+from tunefit.estimator import EstimateError, EstimateRequest, get_model
 from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.arch import ArchSpec, arch_from_config
 from tunefit.estimator.catalog import models
-from tunefit.estimator.request import request_from_fields
+from tunefit.estimator.request import normalize, request_from_fields
 
 SEED = 20261123
 
@@ -282,11 +282,24 @@ RECIPE_CHOICES: dict[str, dict] = {
     # autocast runs where the weights are in its dtype (the estimator refuses fp32 master weights)
     "autocast-bf16": {"autocast": "bf16", "dtype": "bf16"},
     "autocast-fp16": {"autocast": "fp16", "dtype": "fp16"},
+    "chunked-loss": {"loss": "chunked"},
+    # TRL SFTTrainer's defaults together (the trl-sft recipe's fields)
+    "trl-sft": {"loss": "chunked", "autocast": "bf16", "dtype": "bf16", "gradient_checkpointing": True,
+                "optimizer": "adamw_fused"},
 }
 RECIPE_METHODS = ("full", "lora", "qlora")
 # fp16 autocast needs fp32 master weights for full fine-tuning (GradScaler refuses fp16 gradients)
 RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora")}
 RECIPE_SHAPE = (2, 128)
+
+
+def _valid(req: EstimateRequest) -> bool:
+    """Whether the estimator takes ``req`` (a recipe choice a family cannot run is refused, with the reason)."""
+    try:
+        normalize(req)
+    except EstimateError:
+        return False
+    return True
 
 
 def recipe_cases() -> list[Case]:
@@ -305,7 +318,10 @@ def recipe_cases() -> list[Case]:
             batch, seq = RECIPE_SHAPE
             base = _request(config, method, dtype, batch, seq, gc, attn, rng)
             req = replace(base, **fields)
-            case_id = f"{name}/{choice}-{method}-{req.dtype}-b{batch}-s{seq}{'-gc' if gc else ''}"
+            if not _valid(req):
+                continue
+            gc_tag = "-gc" if req.gradient_checkpointing else ""
+            case_id = f"{name}/{choice}-{method}-{req.dtype}-b{batch}-s{seq}{gc_tag}"
             out.append(Case(case_id, name, "holdout" if (n + c) % 2 else "fit", req))
     return out
 

@@ -136,6 +136,8 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Co
     readings: list[dict[str, Any]] = []
     outputs = None
     forward = autocast_forward(model, req, device)
+    # the chunked loss runs TRL's fused head (build.add_loss_head), asked for as its trainers ask
+    head = {"fused_lm_head": True} if req.loss == "chunked" else {}
     scaler = torch.amp.GradScaler(device.type) if req.autocast == "fp16" else None
     for step in range(1, steps + 1):
         for _ in range(req.grad_accum):
@@ -143,10 +145,10 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Co
             report("forward", step, steps)
             counter.begin()
             if req.loop == "plain":
-                outputs = forward(input_ids=ids, labels=ids, use_cache=False)
+                outputs = forward(input_ids=ids, labels=ids, use_cache=False, **head)
                 loss = outputs.loss
             else:
-                loss = forward(input_ids=ids, labels=ids, use_cache=False).loss
+                loss = forward(input_ids=ids, labels=ids, use_cache=False, **head).loss
             readings.append(counter.end("forward", step))
             report("backward", step, steps)
             counter.begin()

@@ -26,6 +26,7 @@ from tunefit.estimator.request import (
     Autocast,
     Device,
     Loop,
+    Loss,
     Method,
     Optimizer,
     Sharding,
@@ -153,6 +154,8 @@ class SettingIn(_Strict):
                             description="micro-batches per optimizer step (gradient accumulation)")
     autocast: Autocast = Field(DEFAULT.autocast, description="torch.autocast around the forward (Hugging Face "
                                                              "Trainer's bf16=True / fp16=True); none: no autocast")
+    loss: Loss = Field(DEFAULT.loss, description="standard: transformers' loss over the full logits; chunked: TRL's "
+                                                 "fused LM head, in tiles (its SFT and DPO trainers)")
 
 
 class EstimateIn(SettingIn):

@@ -163,7 +163,7 @@ def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -
 
 # The recipe choices (issue 19) a measurement is reported by, with their defaults (the estimator's)
 RECIPE_DEFAULTS = {"loop": DEFAULT_REQUEST.loop, "grad_accum": DEFAULT_REQUEST.grad_accum,
-                   "autocast": DEFAULT_REQUEST.autocast}
+                   "autocast": DEFAULT_REQUEST.autocast, "loss": DEFAULT_REQUEST.loss}
 BASE_RECIPE = "base"
 
 
@@ -393,10 +393,11 @@ def format_table(table: dict[str, Any]) -> str:
         lines.append(f"{method:12s}{s['ours'].n:5d}  {cell(s['ours']):>16s}  {cell(s['ours_fit']):>16s}  "
                      f"{cell(s['ours_holdout']):>16s}  {cell(s['paper']):>16s}  {cell(s['rule_4x']):>16s}  "
                      f"{cell(s['rule_4bit']):>16s}")
+    width = max([len("recipe"), *map(len, table["recipes"])]) + 2
     lines += ["", "ours per recipe, median / max in %",
-              f"{'recipe':24s}{'n':>5s}  {'ours':>16s}  {'ours (fit)':>16s}  {'ours (holdout)':>16s}"]
+              f"{'recipe':{width}s}{'n':>5s}  {'ours':>16s}  {'ours (fit)':>16s}  {'ours (holdout)':>16s}"]
     for recipe, s in table["recipes"].items():
-        lines.append(f"{recipe:24s}{s['ours'].n:5d}  {cell(s['ours']):>16s}  {cell(s['ours_fit']):>16s}  "
+        lines.append(f"{recipe:{width}s}{s['ours'].n:5d}  {cell(s['ours']):>16s}  {cell(s['ours_fit']):>16s}  "
                      f"{cell(s['ours_holdout']):>16s}")
     lines += ["", "ours per phase (peak of the phase), median / max in %",
               f"{'method':12s}" + "".join(f"{p:>18s}" for p in PHASES)]

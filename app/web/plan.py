@@ -36,6 +36,7 @@ from tunefit.estimator.request import (
     DEFAULT_REQUEST,
     DEVICES,
     LOOPS,
+    LOSSES,
     MAX_BATCH,
     MAX_GRAD_ACCUM,
     MAX_RANK,
@@ -47,6 +48,7 @@ from tunefit.estimator.request import (
     Autocast,
     Device,
     Loop,
+    Loss,
     Method,
     Optimizer,
 )
@@ -102,6 +104,7 @@ class PlanForm(BaseModel):
     prepare_kbit: bool = DEFAULT.prepare_kbit
     loop: Loop = DEFAULT.loop
     autocast: Autocast = DEFAULT.autocast
+    loss: Loss = DEFAULT.loss
     optimizer: Optimizer = DEFAULT.optimizer
     attn: AttnImplementation | None = DEFAULT.attn_implementation  # None: what transformers picks
     device: Device = DEFAULT.device
@@ -142,6 +145,7 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         batch_size=form.batch_size, seq_len=form.seq_len, gradient_checkpointing=form.gradient_checkpointing,
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
         prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum, autocast=form.autocast,
+        loss=form.loss,
     )
     if form.recipe is None:
         return setting
@@ -160,17 +164,26 @@ FORM_FIELDS = {"attn_implementation": "attn"}
 LORA_FORM_FIELDS = {"r": {"r"}, "alpha": {"alpha"}, "target_modules": {"targets", "all_linear"}, "variant": {"variant"}}
 
 
+# The training step's settings a recipe may set, at their defaults
+STEP_DEFAULTS = {key: getattr(DEFAULT, key) for key in ("optimizer", "loop", "grad_accum", "autocast", "loss",
+                                                          "prepare_kbit")}
+
+
 def recipe_form_values() -> dict[str, dict[str, Any]]:
     """Per recipe, the form controls' values it sets (the page's script applies them when a user
-    picks the recipe): ``RECIPES``' fields in the form's names and spellings."""
+    picks the recipe): ``RECIPES``' fields in the form's names and spellings; the step's controls a
+    recipe leaves out go back to their defaults (another recipe picked before may have set them)."""
     out: dict[str, dict[str, Any]] = {}
     for name, recipe in RECIPES.items():
-        f = recipe.fields
-        values: dict[str, Any] = {k: f[k] for k in ("method", "dtype", "optimizer", "loop", "grad_accum", "autocast")
+        f = {**STEP_DEFAULTS, **recipe.fields}
+        values: dict[str, Any] = {k: f[k] for k in ("method", "dtype", "optimizer", "loop", "grad_accum", "autocast",
+                                                     "loss")
                                   if k in f}
         for key in ("gradient_checkpointing", "prepare_kbit"):
-            if key in f:
+            if f.get(key) is not None:
                 values[key] = "on" if f[key] else "off"
+        if "gradient_checkpointing" not in recipe.fields:
+            values["gradient_checkpointing"] = ""  # the libraries' default
         lora = f.get("lora", {})
         if "r" in lora:
             values["r"] = lora["r"]
@@ -210,7 +223,8 @@ def form_context(form: PlanForm) -> dict[str, Any]:
         "choices": {
             "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
-            "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS, "recipe": RECIPE_NAMES,
+            "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS, "loss": LOSSES,
+            "recipe": RECIPE_NAMES,
         },
         "recipe_values": recipe_form_values(),
     }

@@ -48,6 +48,17 @@ PLANS = {
         {"model": "qwen3-8b", "method": "qlora", "prepare_kbit": False, "gradient_checkpointing": False,
          "loop": "plain", "grad_accum": 4, "batch_size": 2, "seq_len": 2048, "autocast": "bf16"},
     ),
+    "chunked-loss-trl-sft": (
+        request_from_fields({"model": "qwen3-8b", "recipe": "trl-sft", "method": "lora", "batch_size": 2,
+                             "seq_len": 4096}),
+        ["--model", "qwen3-8b", "--recipe", "trl-sft", "--method", "lora", "--batch-size", "2", "--seq-len", "4096"],
+        {"model": "qwen3-8b", "recipe": "trl-sft", "method": "lora", "batch_size": 2, "seq_len": 4096},
+    ),
+    "chunked-loss-alone": (
+        EstimateRequest("gemma-3-4b", method="full", loss="chunked", device="cpu"),
+        ["--model", "gemma-3-4b", "--method", "full", "--loss", "chunked", "--device", "cpu"],
+        {"model": "gemma-3-4b", "method": "full", "loss": "chunked", "device": "cpu"},
+    ),
     "recipe-qlora-paper-r16": (
         request_from_fields({"model": "llama-3-8b", "recipe": "qlora-paper", "lora": {"r": 16}, "batch_size": 4,
                              "seq_len": 2048}),
@@ -99,11 +110,12 @@ def test_the_api_schemas_take_their_defaults_from_the_estimator():
     assert (setting.method, setting.dtype, setting.batch_size, setting.seq_len, setting.optimizer,
             setting.attn_implementation, setting.device, setting.num_gpus, setting.sharding,
             setting.gradient_checkpointing, setting.prepare_kbit, setting.loop, setting.grad_accum,
-            setting.autocast) == (
+            setting.autocast, setting.loss) == (
         DEFAULT_REQUEST.method, DEFAULT_REQUEST.dtype, DEFAULT_REQUEST.batch_size, DEFAULT_REQUEST.seq_len,
         DEFAULT_REQUEST.optimizer, DEFAULT_REQUEST.attn_implementation, DEFAULT_REQUEST.device,
         DEFAULT_REQUEST.num_gpus, DEFAULT_REQUEST.sharding, DEFAULT_REQUEST.gradient_checkpointing,
-        DEFAULT_REQUEST.prepare_kbit, DEFAULT_REQUEST.loop, DEFAULT_REQUEST.grad_accum, DEFAULT_REQUEST.autocast)
+        DEFAULT_REQUEST.prepare_kbit, DEFAULT_REQUEST.loop, DEFAULT_REQUEST.grad_accum, DEFAULT_REQUEST.autocast,
+        DEFAULT_REQUEST.loss)
     lora = LoraIn()
     assert (lora.r, tuple(lora.target_modules), lora.variant, lora.dropout) == (
         DEFAULT_REQUEST.lora.r, DEFAULT_REQUEST.lora.target_modules, DEFAULT_REQUEST.lora.variant,

@@ -178,7 +178,7 @@ def test_autocast_in_the_weights_dtype_changes_little_but_the_adapters(method):
 
 # ---- framework presets -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("recipe", ["hf-trainer", "qlora-paper", "unsloth"])
+@pytest.mark.parametrize("recipe", ["hf-trainer", "trl-sft", "qlora-paper", "unsloth"])
 def test_a_recipe_fills_only_what_the_request_leaves_out(recipe):
     from tunefit.estimator.recipes import RECIPES
     from tunefit.estimator.request import request_from_fields
@@ -186,7 +186,7 @@ def test_a_recipe_fills_only_what_the_request_leaves_out(recipe):
     preset = RECIPES[recipe].fields
     est = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "qlora"}))
     req = est.request
-    for key in ("optimizer", "autocast", "loop", "prepare_kbit", "gradient_checkpointing", "grad_accum"):
+    for key in ("optimizer", "autocast", "loop", "prepare_kbit", "gradient_checkpointing", "grad_accum", "loss"):
         if key in preset:
             assert getattr(req, key) == preset[key], key
     assert req.recipe == recipe and est.assumptions[0].startswith(f"recipe {recipe}: ")
@@ -234,3 +234,86 @@ def test_the_headline_question_names_its_recipe():
     default = estimate(request_from_fields(question))
     full = estimate(request_from_fields({**question, "method": "full", "lora": None}))
     assert default.peak_bytes < full.peak_bytes
+
+
+# ---- the chunked loss: TRL's fused LM head (estimator/chunked_loss.py) ----------------------------
+
+def _chunked(**kw):
+    fields = dict(method="lora", batch_size=2, seq_len=1024)
+    return estimate(EstimateRequest(MODEL, **{**fields, **kw}))
+
+
+def test_the_chunked_loss_never_holds_the_logits():
+    """Standard: the fp32 log-softmax of ``t x V`` logits, three of them at the loss's backward;
+    chunked: no term of any moment grows with ``t·V``: doubling the vocabulary moves the peak by
+    the weights and a fixed number of ``32768``-column tiles only."""
+    arch = get_model(MODEL).arch
+    standard, chunked = _chunked(), _chunked(loss="chunked")
+    assert chunked.peak_bytes < standard.peak_bytes
+    tokens = 2 * 1024
+    assert standard.breakdown["logits_bytes"] >= 3 * tokens * arch.vocab_size * 4
+    wider = replace(arch, vocab_size=2 * arch.vocab_size)
+    at = {name: estimate(EstimateRequest(wider if name == "wide" else arch, method="lora", batch_size=2,
+                                         seq_len=1024, loss="chunked")) for name in ("narrow", "wide")}
+    logits = [max(p.terms["logits_bytes"] for p in at[name].phases) for name in ("narrow", "wide")]
+    assert logits[1] == logits[0]  # on CUDA (Triton) the tiles are 4096 x 32768 whatever V is
+
+
+def test_the_chunked_buffer_stops_growing_at_4096_tokens():
+    """mm_buf is ``min(N, 4096) x 32768`` in the compute dtype, N = b·(s-1) scored positions: past
+    4,096 tokens only the per-token terms grow."""
+    from tunefit.estimator import chunked_loss
+
+    def fold(seq):
+        est = _chunked(loss="chunked", batch_size=1, seq_len=seq)
+        return max(p.terms["logits_bytes"] for p in est.phases)
+
+    e = get_model(MODEL).arch.embedding_dim
+    below = fold(4001) - fold(4000)  # 1 more scored position: a buffer row of 32768 bf16 besides
+    above = fold(5001) - fold(5000)
+    assert below - above == chunked_loss.CHUNK_SIZE * 2
+    assert above > e * 2  # the copied hidden row and the fp32 gradient rows still grow
+
+
+def test_a_cpu_folds_with_fp32_tiles_where_cuda_uses_triton():
+    """The same backward fold: on CUDA Triton turns the tile into its gradient in place; a CPU's
+    torch ops keep seven fp32 tiles and a bool one (``_backward_tile``'s locals and temporaries)."""
+    from tunefit.estimator import chunked_loss
+    from tunefit.estimator.estimate import activation_setting
+    from tunefit.estimator.request import normalize
+
+    folds = {}
+    for device in ("cpu", "cuda"):
+        req, arch = normalize(EstimateRequest(MODEL, method="lora", batch_size=2, seq_len=1024, device=device,
+                                              loss="chunked"))
+        folds[device] = chunked_loss.backward_fold_working(arch, activation_setting(req, arch))
+    tile = 2 * 1023 * 32768  # N = b·(s-1) rows x the widest tile (V = 128256 > 32768)
+    assert folds["cpu"] - folds["cuda"] == tile * (7 * 4 + 1)
+
+
+def test_the_chunked_loss_is_refused_where_there_is_no_loss():
+    with pytest.raises(EstimateError, match="loss"):
+        _chunked(method="inference", loss="chunked")
+    with pytest.raises(EstimateError, match="loss"):
+        _chunked(loss="fused")
+
+
+def test_the_chunked_loss_says_what_it_runs():
+    est = _chunked(loss="chunked")
+    assert est.request.loss == "chunked"
+    assert any("TRL 1.16's fused LM head" in a and "Triton" in a for a in est.assumptions)
+    assert any("--loss chunked" in a for a in _chunked().assumptions)
+
+
+def test_the_trl_sft_recipe_answers_the_headline_question():
+    """What a TRL SFTTrainer user sees: checkpointing, bf16 autocast and the fused head make
+    Llama-3-8B QLoRA r=16 all-linear 4 x 2048 fit a 24 GB card that the standard loss overflows."""
+    from tunefit.estimator.document import to_document
+    from tunefit.estimator.request import request_from_fields
+
+    question = {"model": MODEL, "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
+                "batch_size": 4, "seq_len": 2048, "gpu": "rtx-4090"}
+    trl = to_document(estimate(request_from_fields({**question, "recipe": "trl-sft"})))
+    paper = to_document(estimate(request_from_fields({**question, "recipe": "qlora-paper"})))
+    assert trl["request"]["loss"] == "chunked" and trl["fits"][0]["fits"] is True
+    assert paper["fits"][0]["fits"] is False

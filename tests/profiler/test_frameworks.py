@@ -1,5 +1,6 @@
-"""Hugging Face Trainer measured itself on CPU (issue 19): the recipes that follow it are held to
-its own loop, accelerate's autocast, its accumulation and optimizers, not to ours."""
+"""Hugging Face Trainer and TRL's SFTTrainer measured themselves on CPU (issue 19): the recipes that
+follow them are held to their own loop, accelerate's autocast, their accumulation, optimizers and
+(TRL) fused LM head, not to ours."""
 
 import pytest
 
@@ -9,7 +10,7 @@ require_profiler_extra()
 
 from tunefit.estimator.request import request_from_fields  # noqa: E402
 from tunefit.profiler import measure  # noqa: E402
-from tunefit.profiler.frameworks import measure_with_trainer  # noqa: E402
+from tunefit.profiler.frameworks import measure_with_sft_trainer, measure_with_trainer  # noqa: E402
 
 pytestmark = LIBRARY_NOTICES
 
@@ -22,6 +23,14 @@ CASES = {
     "hf-trainer-qlora-bf16": {"recipe": "hf-trainer", "method": "qlora", "autocast": "bf16"},
     # the paper's setup but its paged optimizer (a CUDA unified-memory allocation)
     "qlora-paper-adamw": {"recipe": "qlora-paper", "optimizer": "adamw", "lora": {"r": 8}},
+}
+
+
+# TRL SFTTrainer's defaults (trl-sft: checkpointing, bf16 autocast, fused AdamW, its fused LM head)
+SFT_CASES = {
+    "trl-sft-lora": {"recipe": "trl-sft", "method": "lora"},
+    "trl-sft-full-accum": {"recipe": "trl-sft", "method": "full", "grad_accum": 2},
+    "trl-sft-qlora": {"recipe": "trl-sft", "method": "qlora"},
 }
 
 
@@ -47,3 +56,20 @@ def test_the_trainer_loop_keeps_what_our_loop_keeps_but_its_batch(trainer_runs):
     extra = trainer_runs["hf-trainer-lora"]["measured"]["peak_allocated_bytes"] - own
     batch = 2 * 32 * 8  # b x s int64, once for the ids and once for the labels
     assert 0 <= extra <= 2 * batch + 1024, extra
+
+
+@pytest.mark.parametrize("name", SFT_CASES)
+def test_the_estimate_holds_to_trls_sft_trainer(name):
+    r = measure_with_sft_trainer(request_from_fields({**BASE, **SFT_CASES[name]}), steps=3)
+    measured, predicted = r["measured"]["peak_allocated_bytes"], r["prediction"]["peak_allocated_bytes"]
+    assert abs(predicted - measured) <= 0.005 * measured, (predicted, measured)
+    assert r["measured"]["framework"] == "trl.SFTTrainer" and r["request"]["loss"] == "chunked"
+
+
+def test_each_framework_refuses_the_loss_it_does_not_compute():
+    from tunefit.profiler import BuildError
+
+    with pytest.raises(BuildError, match="TRL"):
+        measure_with_trainer(request_from_fields({**BASE, "loss": "chunked"}))
+    with pytest.raises(BuildError, match="chunked"):
+        measure_with_sft_trainer(request_from_fields({**BASE, "loss": "standard"}))

@@ -16,24 +16,28 @@ pytestmark = LIBRARY_NOTICES
 # A vocabulary large next to the width, so the logits a plain loop holds are a visible share.
 CONFIG = dict(model_type="llama", hidden_size=128, intermediate_size=344, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, vocab_size=6000)
-# (method, loop, grad_accum, gradient checkpointing, autocast)
+# (method, loop, grad_accum, gradient checkpointing, autocast, loss)
 CASES = {
-    "full-plain": ("full", "plain", 1, False, "none"),
-    "full-accum": ("full", "trainer", 2, False, "none"),
-    "lora-plain-gc": ("lora", "plain", 1, True, "none"),
-    "lora-accum-plain": ("lora", "plain", 3, False, "none"),
-    "qlora-accum-gc": ("qlora", "trainer", 2, True, "none"),
-    "lora-autocast-bf16": ("lora", "trainer", 1, False, "bf16"),
-    "qlora-autocast-bf16-gc": ("qlora", "trainer", 1, True, "bf16"),
-    "qlora-autocast-fp16-plain": ("qlora", "plain", 1, False, "fp16"),
+    "full-plain": ("full", "plain", 1, False, "none", "standard"),
+    "full-accum": ("full", "trainer", 2, False, "none", "standard"),
+    "lora-plain-gc": ("lora", "plain", 1, True, "none", "standard"),
+    "lora-accum-plain": ("lora", "plain", 3, False, "none", "standard"),
+    "qlora-accum-gc": ("qlora", "trainer", 2, True, "none", "standard"),
+    "lora-autocast-bf16": ("lora", "trainer", 1, False, "bf16", "standard"),
+    "qlora-autocast-bf16-gc": ("qlora", "trainer", 1, True, "bf16", "standard"),
+    "qlora-autocast-fp16-plain": ("qlora", "plain", 1, False, "fp16", "standard"),
+    # TRL's fused LM head, its torch fold on a CPU
+    "full-chunked-accum": ("full", "trainer", 2, False, "none", "chunked"),
+    "lora-chunked-plain-gc": ("lora", "plain", 1, True, "none", "chunked"),
+    "qlora-chunked-autocast-bf16": ("qlora", "trainer", 1, True, "bf16", "chunked"),
 }
 
 
-def _request(method, loop, grad_accum, gc, autocast):
-    return EstimateRequest({"config": CONFIG}, method=method, device="cpu", batch_size=2, seq_len=32,
+def _request(method, loop, grad_accum, gc, autocast, loss="standard", batch_size=2):
+    return EstimateRequest({"config": CONFIG}, method=method, device="cpu", batch_size=batch_size, seq_len=32,
                            lora=LoraSpec(r=4, alpha=8.0, target_modules="all-linear"), loop=loop,
                            grad_accum=grad_accum, gradient_checkpointing=gc, attn_implementation="sdpa",
-                           autocast=autocast, dtype="fp16" if autocast == "fp16" else "bf16")
+                           autocast=autocast, dtype="fp16" if autocast == "fp16" else "bf16", loss=loss)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,7 @@ def test_each_optimizer_step_follows_its_micro_batches(measured, name):
     assert measured[name]["request"]["grad_accum"] == grad_accum
     assert measured[name]["request"]["loop"] == CASES[name][1]
     assert measured[name]["request"]["autocast"] == CASES[name][4]
+    assert measured[name]["request"]["loss"] == CASES[name][5]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -84,3 +89,26 @@ def test_a_plain_loop_measures_the_logits_it_holds(measured):
     logits = 2 * 32 * CONFIG["vocab_size"] * 2  # bf16, b x s x V
     assert plain["optimizer_step"] - trainer["optimizer_step"] == logits + 4  # and the fp32 loss
     assert plain["backward"] - trainer["backward"] == logits  # the loss: held by both through backward
+
+
+def test_the_chunked_loss_cannot_be_simulated_and_says_why():
+    from tunefit.profiler import BuildError, simulate
+
+    with pytest.raises(BuildError, match="Triton kernels on CUDA"):
+        simulate(_request("lora", "trainer", 1, False, "none", "chunked"))
+
+
+def test_the_chunked_loss_holds_a_buffer_of_32768_columns_whatever_the_vocabulary(measured):
+    """TRL allocates ``mm_buf`` as ``min(N, 4096) x 32768`` even for a 6,000-token vocabulary: at a
+    few tokens the fused head needs more than the logits it avoids, measured and estimated alike."""
+    standard = measure(_request("full", "trainer", 2, False, "none"), steps=2)["measured"]["phase_peaks"]
+    chunked = measured["full-chunked-accum"]["measured"]["phase_peaks"]
+    buffer = 2 * 31 * 32768 * 2  # N = b·(s-1) rows, bf16
+    assert chunked["forward"] - standard["forward"] > buffer
+
+
+def test_the_chunked_loss_scores_a_single_sequence_through_a_view():
+    """b = 1 on a CPU: ``reshape(-1, e)`` of the shifted state is a view, the whole state kept."""
+    r = measure(_request("lora", "trainer", 1, False, "none", "chunked", batch_size=1), steps=2)
+    measured, predicted = r["measured"]["peak_allocated_bytes"], r["prediction"]["peak_allocated_bytes"]
+    assert abs(predicted - measured) <= 0.005 * measured, (predicted, measured)

@@ -54,9 +54,9 @@ def test_plans_are_kept_in_the_sqlite_file(client, settings):
 @pytest.mark.parametrize("changes,request_fields", [
     ({}, {}),  # the libraries' defaults: checkpointing on for prepared QLoRA
     ({"gradient_checkpointing": "off", "loop": "plain", "grad_accum": "4", "prepare_kbit": "off", "attn": "eager",
-      "autocast": "bf16"},
+      "autocast": "bf16", "loss": "chunked"},
      {"gradient_checkpointing": False, "loop": "plain", "grad_accum": 4, "prepare_kbit": False,
-      "attn_implementation": "eager", "autocast": "bf16"}),
+      "attn_implementation": "eager", "autocast": "bf16", "loss": "chunked"}),
 ], ids=["library-defaults", "every-recipe-control"])
 def test_the_recipe_controls_reach_the_estimate(client, changes, request_fields):
     html = client.get("/?" + urlencode({**QLORA_7B, **changes})).text
