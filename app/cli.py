@@ -11,6 +11,7 @@ from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, mo
 from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.recipes import RECIPE_NAMES
 from tunefit.estimator.request import (
+    ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
     AUTOCASTS,
     DEFAULT_REQUEST,
@@ -18,6 +19,7 @@ from tunefit.estimator.request import (
     LOOPS,
     LOSSES,
     METHODS,
+    OBJECTIVES,
     OPTIMIZERS,
     QLORA_DEFAULT_QUANT,
     SHARDING,
@@ -61,7 +63,14 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autocast", choices=AUTOCASTS, default=None,
                    help="torch.autocast around the forward (HF Trainer's bf16=True / fp16=True); none: no autocast")
     p.add_argument("--loss", choices=LOSSES, default=None,
-                   help="standard: transformers' loss over the full logits; chunked: TRL's fused LM head, in tiles")
+                   help="standard: transformers' loss over the full logits; chunked: TRL's fused LM head, in tiles "
+                        "(default: chunked for dpo, as TRL's DPOTrainer, else standard)")
+    p.add_argument("--adapter-dtype", choices=ADAPTER_DTYPES, default=None,
+                   help="fp32: peft's adapters (get_peft_model upcasts them); bf16: as TRL casts a quantized "
+                        "model's (default fp32; bf16 for QLoRA under --recipe trl-sft / trl-dpo)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="sft: next-token loss; dpo: TRL's DPOTrainer (chosen and rejected sequences, a frozen "
+                        "reference); default sft")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"default {default.optimizer}")
     p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation,
                    help="default: what transformers picks (sdpa where the model supports it, else eager)")
@@ -99,6 +108,7 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
         "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
         "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
         "grad_accum": args.grad_accum, "autocast": args.autocast, "loss": args.loss,
+        "objective": args.objective, "adapter_dtype": args.adapter_dtype,
     })
 
 

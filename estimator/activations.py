@@ -32,7 +32,6 @@ from .adapters import param_wrapper_tensors
 from .arch import ArchSpec, LinearSpec, NormSpec, ParamTarget
 from .units import FP32_BYTES
 
-LORA_BYTES = FP32_BYTES  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
 MASK_BYTES = 1  # torch's native_dropout keeps its mask as bool
 # torch 2.13.0 aten/src/ATen/native/transformers/attention.cpp, preprocess_mask: a mask whose last
 # dim is not a multiple of ``mem_eff_alignment = 8`` is padded to one (pad_bias), then sliced back
@@ -87,6 +86,10 @@ class ActivationSetting:
     quantized: bool = False
     # the loss (``request.Loss``): ``chunked`` runs TRL's fused LM head (:mod:`chunked_loss`)
     loss: str = "standard"
+    # the objective (``request.Objective``): under ``dpo`` the batch holds the chosen and the rejected sequences
+    objective: str = "sft"
+    # bytes of one adapter element: peft's fp32 (``autocast_adapter_dtype=True``), or bf16 as TRL casts QLoRA's
+    adapter_bytes: float = FP32_BYTES
 
     @property
     def tokens(self) -> int:
@@ -184,7 +187,7 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
         total += t * st.lora_r * adapter  # lora_A output, kept by lora_B
         x = group_input_bytes(st, group)
         if st.lora_dropout > 0:
-            dropped = x if _adapter_input_uncast(st) else LORA_BYTES  # the dtype the dropout runs in
+            dropped = x if _adapter_input_uncast(st) else st.adapter_bytes  # the dtype the dropout runs in
             total += t * width * (adapter + dropout_mask_bytes(st, dropped))
         elif _adapter_input_copied(st, x):
             total += t * width * adapter  # this module's own cast of its input
@@ -202,9 +205,10 @@ def linear_inputs_saved(arch: ArchSpec, st: ActivationSetting, modules: tuple[Li
 
 
 def adapter_compute_bytes(st: ActivationSetting) -> float:
-    """The dtype a LoRA adapter computes in: its own fp32, or under autocast the autocast dtype
-    (``lora_A`` and ``lora_B`` are ``nn.Linear``: autocast casts their input and fp32 weight)."""
-    return st.autocast_bytes or LORA_BYTES
+    """The dtype a LoRA adapter computes in: its own (fp32, or TRL's bf16), or under autocast the
+    autocast dtype (``lora_A`` and ``lora_B`` are ``nn.Linear``: autocast casts their input and an
+    fp32 weight)."""
+    return st.autocast_bytes or st.adapter_bytes
 
 
 def _adapter_input_uncast(st: ActivationSetting) -> bool:
@@ -218,11 +222,14 @@ def _adapter_input_uncast(st: ActivationSetting) -> bool:
 
 def _adapter_input_copied(st: ActivationSetting, x: float) -> bool:
     """Whether ``lora_A`` keeps a cast copy of its input (of ``x`` bytes an element) rather than the
-    input itself: without autocast, peft's cast to fp32 copies a 16-bit input; under autocast, the
-    autocast cast of peft's fp32 copy, or of the input itself where it is not in the autocast dtype."""
-    if not st.autocast_bytes:
-        return x != LORA_BYTES
-    return not (_adapter_input_uncast(st) and x == st.autocast_bytes)
+    input itself: peft casts the input to the adapter's dtype (a copy unless it is in it already);
+    autocast then casts an fp32 one to its own (always a copy), or where peft's bitsandbytes layers
+    skip their cast, the input itself unless it is in the autocast dtype."""
+    if _adapter_input_uncast(st):
+        return x != st.autocast_bytes
+    if st.autocast_bytes and st.adapter_bytes != st.autocast_bytes:
+        return True
+    return x != st.adapter_bytes
 
 
 def attention_bytes(st: ActivationSetting) -> float:
@@ -497,7 +504,7 @@ def param_wrapper_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     total = 0.0
     for p in _wrapped(arch, st):
         total += p.weight_params * a
-        if p.experts > 1 and a != LORA_BYTES:
+        if p.experts > 1 and a != st.adapter_bytes:
             total += sum(t.numel for t in param_wrapper_tensors(p, st.lora_r)) * a
     return total
 
@@ -535,7 +542,7 @@ def autocast_weight_copies(arch: ArchSpec, st: ActivationSetting) -> float:
     lower_precision_fp casts of fp32 model weights"), the LoRA adapters' ``A`` and ``B``; kept
     until the forward leaves autocast, and by each adapter's matmul until its backward. (Weights
     already in the autocast dtype are used as they are: full fine-tuning of 16-bit weights.)"""
-    if not st.autocast_bytes or st.full:
+    if not st.autocast_bytes or st.full or st.adapter_bytes == st.autocast_bytes:
         return 0.0
     adapted = [m for m in arch.layer_linears if m.name in st.lora_targets]
     return sum(st.lora_r * (m.in_features + m.out_features) for m in adapted) * st.autocast_bytes
@@ -565,8 +572,8 @@ def vera_saved(m: LinearSpec, st: ActivationSetting) -> float:
     fp32 outputs of A (``r`` wide) and of B (``out`` wide), which the multiplies by the trained
     ``lambda_d`` and ``lambda_b`` keep; not the input, which frozen A does not need (with dropout,
     its mask)."""
-    mask = st.tokens * m.in_features * dropout_mask_bytes(st, LORA_BYTES) if st.lora_dropout > 0 else 0.0
-    return st.tokens * (st.lora_r + m.out_features) * LORA_BYTES + mask
+    mask = st.tokens * m.in_features * dropout_mask_bytes(st, st.adapter_bytes) if st.lora_dropout > 0 else 0.0
+    return st.tokens * (st.lora_r + m.out_features) * st.adapter_bytes + mask
 
 
 def dora_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -582,8 +589,8 @@ def dora_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     adapted = [m for m in arch.layer_linears if m.name in st.lora_targets]
     outputs = st.tokens * sum(m.out_features for m in adapted)
     if st.lora_dropout > 0:
-        return outputs * 2 * LORA_BYTES + sum(m.weight_params for m in adapted) * LORA_BYTES
-    return outputs * (st.stream_bytes + LORA_BYTES)
+        return outputs * 2 * st.adapter_bytes + sum(m.weight_params for m in adapted) * st.adapter_bytes
+    return outputs * (st.stream_bytes + st.adapter_bytes)
 
 
 def mlp_output_dropout_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -671,7 +678,7 @@ def _frozen_input_dropout_masks(arch: ArchSpec, st: ActivationSetting) -> float:
     if st.lora_dropout <= 0:
         return 0.0
     adapted = [m for m in arch.layer_linears if INPUT_GROUPS.get(m.role) == "attn_in" and m.name in st.lora_targets]
-    return len(adapted) * st.tokens * arch.hidden_size * dropout_mask_bytes(st, LORA_BYTES)
+    return len(adapted) * st.tokens * arch.hidden_size * dropout_mask_bytes(st, st.adapter_bytes)
 
 
 def layers_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -1063,6 +1070,20 @@ def inference_attention_working(arch: ArchSpec, st: ActivationSetting) -> float:
     if arch.mla is not None:
         repeated = 0.0
     return query + repeated + scores + _prefill_stream(arch, st, in_mlp=False)
+
+
+def reference_forward_working(arch: ArchSpec, st: ActivationSetting) -> tuple[float, ...]:
+    """DPO's reference forward (TRL 1.16 ``DPOTrainer._compute_loss``: under ``no_grad``, the same
+    model with its adapters disabled, or for full fine-tuning a separate frozen copy), at its
+    widest moments: inside the top layer's MLP (a 4-bit weight dequantized beside it) and its
+    attention, with the masks the layers share, and in the fused head, asked for the policy's
+    outputs or, on the separate copy, the default ``log_probs`` only."""
+    top, top_st = layer_at(arch, st, -1)
+    masks = attention_masks(arch, st)
+    outputs = chunked_loss.REFERENCE_OUTPUTS if st.full else chunked_loss.policy_outputs(st)
+    return (inference_mlp_working(top, top_st) + st.dequant_bytes + masks,
+            inference_attention_working(top, top_st) + masks,
+            chunked_loss.forward_working(arch, st, outputs))
 
 
 def inference_head_stream(arch: ArchSpec, st: ActivationSetting) -> float:

@@ -24,13 +24,32 @@ columns, ``W = min(V, C)`` the widest tile, ``a`` bytes of the stream (and of lm
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .arch import ArchSpec
 from .units import FP32_BYTES
 
-if TYPE_CHECKING:  # activations reads this module's terms
-    from .activations import ActivationSetting
+
+class ActivationSetting(Protocol):
+    """What the fused head's terms read of ``activations.ActivationSetting`` (which reads this
+    module's terms: a protocol, not an import, keeps the two apart)."""
+
+    @property
+    def batch(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def stream_bytes(self) -> float: ...
+    @property
+    def autocast_bytes(self) -> float: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def full(self) -> bool: ...
+    @property
+    def objective(self) -> str: ...
 
 # The families whose backbone TRL's fused head cannot reach: it calls ``model.base_model``, which
 # transformers 5.23's Llama4ForCausalLM resolves to the model itself (its ``base_model_prefix`` is
@@ -45,14 +64,19 @@ CHUNK_SIZE = 32768
 FORWARD_STATISTICS = 7
 INT64_BYTES = 8
 BOOL_BYTES = 1
-# per scored position, saved for backward: the targets (int64), log_z and the entropy (fp32), and
-# the two inverted label masks the output's ``masked_fill`` keeps (log-probs and entropy)
-SAVED_PER_TOKEN = INT64_BYTES + 2 * FP32_BYTES + 2 * BOOL_BYTES
-# what the returned FusedCausalLMOutput holds per position: log-probs, entropy (fp32), is_top1 and
-# the label mask (bool); SFTTrainer asks for ("log_probs", "entropy", "is_top1")
-OUTPUT_PER_TOKEN = 2 * FP32_BYTES + 2 * BOOL_BYTES
-# CPU fold (``_forward_tile``), at its widest: z, exp(z - max) and their product for the entropy,
-# fp32, next to the bool ``before_target`` mask of ``is_top1``
+# The per-token outputs each trainer asks the fused head for (``add_fused_lm_head(outputs=...)``):
+# SFTTrainer's (its ``entropy`` and ``mean_token_accuracy`` metrics), DPOTrainer's for the policy
+# (``logits/*`` metrics too), and the default, which DPOTrainer's separate reference model gets
+SFT_OUTPUTS = ("log_probs", "entropy", "is_top1")
+DPO_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
+REFERENCE_OUTPUTS = ("log_probs",)
+# bytes per position of each output, as returned (``masked_fill`` of the kernel's, the same dtype)
+OUTPUT_BYTES = {"log_probs": FP32_BYTES, "entropy": FP32_BYTES, "log_sum_sq_probs": FP32_BYTES,
+                "mean_logits": FP32_BYTES, "is_top1": BOOL_BYTES}
+# the differentiable outputs: each ``masked_fill(~mask, 0)`` keeps its own inverted mask for backward
+DIFFERENTIABLE = ("log_probs", "entropy")
+# CPU fold (``_forward_tile``), at its widest: z, ``z - max`` and its ``exp`` (or the exp and its
+# product with z for the entropy), fp32, next to the bool ``before_target`` mask of ``is_top1``
 FORWARD_FOLD_TILES = 3
 # CPU fold (``_backward_tile``): its locals y, z, log_p, p and grad, with the two temporaries of
 # ``grad += g * (is_target.float() - p)``, fp32, next to the bool ``is_target``
@@ -101,9 +125,28 @@ def hidden_saved(arch: ArchSpec, st: ActivationSetting) -> float:
     return scored_positions(st) * e * a
 
 
+def policy_outputs(st: ActivationSetting) -> tuple[str, ...]:
+    """The outputs the trainer asks of the trained model's head (:data:`SFT_OUTPUTS`, :data:`DPO_OUTPUTS`)."""
+    return DPO_OUTPUTS if st.objective == "dpo" else SFT_OUTPUTS
+
+
+def saved_per_token(outputs: tuple[str, ...]) -> int:
+    """Per scored position, kept for backward: the int64 targets and fp32 ``log_z`` by the function
+    (and the fp32 entropy when asked for), an inverted label mask per differentiable output."""
+    entropy = FP32_BYTES if "entropy" in outputs else 0
+    masks = BOOL_BYTES * sum(1 for name in outputs if name in DIFFERENTIABLE)
+    return INT64_BYTES + FP32_BYTES + entropy + masks
+
+
+def output_per_token(outputs: tuple[str, ...]) -> int:
+    """Per position, what the returned ``FusedCausalLMOutput`` holds: each output asked for and the
+    bool label mask."""
+    return BOOL_BYTES + sum(OUTPUT_BYTES[name] for name in outputs)
+
+
 def saved(arch: ArchSpec, st: ActivationSetting) -> float:
-    """What the fused head keeps from its forward to its backward (:data:`SAVED_PER_TOKEN`)."""
-    return hidden_saved(arch, st) + scored_positions(st) * SAVED_PER_TOKEN
+    """What the fused head keeps from its forward to its backward (:func:`saved_per_token`)."""
+    return hidden_saved(arch, st) + scored_positions(st) * saved_per_token(policy_outputs(st))
 
 
 def _hidden_cast(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -126,17 +169,18 @@ def _buffer(st: ActivationSetting) -> float:
     return tile_rows(st) * CHUNK_SIZE * compute_bytes(st)
 
 
-def forward_working(arch: ArchSpec, st: ActivationSetting) -> float:
+def forward_working(arch: ArchSpec, st: ActivationSetting, outputs: tuple[str, ...] | None = None) -> float:
     """Inside the function's forward: the backbone's ``last_hidden_state`` (``b·s·e·a``, held by the
     caller), the scored rows' copy, the label mask and the int64 targets, the seven fp32
     statistics, the buffer and the hidden rows' cast; then the widest tile's projection with its
     weight rows' cast, or (the larger, on a CPU) its fold's :data:`FORWARD_FOLD_TILES` fp32 tiles
-    and a bool one."""
+    and, for ``is_top1``, a bool one (``outputs``: the policy's by default)."""
+    mask = BOOL_BYTES if "is_top1" in (outputs or policy_outputs(st)) else 0
     N, T, W = scored_positions(st), tile_rows(st), widest_tile(arch)
     state = st.tokens * arch.embedding_dim * st.stream_bytes
     rows = 0.0 if st.batch == 1 and not _triton(st) else hidden_saved(arch, st)
     labels = N * (BOOL_BYTES + INT64_BYTES)
-    fold = 0.0 if _triton(st) else T * W * (FORWARD_FOLD_TILES * FP32_BYTES + BOOL_BYTES)
+    fold = 0.0 if _triton(st) else T * W * (FORWARD_FOLD_TILES * FP32_BYTES + mask)
     return (state + rows + labels + N * FORWARD_STATISTICS * FP32_BYTES + _buffer(st) + _hidden_cast(arch, st)
             + max(_weight_cast(arch, st, W), fold))
 
@@ -190,5 +234,5 @@ def backward_return_working(arch: ArchSpec, st: ActivationSetting) -> float:
 
 
 def output_held(st: ActivationSetting) -> float:
-    """What a plain loop's held output keeps of the fused head (:data:`OUTPUT_PER_TOKEN`)."""
-    return scored_positions(st) * OUTPUT_PER_TOKEN
+    """What the returned output holds of the fused head (:func:`output_per_token`)."""
+    return scored_positions(st) * output_per_token(policy_outputs(st))

@@ -35,6 +35,8 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "grad_accum": req.grad_accum,
         "autocast": req.autocast,
         "loss": req.loss,
+        "objective": req.objective,
+        "adapter_dtype": req.adapter_dtype,
         "recipe": req.recipe,
     }
 

@@ -19,7 +19,6 @@ from .adapters import LoraSpec, adapter_params, resolve_targets
 from .arch import ArchSpec, LinearSpec, ParamTarget
 from .errors import EstimateError
 from .memory import (
-    ADAPTER_BITS,
     OptimizerBytes,
     WeightBytes,
     gradient_bytes,
@@ -34,6 +33,7 @@ from .phase import Phase
 from .quant import QuantSpec
 from .recipes import RECIPES
 from .request import (
+    AdapterDtype,
     AttnImplementation,
     Autocast,
     Device,
@@ -41,6 +41,7 @@ from .request import (
     Loop,
     Loss,
     Method,
+    Objective,
     Optimizer,
     Sharding,
     default_attention,
@@ -131,6 +132,7 @@ def _weight_terms(w: WeightBytes) -> dict[str, int]:
 def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSetting:
     """The activation-relevant facts of a normalized request."""
     assert req.attn_implementation is not None and req.gradient_checkpointing is not None, "normalize() first"
+    assert req.loss is not None and req.adapter_dtype is not None, "normalize() first"
     qlora_fp32 = req.method == "qlora" and req.prepare_kbit
     stream_bits = FP32_BITS if qlora_fp32 else DTYPE_BITS[req.dtype]
     autocast_bits = DTYPE_BITS[req.autocast] if req.autocast != "none" and req.method != "inference" else 0
@@ -149,6 +151,8 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         autocast_bytes=autocast_bits / 8,
         quantized=bool(req.quant and req.quant.enabled),
         loss=req.loss,
+        objective=req.objective,
+        adapter_bytes=DTYPE_BITS[req.adapter_dtype] / 8,
         full=req.method == "full",
         lora_targets=targets,
         wrapped_targets=wrapped,
@@ -219,6 +223,12 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     loss_forward = (chunked_loss.forward_working(arch, st) if chunked else
                     act.logits_forward(arch, st) + act.logits_upcast_transient(arch, st))
     forward = [moment(activations_bytes=layers + head + graph_held, phase="forward", logits=loss_forward)]
+    if st.objective == "dpo":
+        # TRL's DPOTrainer scores the reference after the policy's forward, under no_grad, while the
+        # policy's graph and output are alive (``_compute_loss``)
+        policy = chunked_loss.saved(arch, st) + chunked_loss.output_held(st)
+        forward += [moment(activations_bytes=layers + head + graph_held, phase="forward", logits=policy,
+                           working_bytes=working) for working in act.reference_forward_working(arch, st)]
     if st.gradient_checkpointing:
         # inside a checkpointed layer nothing is kept, but its intermediates exist one at a time:
         # the MLP's (with a 4-bit weight dequantized next to them) and eager attention's scores
@@ -318,6 +328,7 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
         notes = [
             _autocast_note(req),
             _loss_note(req),
+            *_objective_notes(req),
             LOOP_NOTES[req.loop],
             _accumulation_note(req.grad_accum),
             _checkpointing_note(req),
@@ -403,6 +414,19 @@ def _loss_note(req: EstimateRequest) -> str:
             f"never materializing the logits; {fold}")
 
 
+def _objective_notes(req: EstimateRequest) -> tuple[str, ...]:
+    if req.objective == "sft":
+        return ()
+    reference = ("a frozen copy of the weights in " + req.dtype if req.method == "full" else
+                 "the same model with its adapters disabled")
+    return (f"DPO as TRL 1.16's DPOTrainer runs it: each of the {req.batch_size} examples is a chosen and a rejected "
+            f"sequence of {req.seq_len} tokens (prompt and completion), {2 * req.batch_size} sequences in one batch; "
+            f"the reference ({reference}) is scored in every step under no_grad after the policy's forward "
+            "(precompute_ref_log_probs=False), its sigmoid loss",
+            "every position of a sequence is scored: on CUDA TRL scores the completion's only, so a long prompt "
+            "needs less in the fused head")
+
+
 def _accumulation_note(grad_accum: int) -> str:
     if grad_accum == 1:
         return "one micro-batch per optimizer step (--grad-accum N accumulates N)"
@@ -418,6 +442,11 @@ def _checkpointing_note(req: EstimateRequest) -> str:
     flag = "--no-gradient-checkpointing" if default else "--gradient-checkpointing"
     return (f"gradient checkpointing {state} (non-reentrant); the default here is {'on' if default else 'off'}, "
             f"after {source}; {flag} changes it")
+
+
+# DPO runs a chosen and a rejected sequence per example, concatenated into one batch (TRL 1.16
+# ``DataCollatorForPreference``: chosen rows, then rejected rows)
+SEQUENCES_PER_EXAMPLE = {"sft": 1, "dpo": 2}
 
 
 @dataclass(frozen=True, eq=False)  # identity: step_plan returns one object per setting
@@ -440,10 +469,11 @@ class StepPlan:
     sharding: str
     num_gpus: int
     accumulates: bool  # more than one micro-batch per optimizer step
+    sequences: int  # sequences the model runs per example (:data:`SEQUENCES_PER_EXAMPLE`)
 
     def moments_at(self, b: int, s: int) -> tuple[Phase, ...]:
         """Every candidate moment, per GPU, at batch ``b`` and sequence length ``s``, from the formulas."""
-        st = replace(self.setting, batch=b, seq=s)
+        st = replace(self.setting, batch=b * self.sequences, seq=s)
         if self.opt is None:
             moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits)
         else:
@@ -470,38 +500,46 @@ class ShapeFree(NamedTuple):
     accumulates: bool  # grad_accum > 1: the peak of a cycle does not depend on its length
     autocast: Autocast
     loss: Loss
+    objective: Objective
+    adapter_dtype: AdapterDtype
 
 
 def _shape_free(req: EstimateRequest) -> ShapeFree:
     """The :class:`ShapeFree` fields of a normalized request."""
     assert req.attn_implementation is not None and req.gradient_checkpointing is not None, "normalize() first"
+    assert req.loss is not None and req.adapter_dtype is not None, "normalize() first"
     lora = req.lora if req.method in ("lora", "qlora") else None
     quant = req.quant or default_quant(req.method)  # normalize() has filled it in already
     return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
                      req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus, req.loop,
-                     req.method != "inference" and req.grad_accum > 1, req.autocast, req.loss)
+                     req.method != "inference" and req.grad_accum > 1, req.autocast, req.loss,
+                     req.objective, req.adapter_dtype)
 
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
     (method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates,
-     autocast, loss) = shape_free
+     autocast, loss, objective, adapter_dtype) = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
-                          device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast, loss=loss)
+                          device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast, loss=loss,
+                          objective=objective, adapter_dtype=adapter_dtype)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
     opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)
     if method != "inference":
-        bits = DTYPE_BITS[dtype] if method == "full" else ADAPTER_BITS
+        bits = DTYPE_BITS[dtype] if method == "full" else DTYPE_BITS[adapter_dtype]
         stepped = stepped_tensors(arch, method, lora)
         grads = gradient_bytes(stepped, bits)
         layer_grads = _layer_grad_bytes(arch, method, bits, grads)
         opt = optimizer_bytes(stepped, bits, optimizer, device)
+    weights = weight_bytes(arch, method, dtype, quant, lora, prepare_kbit, DTYPE_BITS[adapter_dtype])
+    if objective == "dpo" and method == "full":
+        weights = replace(weights, plain_bytes=2 * weights.plain_bytes)  # the frozen reference model beside it
     return StepPlan(
         arch=arch,
-        weights=weight_bytes(arch, method, dtype, quant, lora, prepare_kbit),
+        weights=weights,
         setting=activation_setting(req, arch),
         tensors=tensors,
         adapter_params=n_adapter,
@@ -515,6 +553,7 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
         sharding=sharding,
         num_gpus=num_gpus,
         accumulates=accumulates,
+        sequences=SEQUENCES_PER_EXAMPLE[objective],
     )
 
 

@@ -60,14 +60,14 @@ def quantized_linears(arch: ArchSpec, quant: QuantSpec) -> tuple[int, QuantizedB
 
 @lru_cache(maxsize=1024)
 def weight_bytes(arch: ArchSpec, method: str, dtype: str, quant: QuantSpec, lora: LoraSpec | None,
-                 prepare_kbit: bool) -> WeightBytes:
+                 prepare_kbit: bool, adapter_bits: int = ADAPTER_BITS) -> WeightBytes:
     """Bytes of every parameter (and adapter buffer) once the model is ready to train."""
     plain_bits = base_plain_bits(method, dtype, prepare_kbit)
     q_params, q_bytes = quantized_linears(arch, quant) if quant.enabled else (0, QuantizedBytes(0, 0))
     plain = math.ceil((arch.total_params - q_params) * plain_bits / 8 + arch.buffer_bytes(DTYPE_BITS[dtype]))
     adapters = 0
     if method in ("lora", "qlora") and lora is not None:
-        adapters = math.ceil((adapter_params(arch, lora) + vera_shared_params(arch, lora)) * ADAPTER_BITS / 8)
+        adapters = math.ceil((adapter_params(arch, lora) + vera_shared_params(arch, lora)) * adapter_bits / 8)
     return WeightBytes(plain, q_bytes.weight_bytes, q_bytes.constant_bytes, adapters)
 
 

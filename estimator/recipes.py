@@ -2,8 +2,8 @@
 leave them alone, each read from the framework's source and cited beside it. A preset only fills
 the fields a request leaves out: every one stays overridable.
 
-Presets whose framework adds mechanisms not yet modelled are not offered: TRL's DPO trainer runs
-chosen and rejected sequences with reference log-probs.
+A preset's ``quant`` and ``adapter_dtype`` apply to QLoRA only: TRL casts a quantized model's
+adapters to bf16, a plain LoRA's it leaves in peft's fp32.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from .errors import EstimateError
 
-RecipeName = Literal["hf-trainer", "trl-sft", "qlora-paper", "unsloth"]
+RecipeName = Literal["hf-trainer", "trl-sft", "trl-dpo", "qlora-paper", "unsloth"]
 RECIPE_NAMES: tuple[RecipeName, ...] = get_args(RecipeName)
 
 
@@ -27,6 +27,11 @@ class Recipe:
     source: str
 
 
+TRL_QLORA_ADAPTERS = ("for QLoRA the adapters cast to bf16 after get_peft_model (a quantized model's trainable "
+                      "parameters, 'to follow the recommendations from the original paper')")
+# preset fields that only a quantized base takes
+QLORA_ONLY = ("quant", "adapter_dtype")
+
 RECIPES: dict[str, Recipe] = {
     "hf-trainer": Recipe(
         "hf-trainer",
@@ -38,11 +43,24 @@ RECIPES: dict[str, Recipe] = {
     "trl-sft": Recipe(
         "trl-sft",
         {"loop": "trainer", "grad_accum": 1, "autocast": "bf16", "optimizer": "adamw_fused",
-         "gradient_checkpointing": True, "loss": "chunked"},
+         "gradient_checkpointing": True, "loss": "chunked", "prepare_kbit": False, "adapter_dtype": "bf16"},
         "TRL's SFTTrainer (trl 1.16 SFTConfig over transformers 5.23 TrainingArguments): gradient_checkpointing=True "
         "and bf16=True (SFTConfig's own defaults), optim adamw_torch_fused, gradient_accumulation_steps=1, its "
-        "fused LM head (add_fused_lm_head: the chunked loss); the model passed in already loaded in bf16 (given a "
-        "model id instead, SFTTrainer loads float32 weights, which autocast here does not model yet)",
+        "fused LM head (add_fused_lm_head: the chunked loss); adapters from its peft_config through get_peft_model, "
+        "without prepare_model_for_kbit_training; the model passed in already loaded in bf16 (given a "
+        "model id instead, SFTTrainer loads float32 weights, which autocast here does not model yet); "
+        + TRL_QLORA_ADAPTERS,
+    ),
+    "trl-dpo": Recipe(
+        "trl-dpo",
+        {"objective": "dpo", "loop": "trainer", "grad_accum": 1, "autocast": "bf16", "optimizer": "adamw_fused",
+         "gradient_checkpointing": True, "loss": "chunked", "prepare_kbit": False, "adapter_dtype": "bf16"},
+        "TRL's DPOTrainer (trl 1.16 DPOConfig over transformers 5.23 TrainingArguments): gradient_checkpointing=True "
+        "and bf16=True (DPOConfig's own defaults), optim adamw_torch_fused, precompute_ref_log_probs=False (the "
+        "reference scored in every step), its default sigmoid loss, chosen and rejected sequences in one batch "
+        "through its fused LM head; the reference is the policy with its adapters disabled, or for full "
+        "fine-tuning a second copy of the model in its dtype; adapters from its peft_config, without "
+        "prepare_model_for_kbit_training; " + TRL_QLORA_ADAPTERS,
     ),
     "qlora-paper": Recipe(
         "qlora-paper",
@@ -76,7 +94,7 @@ def with_recipe(values: dict[str, Any]) -> dict[str, Any]:
     merged = dict(values)
     method = merged.get("method") or recipe.fields.get("method")
     for key, preset in recipe.fields.items():
-        if key == "quant" and method != "qlora":
+        if key in QLORA_ONLY and method != "qlora":
             continue  # a method that trains an unquantized base takes no preset quantization
         given = merged.get(key)
         if isinstance(preset, dict):

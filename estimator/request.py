@@ -35,6 +35,13 @@ Autocast = Literal["none", "bf16", "fp16"]
 # (transformers' ``ForCausalLMLoss``); ``chunked`` scores the labels through TRL's fused LM head
 # in tiles, never materializing them (``trl.trainer.utils.add_fused_lm_head``: TRL's SFT and DPO trainers).
 Loss = Literal["standard", "chunked"]
+# What the step optimizes: ``sft`` the next-token loss of each sequence; ``dpo`` TRL's DPOTrainer's
+# preference loss, a chosen and a rejected sequence per example scored against a frozen reference.
+Objective = Literal["sft", "dpo"]
+# The dtype peft's adapters (and so their gradients and optimizer state) are kept in: fp32, as
+# get_peft_model upcasts 16-bit adapters (``autocast_adapter_dtype=True``), or bf16, as TRL 1.16's
+# trainers cast a quantized model's trainable parameters after it (``param.data.to(torch.bfloat16)``).
+AdapterDtype = Literal["fp32", "bf16"]
 METHODS: tuple[Method, ...] = get_args(Method)
 COMPUTE_DTYPES: tuple[ComputeDtype, ...] = get_args(ComputeDtype)
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
@@ -44,6 +51,8 @@ SHARDING: tuple[Sharding, ...] = get_args(Sharding)
 LOOPS: tuple[Loop, ...] = get_args(Loop)
 AUTOCASTS: tuple[Autocast, ...] = get_args(Autocast)
 LOSSES: tuple[Loss, ...] = get_args(Loss)
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
+ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)
 # The dtype weights load in; a request may spell it as torch does (``DTYPE_ALIASES``).
 DEFAULT_DTYPE: ComputeDtype = "bf16"
 MAX_BATCH = 2**20
@@ -66,7 +75,11 @@ class EstimateRequest:
     (:func:`default_checkpointing`, :func:`default_attention`); :func:`normalize` fills them in.
     ``grad_accum`` micro-batches make one optimizer step; ``loop`` says what the loop keeps of
     the model's output (:data:`Loop`); ``autocast`` the dtype ``torch.autocast`` runs the forward
-    in (:data:`Autocast`); ``loss`` how the loss reads the logits (:data:`Loss`).
+    in (:data:`Autocast`); ``loss`` how the loss reads the logits (:data:`Loss`; None: the
+    objective's library default, :func:`default_loss`); ``objective`` what the step optimizes
+    (:data:`Objective`): with ``dpo`` each of the ``batch_size`` examples is a chosen and a rejected
+    sequence of ``seq_len`` tokens (prompt and completion); ``adapter_dtype`` the dtype of peft's
+    adapters (:data:`AdapterDtype`; None: peft's, :data:`DEFAULT_ADAPTER_DTYPE`).
     """
 
     model: Any
@@ -87,7 +100,9 @@ class EstimateRequest:
     loop: Loop = "trainer"
     grad_accum: int = 1
     autocast: Autocast = "none"
-    loss: Loss = "standard"
+    loss: Loss | None = None
+    objective: Objective = "sft"
+    adapter_dtype: AdapterDtype | None = None
     # the framework preset the fields came from (``recipes.RECIPES``), if any: its fields are filled in by
     # ``request_from_fields`` (the one constructor every surface uses); set here, it only names the preset
     recipe: str | None = None
@@ -185,9 +200,21 @@ def default_attention(arch: ArchSpec) -> AttnImplementation:
     return "sdpa" if arch.supports_sdpa else "eager"
 
 
+# get_peft_model(autocast_adapter_dtype=True), peft 0.21's default: 16-bit adapters are upcast to fp32
+DEFAULT_ADAPTER_DTYPE: AdapterDtype = "fp32"
+
+
+def default_loss(objective: str) -> Loss:
+    """The loss as the libraries compute it: TRL's DPOTrainer always scores through its fused LM
+    head (trl 1.16 ``dpo_trainer.py``: ``model(..., fused_lm_head=True)``), the chunked loss;
+    supervised fine-tuning by default through transformers' ``ForCausalLMLoss``, the standard one."""
+    return "chunked" if objective == "dpo" else "standard"
+
+
 def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     """Validate every field; return the request with defaults filled in, and its architecture."""
-    dtype, quant, arch, attn = _setting(request)
+    dtype, quant, arch, attn, loss = _setting(request)
+    adapter_dtype = request.adapter_dtype or DEFAULT_ADAPTER_DTYPE
     _positive_int("batch_size", request.batch_size, MAX_BATCH)
     _positive_int("seq_len", request.seq_len, MAX_SEQ)
     _positive_int("grad_accum", request.grad_accum, MAX_GRAD_ACCUM)
@@ -196,21 +223,23 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     if checkpointing is None:
         checkpointing = default_checkpointing(request.method, request.prepare_kbit)
     _boolean("gradient_checkpointing", checkpointing)
-    if (dtype, quant, attn, checkpointing) != (request.dtype, request.quant, request.attn_implementation,
-                                               request.gradient_checkpointing):
+    if (dtype, quant, attn, checkpointing, loss, adapter_dtype) != (
+            request.dtype, request.quant, request.attn_implementation, request.gradient_checkpointing, request.loss,
+            request.adapter_dtype):
         # replace(), without its overhead
         request = EstimateRequest(**{**request.__dict__, "dtype": dtype, "quant": quant, "attn_implementation": attn,
-                                     "gradient_checkpointing": checkpointing})
+                                     "gradient_checkpointing": checkpointing, "loss": loss,
+                                     "adapter_dtype": adapter_dtype})
     return request, arch
 
 
 # Validated settings of catalog models, by every field but the shape: a service sees the same
 # few settings at many batch sizes and sequence lengths.
-_VALID_SETTINGS: dict[tuple[Any, ...], tuple[str, QuantSpec, ArchSpec, AttnImplementation]] = {}
+_VALID_SETTINGS: dict[tuple[Any, ...], tuple[str, QuantSpec, ArchSpec, AttnImplementation, Loss]] = {}
 MAX_VALID_SETTINGS = 4096
 
 
-def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation]:
+def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation, Loss]:
     """:func:`_validate_setting`, remembered for requests that name a catalog model."""
     if not isinstance(request.model, str):
         return _validate_setting(request)
@@ -218,7 +247,9 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     # types too: True == 1 and 1.0 == 1, but only the int is a valid count
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
            request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
-           request.autocast, request.loss, request.recipe, type(request.num_gpus), type(lora.r), type(lora.dropout))
+           request.autocast, request.loss, request.objective, request.adapter_dtype, request.recipe,
+           type(request.num_gpus), type(lora.r),
+           type(lora.dropout))
     try:
         known = _VALID_SETTINGS.get(key)
     except TypeError:  # an unhashable field (a list of targets): validate without remembering
@@ -231,7 +262,7 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     return known
 
 
-def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation]:
+def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation, Loss]:
     """Validate every field but the shape, the accumulation and the switches; the canonical
     dtype, the quantization with its default filled in, the architecture and its attention."""
     _choice("method", request.method, METHODS)
@@ -242,9 +273,18 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         _choice("attn_implementation", request.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("loop", request.loop, LOOPS)
     _choice("autocast", request.autocast, AUTOCASTS)
-    _choice("loss", request.loss, LOSSES)
-    if request.loss != "standard" and request.method == "inference":
-        raise EstimateError("loss", "inference computes no loss: leave loss 'standard'")
+    _choice("objective", request.objective, OBJECTIVES)
+    loss = request.loss
+    if loss is not None:
+        _choice("loss", loss, LOSSES)
+    if request.method == "inference":
+        if loss not in (None, "standard") or request.objective != "sft":
+            raise EstimateError("loss" if loss not in (None, "standard") else "objective",
+                                "inference computes no loss: leave loss and objective at their defaults")
+        loss = "standard"
+    loss = loss or default_loss(request.objective)
+    if request.objective == "dpo":
+        _validate_dpo(request, loss)
     if request.recipe is not None:
         _choice("recipe", request.recipe, RECIPE_NAMES)
     _choice("device", request.device, DEVICES)
@@ -260,13 +300,22 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         raise EstimateError("quant.type", f"{request.method} trains an unquantized base; use method 'qlora'")
     if request.method in ("lora", "qlora"):
         _validate_lora(request.lora)
+    adapter_dtype = request.adapter_dtype or DEFAULT_ADAPTER_DTYPE
+    _choice("adapter_dtype", adapter_dtype, ADAPTER_DTYPES)
+    plain_adapters = request.method in ("lora", "qlora") and request.lora.variant not in ("dora", "vera")
+    if adapter_dtype != "fp32" and not plain_adapters:
+        raise EstimateError("adapter_dtype", "16-bit adapters are modelled for LoRA and QLoRA with plain, rsLoRA "
+                                             "or LoRA+ adapters (TRL keeps DoRA's magnitude in fp32)")
+    if adapter_dtype != "fp32" and request.autocast not in ("none", adapter_dtype):
+        raise EstimateError("adapter_dtype", f"{adapter_dtype} adapters under {request.autocast} autocast are "
+                                             "not modelled (autocast would cast them on every call)")
     if request.attn_implementation == "flash_attention_2" and (request.device == "cpu" or dtype == "fp32"):
         raise EstimateError("attn_implementation", "flash_attention_2 needs device 'cuda' and fp16/bf16")
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
     _validate_autocast(request, dtype, arch)
-    if request.loss == "chunked" and arch.model_type in UNREACHABLE_BACKBONES:
+    if loss == "chunked" and arch.model_type in UNREACHABLE_BACKBONES:
         raise EstimateError("loss", f"TRL 1.16's fused LM head cannot run {arch.model_type}: it reaches the backbone "
                                     "through model.base_model, which transformers 5.23's Llama4ForCausalLM resolves "
                                     "to itself; use loss 'standard'")
@@ -275,7 +324,16 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         raise EstimateError("attn_implementation",
                             f"transformers has no sdpa attention for {arch.model_type}; "
                             "use 'eager' or 'flash_attention_2'")
-    return dtype, quant, arch, attn
+    return dtype, quant, arch, attn, loss
+
+
+def _validate_dpo(request: EstimateRequest, loss: str) -> None:
+    """DPO as TRL's DPOTrainer runs it: its own loop, through its fused LM head."""
+    if loss != "chunked":
+        raise EstimateError("loss", "DPO is modelled as TRL's DPOTrainer runs it, through its fused LM head: loss "
+                                    "'chunked'")
+    if request.loop != "trainer":
+        raise EstimateError("loop", "DPO is modelled as TRL's DPOTrainer runs it: loop 'trainer'")
 
 
 def _validate_autocast(request: EstimateRequest, dtype: str, arch: ArchSpec) -> None:

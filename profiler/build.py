@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tunefit.estimator import EstimateRequest, QuantSpec, get_model
+from tunefit.estimator.chunked_loss import DPO_OUTPUTS, REFERENCE_OUTPUTS, SFT_OUTPUTS
 
 if TYPE_CHECKING:
     from bitsandbytes.optim.adamw import AdamW8bit, PagedAdamW, PagedAdamW8bit
@@ -135,25 +136,44 @@ def prepare_for_training(model: PreTrainedModel, request: EstimateRequest) -> to
         from peft import get_peft_model
 
         trained = get_peft_model(model, peft_config(request))
+        if request.adapter_dtype not in (None, "fp32"):  # None: peft's fp32
+            cast_adapters(trained, TORCH_DTYPES[request.adapter_dtype])
     model.config.use_cache = False  # the base model's config, which peft's wrapper reads too
     trained.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
     if request.loss == "chunked":
-        add_loss_head(model)
+        add_loss_head(model, DPO_OUTPUTS if request.objective == "dpo" else SFT_OUTPUTS)
     return trained
 
 
-# What TRL's SFTTrainer asks its fused head for (trl 1.16 ``sft_trainer.py``): ``is_top1`` feeds the
-# ``mean_token_accuracy`` metric, the entropy the ``entropy`` one
-FUSED_HEAD_OUTPUTS = ("log_probs", "entropy", "is_top1")
-
-
-def add_loss_head(model: PreTrainedModel) -> None:
-    """TRL's fused LM head on the base model, as its SFTTrainer adds it after peft has wrapped the
-    model (``add_fused_lm_head(model.get_base_model(), outputs=...)``): a forward called with
-    ``fused_lm_head=True`` scores the labels in tiles, never building the logits."""
+def add_loss_head(model: PreTrainedModel, outputs: tuple[str, ...]) -> None:
+    """TRL's fused LM head on the base model, as its trainers add it after peft has wrapped the
+    model (``add_fused_lm_head(model.get_base_model(), outputs=...)``, asking for the outputs their
+    metrics read): a forward called with ``fused_lm_head=True`` scores the labels in tiles, never
+    building the logits."""
     from trl.trainer.utils import add_fused_lm_head
 
-    add_fused_lm_head(model, outputs=FUSED_HEAD_OUTPUTS)
+    add_fused_lm_head(model, outputs=outputs)
+
+
+def reference_model(request: EstimateRequest, device: torch.device) -> PreTrainedModel | None:
+    """DPO's frozen reference as TRL's DPOTrainer builds it: none for adapters (the policy with its
+    adapters disabled), else a second copy of the model in its dtype, frozen, in eval mode, with a
+    fused head asking for the log-probs only (trl 1.16 ``DPOTrainer.__init__``)."""
+    if request.objective != "dpo" or request.method != "full":
+        return None
+    torch.manual_seed(0)
+    reference = load_model(request, device)
+    reference.requires_grad_(False)
+    add_loss_head(reference, REFERENCE_OUTPUTS)
+    return reference.eval()
+
+
+def cast_adapters(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """The trainable parameters in ``dtype``, as TRL 1.16's trainers cast a quantized model's after
+    ``get_peft_model`` (``param.data = param.data.to(torch.bfloat16)``; DoRA's magnitude excepted)."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_magnitude_vector" not in name:
+            param.data = param.data.to(dtype)
 
 
 def peft_config(request: EstimateRequest) -> LoraConfig | VeraConfig:

@@ -286,10 +286,14 @@ RECIPE_CHOICES: dict[str, dict] = {
     # TRL SFTTrainer's defaults together (the trl-sft recipe's fields)
     "trl-sft": {"loss": "chunked", "autocast": "bf16", "dtype": "bf16", "gradient_checkpointing": True,
                 "optimizer": "adamw_fused"},
+    # DPO, its step written after TRL's DPOTrainer (through its fused head, a frozen reference)
+    "dpo": {"objective": "dpo"},
+    # adapters cast to bf16 after get_peft_model, as TRL casts a quantized model's
+    "adapters-bf16": {"adapter_dtype": "bf16"},
 }
 RECIPE_METHODS = ("full", "lora", "qlora")
 # fp16 autocast needs fp32 master weights for full fine-tuning (GradScaler refuses fp16 gradients)
-RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora")}
+RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora"), "adapters-bf16": ("lora", "qlora")}
 RECIPE_SHAPE = (2, 128)
 
 

@@ -11,6 +11,7 @@ before each reading, peak statistics reset at each phase start, the model in tra
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from tunefit.estimator import EstimateRequest, estimate, to_document
 from tunefit.estimator.request import normalize
 
 from .accounting import CudaCounters, LiveTensorBytes, Workspace, collect, model_tensors
-from .build import BuildError, load_model, make_optimizer, prepare_for_training, vocab_size
+from .build import BuildError, load_model, make_optimizer, prepare_for_training, reference_model, vocab_size
 from .device import driver_version, physical_memory_bytes, versions
 
 Progress = Callable[[str, int, int], None]
@@ -46,6 +47,11 @@ class Counter:
             self.meter = CudaCounters(device)
         else:
             self.meter = LiveTensorBytes((device.type, *also_count), workspace)
+            self.meter.track_all(model_tensors(model))
+
+    def track_model(self, model: torch.nn.Module) -> None:
+        """Count another model's tensors from the start (DPO's frozen reference)."""
+        if isinstance(self.meter, LiveTensorBytes):
             self.meter.track_all(model_tensors(model))
 
     def __enter__(self) -> Counter:
@@ -98,9 +104,13 @@ def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Prog
     training = req.method != "inference"
     model = prepare_for_training(base, req) if training else base.eval()
     optimizer = make_optimizer(model, req) if training else None
+    reference = reference_model(req, device)
     counter = Counter(device, model)
+    if reference is not None:
+        counter.track_model(reference)
     with counter:
-        load, readings = run_phases(model, optimizer, counter, req, vocab_size(base), steps, device, report)
+        load, readings = run_phases(model, optimizer, counter, req, vocab_size(base), steps, device, report,
+                                    reference)
     return {
         "request": prediction["request"],
         "prediction": prediction,
@@ -114,13 +124,15 @@ def measure(request: EstimateRequest, steps: int = DEFAULT_STEPS, progress: Prog
 
 def run_phases(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, counter: Counter,
                req: EstimateRequest, vocab: int, steps: int, device: torch.device,
-               report: Progress) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               report: Progress, reference: torch.nn.Module | None = None
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The load reading, then the readings of every training step (or of the prefill), with
-    ``counter`` active; token ids are drawn from ``vocab``."""
+    ``counter`` active; token ids are drawn from ``vocab``; ``reference``: DPO's frozen copy."""
     counter.begin()
     load = counter.end("load", 0)
     if optimizer is not None:
-        return load, _train(model, optimizer, counter, req, vocab, steps, device, report)
+        step = _dpo_step(model, req, device, reference) if req.objective == "dpo" else None
+        return load, _train(model, optimizer, counter, req, vocab, steps, device, report, step)
     return load, _prefill(model, counter, req, vocab, device, report)
 
 
@@ -129,10 +141,12 @@ def _tokens(req: EstimateRequest, vocab: int, device: torch.device) -> torch.Ten
 
 
 def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Counter, req: EstimateRequest,
-           vocab: int, steps: int, device: torch.device, report: Progress) -> list[dict[str, Any]]:
+           vocab: int, steps: int, device: torch.device, report: Progress,
+           objective: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[dict[str, Any]]:
     """``steps`` optimizer steps of ``req.grad_accum`` micro-batches each, in the request's loop:
     ``trainer`` keeps only the loss (Hugging Face Trainer's ``compute_loss``); ``plain`` keeps the
-    output, rebound only when the next forward returns (``outputs = model(**batch)``)."""
+    output, rebound only when the next forward returns (``outputs = model(**batch)``). ``objective``
+    (DPO's, :func:`_dpo_step`) takes a micro-batch of token ids to its loss instead."""
     readings: list[dict[str, Any]] = []
     outputs = None
     forward = autocast_forward(model, req, device)
@@ -144,7 +158,9 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Co
             ids = _tokens(req, vocab, device)
             report("forward", step, steps)
             counter.begin()
-            if req.loop == "plain":
+            if objective is not None:
+                loss = objective(torch.cat([ids, _tokens(req, vocab, device)]))  # chosen rows, then rejected
+            elif req.loop == "plain":
                 outputs = forward(input_ids=ids, labels=ids, use_cache=False, **head)
                 loss = outputs.loss
             else:
@@ -166,6 +182,38 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Co
         readings.append(counter.end("optimizer_step", step))
     del outputs
     return readings
+
+
+DPO_BETA = 0.1  # DPOConfig's beta; any value: memory does not depend on it
+
+
+def _dpo_step(model: torch.nn.Module, req: EstimateRequest, device: torch.device,
+              reference: torch.nn.Module | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """DPO's loss written after TRL's (trl 1.16 ``DPOTrainer._compute_loss``, its default sigmoid
+    loss): the policy scores the chosen and the rejected rows through its fused head, then, under
+    ``no_grad`` with the policy's output still held, the reference does (the policy with its
+    adapters disabled, or the frozen copy), both under the recipe's autocast."""
+    policy = autocast_forward(model, req, device)
+    frozen = autocast_forward(reference if reference is not None else model, req, device)
+
+    def loss_of(ids: torch.Tensor) -> torch.Tensor:
+        outputs = policy(input_ids=ids, labels=ids, use_cache=False, fused_lm_head=True)
+        logps = outputs.log_probs.sum(dim=1)
+        adapters_off = _without_adapters(model) if reference is None else contextlib.nullcontext()
+        with torch.no_grad(), adapters_off:
+            ref_logps = frozen(input_ids=ids, labels=ids, use_cache=False, fused_lm_head=True).log_probs.sum(dim=1)
+        chosen, rejected = (logps - ref_logps).chunk(2)
+        return -torch.nn.functional.logsigmoid(DPO_BETA * (chosen - rejected)).mean()
+
+    return loss_of
+
+
+def _without_adapters(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """peft's ``PeftModel.disable_adapter()``: the reference of adapters is the model without them."""
+    from peft import PeftModel
+
+    assert isinstance(model, PeftModel)  # prepare_for_training wrapped it for lora / qlora
+    return model.disable_adapter()
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

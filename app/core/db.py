@@ -201,6 +201,19 @@ def _sqlite_engine(url: str, busy_timeout_s: float, immediate: bool) -> Engine:
     return engine
 
 
+# (key, source, split, result) of a stored measurement
+MeasurementRow = tuple[str, str, str, dict[str, Any]]
+
+
+def _insert_measurements(session: Session, rows: list[MeasurementRow]) -> int:
+    """Add the rows whose key is new to ``session``'s transaction; returns how many."""
+    known = set(session.scalars(select(Measurement.key)))
+    fresh = [Measurement(key=k, source=src, split=split, result_json=json.dumps(res))
+             for k, src, split, res in rows if k not in known]
+    session.add_all(fresh)
+    return len(fresh)
+
+
 class Database:
     """Engine and session factory; tables are created on start.
 
@@ -250,15 +263,12 @@ class Database:
 
     # ---- measurements ---------------------------------------------------------------------------
     @retried_when_locked
-    def add_measurements(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> int:
+    def add_measurements(self, rows: list[MeasurementRow]) -> int:
         """Insert ``(key, source, split, result)`` rows whose key is new; returns how many."""
         with self.sessions.begin() as session:
-            known = set(session.scalars(select(Measurement.key)))
-            fresh = [Measurement(key=k, source=src, split=split, result_json=json.dumps(res))
-                     for k, src, split, res in rows if k not in known]
-            session.add_all(fresh)
-        self.measurements_added += len(fresh)
-        return len(fresh)
+            added = _insert_measurements(session, rows)
+        self.measurements_added += added
+        return added
 
     @retried_when_locked
     def measurements(self) -> list[Measurement]:
@@ -363,14 +373,21 @@ class Database:
 
     @retried_when_locked
     def finish_first(self, job_id: str, status: str, result: dict[str, Any] | None = None,
-                     error: str | None = None) -> bool:
+                     error: str | None = None, measurement: MeasurementRow | None = None) -> bool:
         """Record the outcome unless the job has one already; True if this call recorded it
-        (results are persisted by whoever finishes first)."""
+        (results are persisted by whoever finishes first). ``measurement``: the row the outcome
+        adds to the reports, stored in the same transaction, so that no crash leaves a finished
+        job without it."""
+        added = 0
         with self.sessions.begin() as session:
-            return bool(rows_updated(session, update(Job).where(
+            recorded = bool(rows_updated(session, update(Job).where(
                 Job.id == job_id, Job.status.not_in(("done", "failed"))).values(
                     status=status, finished_at=now(), heartbeat_at=now(), error=error,
                     result_json=json.dumps(result) if result is not None else None)))
+            if recorded and measurement is not None:
+                added = _insert_measurements(session, [measurement])
+        self.measurements_added += added
+        return recorded
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._update(job_id, progress_json=json.dumps(progress), heartbeat_at=now())

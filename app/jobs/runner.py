@@ -44,13 +44,15 @@ def run_job(db: Database, settings: Settings, job: Job, device_kind: str | None,
         db.requeue(job.id)
         log.info("job %s: back in the queue (worker stopping)", job.id)
         return outcome.status
-    if not db.finish_first(job.id, outcome.status, outcome.result, outcome.error):
-        log.info("job %s: another delivery recorded its outcome first; this one is dropped", job.id)
-        return outcome.status
+    measurement = None
     if outcome.status == "done" and outcome.result is not None:
         measured = {"case": job.label, **outcome.result, "worker": job.worker}
         if device_kind:
             measured["device_kind"] = device_kind
-        db.add_measurements([(f"job:{job.id}", "job", "", measured)])
+        measurement = (f"job:{job.id}", "job", "", measured)
+    # the outcome and its measurement in one transaction: a crash between the two lost the measurement
+    if not db.finish_first(job.id, outcome.status, outcome.result, outcome.error, measurement):
+        log.info("job %s: another delivery recorded its outcome first; this one is dropped", job.id)
+        return outcome.status
     log.info("job %s: %s%s", job.id, outcome.status, f" ({outcome.error})" if outcome.error else "")
     return outcome.status

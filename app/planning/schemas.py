@@ -22,12 +22,14 @@ from tunefit.estimator.request import (
     MAX_RANK,
     MAX_SEQ,
     QLORA_DEFAULT_QUANT,
+    AdapterDtype,
     AttnImplementation,
     Autocast,
     Device,
     Loop,
     Loss,
     Method,
+    Objective,
     Optimizer,
     Sharding,
 )
@@ -154,8 +156,16 @@ class SettingIn(_Strict):
                             description="micro-batches per optimizer step (gradient accumulation)")
     autocast: Autocast = Field(DEFAULT.autocast, description="torch.autocast around the forward (Hugging Face "
                                                              "Trainer's bf16=True / fp16=True); none: no autocast")
-    loss: Loss = Field(DEFAULT.loss, description="standard: transformers' loss over the full logits; chunked: TRL's "
-                                                 "fused LM head, in tiles (its SFT and DPO trainers)")
+    loss: Loss | None = Field(DEFAULT.loss, description="standard: transformers' loss over the full logits; chunked: "
+                                                        "TRL's fused LM head, in tiles (its SFT and DPO trainers); "
+                                                        "null: chunked for dpo (TRL's DPOTrainer), else standard")
+    adapter_dtype: AdapterDtype | None = Field(DEFAULT.adapter_dtype,
+                                               description="fp32: peft's adapters (get_peft_model upcasts them); "
+                                                           "bf16: as TRL's trainers cast a quantized model's; null: "
+                                                           "fp32, or bf16 for QLoRA under a TRL recipe")
+    objective: Objective = Field(DEFAULT.objective, description="sft: next-token loss; dpo: TRL's DPOTrainer, a "
+                                                               "chosen and a rejected sequence per example scored "
+                                                               "against a frozen reference")
 
 
 class EstimateIn(SettingIn):

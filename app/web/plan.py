@@ -29,6 +29,7 @@ from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
 from tunefit.estimator.recipes import RECIPE_NAMES, RECIPES, RecipeName
 from tunefit.estimator.request import (
+    ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
     AUTOCASTS,
     COMPUTE_DTYPES,
@@ -42,14 +43,17 @@ from tunefit.estimator.request import (
     MAX_RANK,
     MAX_SEQ,
     METHODS,
+    OBJECTIVES,
     OPTIMIZERS,
     QLORA_DEFAULT_QUANT,
+    AdapterDtype,
     AttnImplementation,
     Autocast,
     Device,
     Loop,
     Loss,
     Method,
+    Objective,
     Optimizer,
 )
 from tunefit.estimator.units import GIB
@@ -104,7 +108,9 @@ class PlanForm(BaseModel):
     prepare_kbit: bool = DEFAULT.prepare_kbit
     loop: Loop = DEFAULT.loop
     autocast: Autocast = DEFAULT.autocast
-    loss: Loss = DEFAULT.loss
+    loss: Loss | None = DEFAULT.loss  # None: the objective's library default
+    objective: Objective = DEFAULT.objective
+    adapter_dtype: AdapterDtype | None = DEFAULT.adapter_dtype  # None: peft's, or a recipe's
     optimizer: Optimizer = DEFAULT.optimizer
     attn: AttnImplementation | None = DEFAULT.attn_implementation  # None: what transformers picks
     device: Device = DEFAULT.device
@@ -145,7 +151,7 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         batch_size=form.batch_size, seq_len=form.seq_len, gradient_checkpointing=form.gradient_checkpointing,
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
         prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum, autocast=form.autocast,
-        loss=form.loss,
+        loss=form.loss, objective=form.objective, adapter_dtype=form.adapter_dtype,
     )
     if form.recipe is None:
         return setting
@@ -165,7 +171,7 @@ LORA_FORM_FIELDS = {"r": {"r"}, "alpha": {"alpha"}, "target_modules": {"targets"
 
 
 # The training step's settings a recipe may set, at their defaults
-STEP_DEFAULTS = {key: getattr(DEFAULT, key) for key in ("optimizer", "loop", "grad_accum", "autocast", "loss",
+STEP_DEFAULTS = {key: getattr(DEFAULT, key) for key in ("optimizer", "loop", "grad_accum", "autocast", "objective",
                                                           "prepare_kbit")}
 
 
@@ -177,13 +183,15 @@ def recipe_form_values() -> dict[str, dict[str, Any]]:
     for name, recipe in RECIPES.items():
         f = {**STEP_DEFAULTS, **recipe.fields}
         values: dict[str, Any] = {k: f[k] for k in ("method", "dtype", "optimizer", "loop", "grad_accum", "autocast",
-                                                     "loss")
+                                                     "loss", "objective")
                                   if k in f}
         for key in ("gradient_checkpointing", "prepare_kbit"):
             if f.get(key) is not None:
                 values[key] = "on" if f[key] else "off"
-        if "gradient_checkpointing" not in recipe.fields:
-            values["gradient_checkpointing"] = ""  # the libraries' default
+        for key in ("gradient_checkpointing", "loss"):  # the libraries' default
+            if key not in recipe.fields:
+                values[key] = ""
+        values["adapter_dtype"] = ""  # the recipe's for QLoRA only (recipes.QLORA_ONLY): left to it
         lora = f.get("lora", {})
         if "r" in lora:
             values["r"] = lora["r"]
@@ -224,6 +232,7 @@ def form_context(form: PlanForm) -> dict[str, Any]:
             "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
             "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS, "loss": LOSSES,
+            "objective": OBJECTIVES, "adapter_dtype": ADAPTER_DTYPES,
             "recipe": RECIPE_NAMES,
         },
         "recipe_values": recipe_form_values(),

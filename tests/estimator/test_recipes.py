@@ -178,7 +178,7 @@ def test_autocast_in_the_weights_dtype_changes_little_but_the_adapters(method):
 
 # ---- framework presets -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("recipe", ["hf-trainer", "trl-sft", "qlora-paper", "unsloth"])
+@pytest.mark.parametrize("recipe", ["hf-trainer", "trl-sft", "trl-dpo", "qlora-paper", "unsloth"])
 def test_a_recipe_fills_only_what_the_request_leaves_out(recipe):
     from tunefit.estimator.recipes import RECIPES
     from tunefit.estimator.request import request_from_fields
@@ -186,7 +186,8 @@ def test_a_recipe_fills_only_what_the_request_leaves_out(recipe):
     preset = RECIPES[recipe].fields
     est = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "qlora"}))
     req = est.request
-    for key in ("optimizer", "autocast", "loop", "prepare_kbit", "gradient_checkpointing", "grad_accum", "loss"):
+    for key in ("optimizer", "autocast", "loop", "prepare_kbit", "gradient_checkpointing", "grad_accum", "loss",
+                "objective"):
         if key in preset:
             assert getattr(req, key) == preset[key], key
     assert req.recipe == recipe and est.assumptions[0].startswith(f"recipe {recipe}: ")
@@ -212,7 +213,7 @@ def test_an_unknown_recipe_is_refused_by_name():
     from tunefit.estimator.request import request_from_fields
 
     with pytest.raises(EstimateError, match="recipe"):
-        request_from_fields({"model": MODEL, "recipe": "trl-dpo"})
+        request_from_fields({"model": MODEL, "recipe": "torchtune"})
     with pytest.raises(EstimateError, match="recipe"):
         estimate(EstimateRequest(MODEL, recipe="nope"))
 
@@ -317,3 +318,89 @@ def test_the_trl_sft_recipe_answers_the_headline_question():
     paper = to_document(estimate(request_from_fields({**question, "recipe": "qlora-paper"})))
     assert trl["request"]["loss"] == "chunked" and trl["fits"][0]["fits"] is True
     assert paper["fits"][0]["fits"] is False
+
+
+# ---- DPO as TRL's DPOTrainer runs it ---------------------------------------------------------------
+
+def test_dpo_defaults_to_trls_fused_head_and_refuses_what_it_does_not_model():
+    est = _chunked(objective="dpo")
+    assert (est.request.loss, est.request.objective) == ("chunked", "dpo")
+    assert _chunked().request.loss == "standard"
+    refused = [({"objective": "dpo", "loss": "standard"}, "loss"), ({"objective": "dpo", "loop": "plain"}, "loop"),
+               ({"objective": "dpo", "method": "inference"}, "objective"), ({"objective": "ppo"}, "objective")]
+    for fields, name in refused:
+        with pytest.raises(EstimateError, match=name):
+            _chunked(**fields)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_dpo_runs_twice_the_sequences_after_the_policy_forward_scores_the_reference(method):
+    """The chosen and rejected sequences make one batch of 2b: every activation of SFT at 2b, and a
+    reference forward under no_grad while the policy's graph is alive; full fine-tuning holds the
+    frozen reference copy of the weights besides."""
+    dpo = _chunked(method=method, objective="dpo", batch_size=2)
+    sft = _chunked(method=method, loss="chunked", batch_size=4)
+    weights = {p.name: p.terms["weights_bytes"] for p in dpo.phases}
+    assert weights["load"] == (2 if method == "full" else 1) * sft.phases[0].terms["weights_bytes"]
+    dpo_backward = max(p.allocated_bytes for p in dpo.phases if p.name == "backward")
+    sft_backward = max(p.allocated_bytes for p in sft.phases if p.name == "backward")
+    copy = weights["load"] - sft.phases[0].terms["weights_bytes"]
+    # the per-token outputs DPO asks for beyond SFT's (mean_logits) are all that differs besides
+    assert 0 <= dpo_backward - copy - sft_backward <= 4 * 2047 * 4
+
+
+def test_the_reference_forward_is_a_moment_of_its_own():
+    from tunefit.estimator import activations as act
+    from tunefit.estimator.estimate import activation_setting
+    from tunefit.estimator.request import normalize
+
+    req, arch = normalize(EstimateRequest(MODEL, method="lora", objective="dpo", batch_size=1, seq_len=8192,
+                                          gradient_checkpointing=True, attn_implementation="eager"))
+    st = activation_setting(req, arch)
+    mlp, attention, head = act.reference_forward_working(arch, replace(st, batch=2, seq=8192))
+    assert attention > mlp  # eager scores at 8k tokens: b·n·s² in the no-grad reference forward
+    est = estimate(req)
+    forward = next(p for p in est.phases if p.name == "forward")
+    assert forward.terms["working_bytes"] >= attention
+
+
+# ---- TRL's bf16 adapters for a quantized model ----------------------------------------------------
+
+def test_bf16_adapters_halve_the_adapters_their_gradients_and_adam_state():
+    fp32 = _chunked(method="qlora")
+    bf16 = _chunked(method="qlora", adapter_dtype="bf16")
+    assert (fp32.request.adapter_dtype, bf16.request.adapter_dtype) == ("fp32", "bf16")
+    step = {e: next(p for p in est.phases if p.name == "optimizer_step") for e, est in (("fp32", fp32), ("bf16", bf16))}
+    for term in ("adapter_bytes", "gradients_bytes", "optimizer_bytes"):
+        assert step["bf16"].terms[term] * 2 == step["fp32"].terms[term], term
+
+
+def test_bf16_adapters_under_bf16_autocast_need_no_cast_copies():
+    """Autocast caches a 16-bit copy of an fp32 adapter weight; a bf16 one it uses as it is."""
+    from tunefit.estimator import activations as act
+    from tunefit.estimator.estimate import activation_setting
+    from tunefit.estimator.request import normalize
+
+    copies = {}
+    for dtype in ("fp32", "bf16"):
+        req, arch = normalize(EstimateRequest(MODEL, method="qlora", autocast="bf16", adapter_dtype=dtype))
+        top, top_st = act.layer_at(arch, activation_setting(req, arch), -1)
+        copies[dtype] = act.autocast_weight_copies(top, top_st)
+    assert copies["fp32"] > 0 and copies["bf16"] == 0
+
+
+@pytest.mark.parametrize("fields", [{"method": "full"}, {"method": "qlora", "lora": LoraSpec(variant="dora")},
+                                    {"method": "qlora", "autocast": "fp16", "dtype": "fp16"}],
+                         ids=["full", "dora", "fp16-autocast"])
+def test_bf16_adapters_are_refused_where_not_modelled(fields):
+    with pytest.raises(EstimateError, match="adapter_dtype"):
+        estimate(EstimateRequest(MODEL, adapter_dtype="bf16", **fields))
+
+
+def test_trl_recipes_cast_only_a_quantized_models_adapters():
+    from tunefit.estimator.request import request_from_fields
+
+    for recipe in ("trl-sft", "trl-dpo"):
+        qlora = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "qlora"})).request
+        lora = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "lora"})).request
+        assert (qlora.adapter_dtype, lora.adapter_dtype, qlora.prepare_kbit) == ("bf16", "fp32", False)

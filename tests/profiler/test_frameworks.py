@@ -10,7 +10,11 @@ require_profiler_extra()
 
 from tunefit.estimator.request import request_from_fields  # noqa: E402
 from tunefit.profiler import measure  # noqa: E402
-from tunefit.profiler.frameworks import measure_with_sft_trainer, measure_with_trainer  # noqa: E402
+from tunefit.profiler.frameworks import (  # noqa: E402
+    measure_with_dpo_trainer,
+    measure_with_sft_trainer,
+    measure_with_trainer,
+)
 
 pytestmark = LIBRARY_NOTICES
 
@@ -26,11 +30,16 @@ CASES = {
 }
 
 
-# TRL SFTTrainer's defaults (trl-sft: checkpointing, bf16 autocast, fused AdamW, its fused LM head)
-SFT_CASES = {
+# TRL's trainers under their defaults (trl-sft, trl-dpo: checkpointing, bf16 autocast, fused AdamW, the
+# fused LM head; DPO's reference the policy without adapters, or a frozen copy; QLoRA without kbit
+# preparation, its adapters cast to bf16)
+TRL_CASES = {
     "trl-sft-lora": {"recipe": "trl-sft", "method": "lora"},
     "trl-sft-full-accum": {"recipe": "trl-sft", "method": "full", "grad_accum": 2},
-    "trl-sft-qlora": {"recipe": "trl-sft", "method": "qlora"},
+    "trl-sft-qlora": {"recipe": "trl-sft", "method": "qlora", "lora": {"target_modules": "all-linear"}},
+    "trl-dpo-lora": {"recipe": "trl-dpo", "method": "lora"},
+    "trl-dpo-full": {"recipe": "trl-dpo", "method": "full"},
+    "trl-dpo-qlora": {"recipe": "trl-dpo", "method": "qlora"},
 }
 
 
@@ -58,12 +67,15 @@ def test_the_trainer_loop_keeps_what_our_loop_keeps_but_its_batch(trainer_runs):
     assert 0 <= extra <= 2 * batch + 1024, extra
 
 
-@pytest.mark.parametrize("name", SFT_CASES)
-def test_the_estimate_holds_to_trls_sft_trainer(name):
-    r = measure_with_sft_trainer(request_from_fields({**BASE, **SFT_CASES[name]}), steps=3)
+@pytest.mark.parametrize("name", TRL_CASES)
+def test_the_estimate_holds_to_trls_trainers(name):
+    request = request_from_fields({**BASE, **TRL_CASES[name]})
+    dpo = request.objective == "dpo"
+    r = (measure_with_dpo_trainer if dpo else measure_with_sft_trainer)(request, steps=3)
     measured, predicted = r["measured"]["peak_allocated_bytes"], r["prediction"]["peak_allocated_bytes"]
     assert abs(predicted - measured) <= 0.005 * measured, (predicted, measured)
-    assert r["measured"]["framework"] == "trl.SFTTrainer" and r["request"]["loss"] == "chunked"
+    assert r["measured"]["framework"] == ("trl.DPOTrainer" if dpo else "trl.SFTTrainer")
+    assert r["request"]["loss"] == "chunked"
 
 
 def test_each_framework_refuses_the_loss_it_does_not_compute():
@@ -73,3 +85,7 @@ def test_each_framework_refuses_the_loss_it_does_not_compute():
         measure_with_trainer(request_from_fields({**BASE, "loss": "chunked"}))
     with pytest.raises(BuildError, match="chunked"):
         measure_with_sft_trainer(request_from_fields({**BASE, "loss": "standard"}))
+    with pytest.raises(BuildError, match="dpo"):
+        measure_with_dpo_trainer(request_from_fields({**BASE, "loss": "chunked"}))
+    with pytest.raises(BuildError, match="prepare_model_for_kbit_training"):
+        measure_with_sft_trainer(request_from_fields({**BASE, "method": "qlora", "loss": "chunked"}))

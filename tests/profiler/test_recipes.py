@@ -2,6 +2,8 @@
 request names, micro-batches accumulate before each optimizer step, the forward runs under the
 autocast it names, and the estimate's phases follow the measured ones."""
 
+from dataclasses import replace
+
 import pytest
 
 from tests.profiler.support import LIBRARY_NOTICES, require_profiler_extra
@@ -112,3 +114,21 @@ def test_the_chunked_loss_scores_a_single_sequence_through_a_view():
     r = measure(_request("lora", "trainer", 1, False, "none", "chunked", batch_size=1), steps=2)
     measured, predicted = r["measured"]["peak_allocated_bytes"], r["prediction"]["peak_allocated_bytes"]
     assert abs(predicted - measured) <= 0.005 * measured, (predicted, measured)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_a_dpo_step_is_estimated_within_half_a_percent_per_phase(method):
+    """DPO written after TRL's DPOTrainer: chosen and rejected rows in one batch through the fused
+    head, the reference scored under no_grad (adapters disabled, or the frozen copy, whose weights
+    the counter holds from the start)."""
+    r = measure(replace(_request(method, "trainer", 1, method == "qlora", "none"), objective="dpo", loss=None),
+                steps=2)
+    assert (r["request"]["objective"], r["request"]["loss"]) == ("dpo", "chunked")
+    predicted = {}
+    for p in r["prediction"]["phases"]:
+        predicted[p["phase"]] = max(predicted.get(p["phase"], 0), p["allocated_bytes"])
+    for phase, bytes_measured in r["measured"]["phase_peaks"].items():
+        assert abs(predicted[phase] - bytes_measured) <= 0.005 * bytes_measured, (phase, predicted[phase],
+                                                                                  bytes_measured)
+    if method == "full":  # the reference copy: the load holds two models' weights
+        assert r["measured"]["phase_peaks"]["load"] == r["prediction"]["phases"][0]["allocated_bytes"]

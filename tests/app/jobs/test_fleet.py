@@ -202,6 +202,27 @@ def test_whoever_finishes_first_is_stored(db):
     assert stored.status == "done" and stored.result == {"by": "w1"} and stored.error is None
 
 
+def test_a_finished_job_and_its_measurement_are_stored_together(db, monkeypatch):
+    """One transaction: a job is never done without its measurement in the reports (a server killed
+    between two commits lost it), nor does a late duplicate add one."""
+    import tunefit.app.core.db as db_module
+
+    job = _job(db)
+    db.claim_delivered(job.id, "w1", stale_after_s=60, max_attempts=2)
+
+    def fail(session, rows):
+        raise RuntimeError("the process dies while storing the measurement")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(db_module, "_insert_measurements", fail)
+        with pytest.raises(RuntimeError):
+            db.finish_first(job.id, "done", {"by": "w1"}, measurement=(f"job:{job.id}", "job", "", {"by": "w1"}))
+    assert db.get_job(job.id).status == "running" and db.measurements() == []
+    assert db.finish_first(job.id, "done", {"by": "w1"}, measurement=(f"job:{job.id}", "job", "", {"by": "w1"}))
+    assert not db.finish_first(job.id, "done", {"by": "w2"}, measurement=(f"job:{job.id}-2", "job", "", {}))
+    assert [m.key for m in db.measurements()] == [f"job:{job.id}"] and db.get_job(job.id).status == "done"
+
+
 def _silence(db, job_id, seconds):
     db._update(job_id, heartbeat_at=now() - timedelta(seconds=seconds), started_at=now() - timedelta(seconds=seconds))
 

@@ -129,11 +129,15 @@ def test_i_train_with_a_recipe_fills_the_form_with_its_defaults(live_server, bro
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser.get(live_server + "/")
-    Select(browser.find_element(By.ID, "recipe")).select_by_value("trl-sft")
+    Select(browser.find_element(By.ID, "recipe")).select_by_value("trl-dpo")
     assert Select(browser.find_element(By.ID, "loss")).first_selected_option.get_attribute("value") == "chunked"
-    # picked next, a recipe that leaves the loss out puts it back to its default
+    assert Select(browser.find_element(By.ID, "objective")).first_selected_option.get_attribute("value") == "dpo"
+    # the recipe's bf16 adapters are for QLoRA only: left to the recipe ("default")
+    assert Select(browser.find_element(By.ID, "adapter_dtype")).first_selected_option.get_attribute("value") == ""
+    # picked next, a recipe that leaves the loss and the objective out puts them back to their defaults
     Select(browser.find_element(By.ID, "recipe")).select_by_value("qlora-paper")
-    assert Select(browser.find_element(By.ID, "loss")).first_selected_option.get_attribute("value") == "standard"
+    assert Select(browser.find_element(By.ID, "loss")).first_selected_option.get_attribute("value") == ""
+    assert Select(browser.find_element(By.ID, "objective")).first_selected_option.get_attribute("value") == "sft"
     assert browser.find_element(By.ID, "r").get_attribute("value") == "64"
     assert Select(browser.find_element(By.ID, "optimizer")).first_selected_option.get_attribute("value") == \
         "paged_adamw"

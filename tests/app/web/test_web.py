@@ -53,11 +53,13 @@ def test_plans_are_kept_in_the_sqlite_file(client, settings):
 
 @pytest.mark.parametrize("changes,request_fields", [
     ({}, {}),  # the libraries' defaults: checkpointing on for prepared QLoRA
-    ({"gradient_checkpointing": "off", "loop": "plain", "grad_accum": "4", "prepare_kbit": "off", "attn": "eager",
-      "autocast": "bf16", "loss": "chunked"},
-     {"gradient_checkpointing": False, "loop": "plain", "grad_accum": 4, "prepare_kbit": False,
-      "attn_implementation": "eager", "autocast": "bf16", "loss": "chunked"}),
-], ids=["library-defaults", "every-recipe-control"])
+    ({"gradient_checkpointing": "off", "loop": "trainer", "grad_accum": "4", "prepare_kbit": "off", "attn": "eager",
+      "autocast": "bf16", "loss": "chunked", "objective": "dpo", "adapter_dtype": "bf16"},
+     {"gradient_checkpointing": False, "loop": "trainer", "grad_accum": 4, "prepare_kbit": False,
+      "attn_implementation": "eager", "autocast": "bf16", "loss": "chunked", "objective": "dpo",
+      "adapter_dtype": "bf16"}),
+    ({"loop": "plain", "loss": "chunked"}, {"loop": "plain", "loss": "chunked"}),
+], ids=["library-defaults", "every-recipe-control", "plain-loop"])
 def test_the_recipe_controls_reach_the_estimate(client, changes, request_fields):
     html = client.get("/?" + urlencode({**QLORA_7B, **changes})).text
     expected = estimate(EstimateRequest("llama-2-7b", method="qlora", quant=QuantSpec("nf4", True, 64),
