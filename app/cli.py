@@ -16,6 +16,7 @@ from tunefit.estimator.request import (
     AUTOCASTS,
     DEFAULT_REQUEST,
     DEVICES,
+    INFERENCE_MODES,
     LOOPS,
     LOSSES,
     METHODS,
@@ -68,6 +69,9 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter-dtype", choices=ADAPTER_DTYPES, default=None,
                    help="fp32: peft's adapters (get_peft_model upcasts them); bf16: as TRL casts a quantized "
                         "model's (default fp32; bf16 for QLoRA under --recipe trl-sft / trl-dpo)")
+    p.add_argument("--inference-mode", choices=INFERENCE_MODES, default=None,
+                   help="method inference: generate (generate()'s prefill, the default) or forward (an evaluation "
+                        "forward with labels: every position's logits and the loss)")
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="sft: next-token loss; dpo: TRL's DPOTrainer (chosen and rejected sequences, a frozen "
                         "reference); default sft")
@@ -108,7 +112,7 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
         "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
         "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
         "grad_accum": args.grad_accum, "autocast": args.autocast, "loss": args.loss,
-        "objective": args.objective, "adapter_dtype": args.adapter_dtype,
+        "objective": args.objective, "adapter_dtype": args.adapter_dtype, "inference_mode": args.inference_mode,
     })
 
 

@@ -1086,6 +1086,22 @@ def reference_forward_working(arch: ArchSpec, st: ActivationSetting) -> tuple[fl
             chunked_loss.forward_working(arch, st, outputs))
 
 
+def evaluation_head_working(arch: ArchSpec, st: ActivationSetting) -> float:
+    """A no-grad forward with labels, at its loss (transformers 5.23 ``ForCausalLMLoss``): every
+    position's logits in lm_head's dtype, their fp32 copy (``logits.float()``, none when they are
+    fp32) and ``cross_entropy``'s fp32 log-softmax, ``t·V`` each; the labels padded by one position
+    and their shifted contiguous copy (int64), and the fp32 loss with its total weight."""
+    t, V = st.tokens, arch.vocab_size
+    upcast = FP32_BYTES if st.logits_bytes != FP32_BYTES else 0
+    labels = (2 * t + st.batch) * INDEX_BYTES + 2 * FP32_BYTES
+    return t * V * (st.logits_bytes + upcast + FP32_BYTES) + labels
+
+
+def evaluation_stream(arch: ArchSpec, st: ActivationSetting) -> float:
+    """``t·h`` alive at an evaluation forward's loss: the model output's last hidden state."""
+    return st.tokens * arch.hidden_size * st.stream_bytes
+
+
 def inference_head_stream(arch: ArchSpec, st: ActivationSetting) -> float:
     """``t·h`` tensors alive when ``lm_head`` runs: the embedding output, the last layer's output
     and its final norm."""

@@ -37,6 +37,7 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "loss": req.loss,
         "objective": req.objective,
         "adapter_dtype": req.adapter_dtype,
+        "inference_mode": req.inference_mode,
         "recipe": req.recipe,
     }
 

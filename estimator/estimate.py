@@ -38,6 +38,7 @@ from .request import (
     Autocast,
     Device,
     EstimateRequest,
+    InferenceMode,
     Loop,
     Loss,
     Method,
@@ -300,9 +301,13 @@ def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_
             (act.dequant_working(layer, st), act.mlp_saved(layer, st), mlp_not_yet))
 
 
-def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int) -> tuple[Phase, ...]:
+def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int,
+                     mode: str = "generate") -> tuple[Phase, ...]:
     """load, then a prefill of ``b x s`` tokens filling the KV cache, as ``generate()`` runs it
-    (``use_cache=True``, ``logits_to_keep=1``: logits of the last token only).
+    (``use_cache=True``, ``logits_to_keep=1``: logits of the last token only); or (``mode``
+    ``forward``) one no-grad forward with labels, as a perplexity evaluation runs it: the same
+    layers and KV cache (``use_cache`` is the config's, True), then every position's logits and the
+    loss's fp32 upcast and log-softmax (:func:`act.evaluation_head_working`).
 
     The prefill's candidate moments: inside the last layer's MLP, inside its attention, and at the
     head once the layers are done; kept apart (rather than one max) so that every moment stays a
@@ -314,16 +319,26 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
     masks = act.attention_masks(arch, st)  # alive while the decoder layers run
     layers = (act.inference_mlp_working(top, top_st), act.inference_attention_working(top, top_st))
     prefill = [_terms(weights, kv_cache_bytes=kv, working_bytes=working + masks) for working in layers]
+    if mode == "forward":
+        prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.evaluation_stream(arch, st),
+                              logits_bytes=act.evaluation_head_working(arch, st)))
+        return (Phase("load", _terms(weights)), *(Phase("forward", t) for t in prefill))
     prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.inference_head_stream(arch, st),
                           logits_bytes=st.batch * arch.vocab_size * st.logits_bytes))
     return (Phase("load", _terms(weights)), *(Phase("prefill", t) for t in prefill))
 
 
 def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:
-    if req.method == "inference":
+    if req.method == "inference" and req.inference_mode == "forward":
+        notes = [f"one no-grad forward of {req.batch_size}x{req.seq_len} tokens with labels, as a perplexity "
+                 "evaluation runs it (model(input_ids, labels=input_ids)): the config's use_cache (a KV cache), "
+                 "every position's logits and the loss's fp32 upcast (--inference-mode generate: generate()'s "
+                 "prefill)"]
+    elif req.method == "inference":
         notes = [f"prefill of {req.batch_size}x{req.seq_len} tokens in one no-grad forward with use_cache=True and "
                  "logits_to_keep=1, as generate() runs it; the fp32 copy its sampling makes of the last logits "
-                 "is not counted"]
+                 "is not counted, nor the cache's growth by new tokens (--inference-mode forward: an evaluation "
+                 "forward with every position's logits)"]
     else:
         notes = [
             _autocast_note(req),
@@ -466,6 +481,7 @@ class StepPlan:
     lora_ratio: float | None
     nf4_constant_bits: float | None
     inference_kv_bits: int
+    inference_mode: InferenceMode
     sharding: str
     num_gpus: int
     accumulates: bool  # more than one micro-batch per optimizer step
@@ -475,7 +491,7 @@ class StepPlan:
         """Every candidate moment, per GPU, at batch ``b`` and sequence length ``s``, from the formulas."""
         st = replace(self.setting, batch=b * self.sequences, seq=s)
         if self.opt is None:
-            moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits)
+            moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits, self.inference_mode)
         else:
             moments = training_phases(self.arch, st, self.weights, self.grads, self.layer_grads, self.opt,
                                       self.accumulates)
@@ -502,6 +518,7 @@ class ShapeFree(NamedTuple):
     loss: Loss
     objective: Objective
     adapter_dtype: AdapterDtype
+    inference_mode: InferenceMode
 
 
 def _shape_free(req: EstimateRequest) -> ShapeFree:
@@ -513,18 +530,18 @@ def _shape_free(req: EstimateRequest) -> ShapeFree:
     return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
                      req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus, req.loop,
                      req.method != "inference" and req.grad_accum > 1, req.autocast, req.loss,
-                     req.objective, req.adapter_dtype)
+                     req.objective, req.adapter_dtype, req.inference_mode)
 
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
     (method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates,
-     autocast, loss, objective, adapter_dtype) = shape_free
+     autocast, loss, objective, adapter_dtype, inference_mode) = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
                           device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast, loss=loss,
-                          objective=objective, adapter_dtype=adapter_dtype)
+                          objective=objective, adapter_dtype=adapter_dtype, inference_mode=inference_mode)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
     opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)
@@ -550,6 +567,7 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
         lora_ratio=_lora_ratio(arch, lora),
         nf4_constant_bits=nf4_constant_bits(quant.double_quant) if quant.is_4bit else None,
         inference_kv_bits=DTYPE_BITS[dtype],
+        inference_mode=inference_mode,
         sharding=sharding,
         num_gpus=num_gpus,
         accumulates=accumulates,

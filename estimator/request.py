@@ -42,6 +42,10 @@ Objective = Literal["sft", "dpo"]
 # get_peft_model upcasts 16-bit adapters (``autocast_adapter_dtype=True``), or bf16, as TRL 1.16's
 # trainers cast a quantized model's trainable parameters after it (``param.data.to(torch.bfloat16)``).
 AdapterDtype = Literal["fp32", "bf16"]
+# What an inference run does: ``generate`` prefills the prompt as ``generate()`` does (KV cache,
+# the last position's logits); ``forward`` is one no-grad forward with labels, every position's
+# logits and the loss, as a perplexity evaluation runs it (``model(input_ids, labels=input_ids)``).
+InferenceMode = Literal["generate", "forward"]
 METHODS: tuple[Method, ...] = get_args(Method)
 COMPUTE_DTYPES: tuple[ComputeDtype, ...] = get_args(ComputeDtype)
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
@@ -53,6 +57,7 @@ AUTOCASTS: tuple[Autocast, ...] = get_args(Autocast)
 LOSSES: tuple[Loss, ...] = get_args(Loss)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 ADAPTER_DTYPES: tuple[AdapterDtype, ...] = get_args(AdapterDtype)
+INFERENCE_MODES: tuple[InferenceMode, ...] = get_args(InferenceMode)
 # The dtype weights load in; a request may spell it as torch does (``DTYPE_ALIASES``).
 DEFAULT_DTYPE: ComputeDtype = "bf16"
 MAX_BATCH = 2**20
@@ -79,7 +84,8 @@ class EstimateRequest:
     objective's library default, :func:`default_loss`); ``objective`` what the step optimizes
     (:data:`Objective`): with ``dpo`` each of the ``batch_size`` examples is a chosen and a rejected
     sequence of ``seq_len`` tokens (prompt and completion); ``adapter_dtype`` the dtype of peft's
-    adapters (:data:`AdapterDtype`; None: peft's, :data:`DEFAULT_ADAPTER_DTYPE`).
+    adapters (:data:`AdapterDtype`; None: peft's, :data:`DEFAULT_ADAPTER_DTYPE`); ``inference_mode``
+    what an inference run does (:data:`InferenceMode`).
     """
 
     model: Any
@@ -103,6 +109,7 @@ class EstimateRequest:
     loss: Loss | None = None
     objective: Objective = "sft"
     adapter_dtype: AdapterDtype | None = None
+    inference_mode: InferenceMode = "generate"
     # the framework preset the fields came from (``recipes.RECIPES``), if any: its fields are filled in by
     # ``request_from_fields`` (the one constructor every surface uses); set here, it only names the preset
     recipe: str | None = None
@@ -247,7 +254,8 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     # types too: True == 1 and 1.0 == 1, but only the int is a valid count
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
            request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
-           request.autocast, request.loss, request.objective, request.adapter_dtype, request.recipe,
+           request.autocast, request.loss, request.objective, request.adapter_dtype, request.inference_mode,
+           request.recipe,
            type(request.num_gpus), type(lora.r),
            type(lora.dropout))
     try:
@@ -274,6 +282,9 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
     _choice("loop", request.loop, LOOPS)
     _choice("autocast", request.autocast, AUTOCASTS)
     _choice("objective", request.objective, OBJECTIVES)
+    _choice("inference_mode", request.inference_mode, INFERENCE_MODES)
+    if request.inference_mode != "generate" and request.method != "inference":
+        raise EstimateError("inference_mode", "is a choice of method 'inference'")
     loss = request.loss
     if loss is not None:
         _choice("loss", loss, LOSSES)

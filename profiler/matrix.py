@@ -290,10 +290,13 @@ RECIPE_CHOICES: dict[str, dict] = {
     "dpo": {"objective": "dpo"},
     # adapters cast to bf16 after get_peft_model, as TRL casts a quantized model's
     "adapters-bf16": {"adapter_dtype": "bf16"},
+    # inference as an evaluation forward with labels (every position's logits and the loss)
+    "eval-forward": {"inference_mode": "forward", "gradient_checkpointing": False},
 }
 RECIPE_METHODS = ("full", "lora", "qlora")
 # fp16 autocast needs fp32 master weights for full fine-tuning (GradScaler refuses fp16 gradients)
-RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora"), "adapters-bf16": ("lora", "qlora")}
+RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora"), "adapters-bf16": ("lora", "qlora"),
+                         "eval-forward": ("inference",)}
 RECIPE_SHAPE = (2, 128)
 
 

@@ -240,12 +240,19 @@ def autocast_forward(model: torch.nn.Module, req: EstimateRequest, device: torch
 
 def _prefill(model: torch.nn.Module, counter: Counter, req: EstimateRequest, vocab: int, device: torch.device,
              report: Progress) -> list[dict[str, Any]]:
+    """The request's inference: ``generate()``'s prefill (``use_cache=True``, the last position's
+    logits), or an evaluation forward with labels (``model(input_ids, labels=input_ids)``, the
+    config's ``use_cache``), under ``no_grad``."""
     ids = _tokens(req, vocab, device)
-    report("prefill", 1, 1)
+    phase = "forward" if req.inference_mode == "forward" else "prefill"
+    report(phase, 1, 1)
     with torch.no_grad():
         counter.begin()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)  # as generate() prefills
-        reading = counter.end("prefill", 1)
+        if req.inference_mode == "forward":
+            out = model(input_ids=ids, labels=ids)
+        else:
+            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)  # as generate() prefills
+        reading = counter.end(phase, 1)
     del out
     return [reading]
 

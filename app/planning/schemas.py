@@ -26,6 +26,7 @@ from tunefit.estimator.request import (
     AttnImplementation,
     Autocast,
     Device,
+    InferenceMode,
     Loop,
     Loss,
     Method,
@@ -163,6 +164,9 @@ class SettingIn(_Strict):
                                                description="fp32: peft's adapters (get_peft_model upcasts them); "
                                                            "bf16: as TRL's trainers cast a quantized model's; null: "
                                                            "fp32, or bf16 for QLoRA under a TRL recipe")
+    inference_mode: InferenceMode = Field(DEFAULT.inference_mode,
+                                          description="method inference: generate (generate()'s prefill) or "
+                                                      "forward (an evaluation forward with labels)")
     objective: Objective = Field(DEFAULT.objective, description="sft: next-token loss; dpo: TRL's DPOTrainer, a "
                                                                "chosen and a rejected sequence per example scored "
                                                                "against a frozen reference")

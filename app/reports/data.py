@@ -25,7 +25,7 @@ from tunefit.app.core.db import Database, Measurement
 from tunefit.estimator import EstimateError, estimate
 from tunefit.estimator.document import request_from_document
 from tunefit.estimator.estimate import MAX_PLAN_BYTES
-from tunefit.estimator.request import DEFAULT_REQUEST, default_loss
+from tunefit.estimator.request import DEFAULT_ADAPTER_DTYPE, DEFAULT_REQUEST, default_loss
 from tunefit.profiler.device import slug
 from tunefit.profiler.validate import UNRUNNABLE
 
@@ -164,7 +164,8 @@ def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -
 # The recipe choices (issue 19) a measurement is reported by, with their defaults (the estimator's)
 RECIPE_DEFAULTS = {"loop": DEFAULT_REQUEST.loop, "grad_accum": DEFAULT_REQUEST.grad_accum,
                    "autocast": DEFAULT_REQUEST.autocast, "loss": default_loss(DEFAULT_REQUEST.objective),
-                   "objective": DEFAULT_REQUEST.objective, "adapter_dtype": DEFAULT_REQUEST.adapter_dtype}
+                   "objective": DEFAULT_REQUEST.objective, "adapter_dtype": DEFAULT_ADAPTER_DTYPE,
+                   "inference_mode": DEFAULT_REQUEST.inference_mode}
 BASE_RECIPE = "base"
 
 

@@ -36,6 +36,7 @@ from tunefit.estimator.request import (
     DEFAULT_DTYPE,
     DEFAULT_REQUEST,
     DEVICES,
+    INFERENCE_MODES,
     LOOPS,
     LOSSES,
     MAX_BATCH,
@@ -50,6 +51,7 @@ from tunefit.estimator.request import (
     AttnImplementation,
     Autocast,
     Device,
+    InferenceMode,
     Loop,
     Loss,
     Method,
@@ -110,6 +112,7 @@ class PlanForm(BaseModel):
     autocast: Autocast = DEFAULT.autocast
     loss: Loss | None = DEFAULT.loss  # None: the objective's library default
     objective: Objective = DEFAULT.objective
+    inference_mode: InferenceMode = DEFAULT.inference_mode
     adapter_dtype: AdapterDtype | None = DEFAULT.adapter_dtype  # None: peft's, or a recipe's
     optimizer: Optimizer = DEFAULT.optimizer
     attn: AttnImplementation | None = DEFAULT.attn_implementation  # None: what transformers picks
@@ -152,6 +155,7 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
         prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum, autocast=form.autocast,
         loss=form.loss, objective=form.objective, adapter_dtype=form.adapter_dtype,
+        inference_mode=form.inference_mode,
     )
     if form.recipe is None:
         return setting
@@ -232,7 +236,7 @@ def form_context(form: PlanForm) -> dict[str, Any]:
             "method": METHODS, "dtype": COMPUTE_DTYPES, "variant": VARIANTS,
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
             "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS, "loss": LOSSES,
-            "objective": OBJECTIVES, "adapter_dtype": ADAPTER_DTYPES,
+            "objective": OBJECTIVES, "adapter_dtype": ADAPTER_DTYPES, "inference_mode": INFERENCE_MODES,
             "recipe": RECIPE_NAMES,
         },
         "recipe_values": recipe_form_values(),

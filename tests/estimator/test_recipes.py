@@ -404,3 +404,22 @@ def test_trl_recipes_cast_only_a_quantized_models_adapters():
         qlora = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "qlora"})).request
         lora = estimate(request_from_fields({"model": MODEL, "recipe": recipe, "method": "lora"})).request
         assert (qlora.adapter_dtype, lora.adapter_dtype, qlora.prepare_kbit) == ("bf16", "fp32", False)
+
+
+# ---- inference: generate()'s prefill or an evaluation forward ------------------------------------
+
+def test_an_evaluation_forward_holds_every_positions_logits_and_their_fp32_loss():
+    """generate()'s prefill keeps the last position's logits; a perplexity evaluation's forward all
+    of them, their fp32 copy and the log-softmax (``t·V·(2 + 4 + 4)`` for bf16 logits)."""
+    arch = get_model(MODEL).arch
+    prefill = _chunked(method="inference", batch_size=2, seq_len=1024)
+    forward = _chunked(method="inference", inference_mode="forward", batch_size=2, seq_len=1024)
+    assert [p.name for p in prefill.phases] == ["load", "prefill"]
+    assert [p.name for p in forward.phases] == ["load", "forward"]
+    logits = forward.phases[1].terms["logits_bytes"]
+    tokens = 2 * 1024
+    assert logits == tokens * arch.vocab_size * (2 + 4 + 4) + (2 * tokens + 2) * 8 + 2 * 4
+    assert forward.phases[1].terms["kv_cache_bytes"] == prefill.phases[1].terms["kv_cache_bytes"]
+    assert any("perplexity" in a for a in forward.assumptions)
+    with pytest.raises(EstimateError, match="inference_mode"):
+        _chunked(inference_mode="forward")

@@ -132,3 +132,12 @@ def test_a_dpo_step_is_estimated_within_half_a_percent_per_phase(method):
                                                                                   bytes_measured)
     if method == "full":  # the reference copy: the load holds two models' weights
         assert r["measured"]["phase_peaks"]["load"] == r["prediction"]["phases"][0]["allocated_bytes"]
+
+
+@pytest.mark.parametrize("mode,phase", [("generate", "prefill"), ("forward", "forward")])
+def test_inference_runs_the_mode_it_names(mode, phase):
+    r = measure(EstimateRequest({"config": CONFIG}, method="inference", device="cpu", batch_size=2, seq_len=32,
+                                inference_mode=mode), steps=1)
+    assert r["request"]["inference_mode"] == mode and set(r["measured"]["phase_peaks"]) == {"load", phase}
+    measured, predicted = r["measured"]["peak_allocated_bytes"], r["prediction"]["peak_allocated_bytes"]
+    assert abs(predicted - measured) <= 0.005 * measured, (predicted, measured)

@@ -51,6 +51,13 @@ def test_plans_are_kept_in_the_sqlite_file(client, settings):
     assert "seq 777" in client.get("/").text  # listed under recent plans
 
 
+def test_the_form_estimates_an_evaluation_forward(client):
+    html = client.get("/?" + urlencode({**QLORA_7B, "method": "inference", "inference_mode": "forward"})).text
+    expected = estimate(EstimateRequest("llama-2-7b", method="inference", inference_mode="forward"))
+    assert f'id="peak">{expected.peak_bytes / GIB:,.2f} GiB<' in html
+    assert re.search(r'<select id="inference_mode" name="inference_mode">.*?<option value="forward" selected', html)
+
+
 @pytest.mark.parametrize("changes,request_fields", [
     ({}, {}),  # the libraries' defaults: checkpointing on for prepared QLoRA
     ({"gradient_checkpointing": "off", "loop": "trainer", "grad_accum": "4", "prepare_kbit": "off", "attn": "eager",
