@@ -302,7 +302,7 @@ def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_
 
 
 def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int,
-                     mode: str = "generate") -> tuple[Phase, ...]:
+                     mode: InferenceMode) -> tuple[Phase, ...]:
     """load, then a prefill of ``b x s`` tokens filling the KV cache, as ``generate()`` runs it
     (``use_cache=True``, ``logits_to_keep=1``: logits of the last token only); or (``mode``
     ``forward``) one no-grad forward with labels, as a perplexity evaluation runs it: the same

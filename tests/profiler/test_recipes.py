@@ -62,7 +62,10 @@ def test_each_optimizer_step_follows_its_micro_batches(measured, name):
 @pytest.mark.parametrize("name", CASES)
 def test_every_phase_is_estimated_within_half_a_percent(measured, name):
     """Per phase, not only the peak: the loop and the accumulation move different phases."""
-    r = measured[name]
+    _each_phase_within_half_a_percent(measured[name])
+
+
+def _each_phase_within_half_a_percent(r):
     predicted = {}
     for p in r["prediction"]["phases"]:
         predicted[p["phase"]] = max(predicted.get(p["phase"], 0), p["allocated_bytes"])
@@ -124,12 +127,7 @@ def test_a_dpo_step_is_estimated_within_half_a_percent_per_phase(method):
     r = measure(replace(_request(method, "trainer", 1, method == "qlora", "none"), objective="dpo", loss=None),
                 steps=2)
     assert (r["request"]["objective"], r["request"]["loss"]) == ("dpo", "chunked")
-    predicted = {}
-    for p in r["prediction"]["phases"]:
-        predicted[p["phase"]] = max(predicted.get(p["phase"], 0), p["allocated_bytes"])
-    for phase, bytes_measured in r["measured"]["phase_peaks"].items():
-        assert abs(predicted[phase] - bytes_measured) <= 0.005 * bytes_measured, (phase, predicted[phase],
-                                                                                  bytes_measured)
+    _each_phase_within_half_a_percent(r)
     if method == "full":  # the reference copy: the load holds two models' weights
         assert r["measured"]["phase_peaks"]["load"] == r["prediction"]["phases"][0]["allocated_bytes"]
 
