@@ -72,6 +72,9 @@ def _add_estimate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-mode", choices=INFERENCE_MODES, default=None,
                    help="method inference: generate (generate()'s prefill, the default) or forward (an evaluation "
                         "forward with labels: every position's logits and the loss)")
+    p.add_argument("--new-tokens", type=int, default=None,
+                   help=f"method inference: tokens generate() decodes after the prompt (default {default.new_tokens}: "
+                        "the prefill alone)")
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="sft: next-token loss; dpo: TRL's DPOTrainer (chosen and rejected sequences, a frozen "
                         "reference); default sft")
@@ -113,6 +116,7 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
         "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
         "grad_accum": args.grad_accum, "autocast": args.autocast, "loss": args.loss,
         "objective": args.objective, "adapter_dtype": args.adapter_dtype, "inference_mode": args.inference_mode,
+        "new_tokens": args.new_tokens,
     })
 
 

@@ -960,6 +960,32 @@ def kv_cache(arch: ArchSpec, st: ActivationSetting, bits: int) -> float:
     return arch.num_hidden_layers * 2 * t * arch.kv_dim * w
 
 
+def decode_moments(arch: ArchSpec, st: ActivationSetting, bits: int, new_tokens: int
+                   ) -> tuple[tuple[float, dict[str, float]], ...]:
+    """``generate()`` decoding ``N`` tokens after the prefill (transformers 5.23 ``GenerationMixin._sample``,
+    greedy, no logits processor): its last forward runs with the cache at ``s + N - 1`` positions, as
+    (KV cache bytes, other terms):
+    - at the cache's last concatenation (``DynamicLayer.update``: ``torch.cat`` onto the layer's
+      tensor): the grown cache and the top layer's old v, ``b·(s+N-2)·kv_dim``, with the previous
+      step's fp32 next-token logits (``b·V``) still bound;
+    - at the step's logits: its output logits (``b·V`` in lm_head's dtype), the fp32 copy
+      ``outputs.logits[:, -1].to(dtype=float32)`` and (after the first token) the previous step's,
+      still bound until the name is rebound;
+    and throughout, the grown ``input_ids`` and attention mask (int64, ``b·(s+N-1)`` each). With
+    ``N = 1``, the prefill's logits giving the first token: only the logits moment, at ``s``
+    positions (the prefill's own last moment when any token is generated)."""
+    b, V, a = st.batch, arch.vocab_size, st.logits_bytes
+    length = st.seq + new_tokens - 1
+    kv_end = kv_cache(arch, replace(st, seq=length), bits)
+    ids = 2 * b * length * INDEX_BYTES
+    copies = 1 if new_tokens == 1 else 2  # the first token has no previous step's copy beside it
+    logits = (kv_end, {"logits_bytes": b * V * (a + copies * FP32_BYTES), "working_bytes": ids})
+    if new_tokens == 1:
+        return (logits,)
+    old_value = b * (length - 1) * arch.kv_dim * bits / 8
+    return ((kv_end, {"logits_bytes": b * V * FP32_BYTES, "working_bytes": ids + old_value}), logits)
+
+
 def inference_mlp_working(arch: ArchSpec, st: ActivationSetting) -> float:
     """No-grad prefill transient inside the MLP, in ``t·i`` tensors: gated, the activation output,
     the up projection and their product (with a fused gate_up projection, its whole output and

@@ -38,6 +38,7 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "objective": req.objective,
         "adapter_dtype": req.adapter_dtype,
         "inference_mode": req.inference_mode,
+        "new_tokens": req.new_tokens,
         "recipe": req.recipe,
     }
 

@@ -302,12 +302,13 @@ def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_
 
 
 def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int,
-                     mode: InferenceMode) -> tuple[Phase, ...]:
+                     mode: InferenceMode, new_tokens: int) -> tuple[Phase, ...]:
     """load, then a prefill of ``b x s`` tokens filling the KV cache, as ``generate()`` runs it
     (``use_cache=True``, ``logits_to_keep=1``: logits of the last token only); or (``mode``
     ``forward``) one no-grad forward with labels, as a perplexity evaluation runs it: the same
     layers and KV cache (``use_cache`` is the config's, True), then every position's logits and the
-    loss's fp32 upcast and log-softmax (:func:`act.evaluation_head_working`).
+    loss's fp32 upcast and log-softmax (:func:`act.evaluation_head_working`). ``new_tokens`` decoded
+    after the prefill add ``generate()``'s decode moments (:func:`act.decode_moments`).
 
     The prefill's candidate moments: inside the last layer's MLP, inside its attention, and at the
     head once the layers are done; kept apart (rather than one max) so that every moment stays a
@@ -325,7 +326,14 @@ def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, 
         return (Phase("load", _terms(weights)), *(Phase("forward", t) for t in prefill))
     prefill.append(_terms(weights, kv_cache_bytes=kv, working_bytes=act.inference_head_stream(arch, st),
                           logits_bytes=st.batch * arch.vocab_size * st.logits_bytes))
-    return (Phase("load", _terms(weights)), *(Phase("prefill", t) for t in prefill))
+    if new_tokens:  # generate() picks the first new token from the prefill's logits
+        prefill += [_terms(weights, kv_cache_bytes=kv_end, **terms)
+                    for kv_end, terms in act.decode_moments(arch, st, kv_bits, 1)]
+    phases = (Phase("load", _terms(weights)), *(Phase("prefill", t) for t in prefill))
+    if new_tokens <= 1:
+        return phases
+    return phases + tuple(Phase("decode", _terms(weights, kv_cache_bytes=kv_end, **terms))
+                          for kv_end, terms in act.decode_moments(arch, st, kv_bits, new_tokens))
 
 
 def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:
@@ -334,11 +342,16 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
                  "evaluation runs it (model(input_ids, labels=input_ids)): the config's use_cache (a KV cache), "
                  "every position's logits and the loss's fp32 upcast (--inference-mode generate: generate()'s "
                  "prefill)"]
+    elif req.method == "inference" and req.new_tokens:
+        notes = [f"generate() of {req.new_tokens} new tokens after a prompt of {req.batch_size}x{req.seq_len}: the "
+                 "prefill (use_cache=True, logits_to_keep=1), then greedy decoding (no logits processor, every token "
+                 f"decoded) with the cache grown to {req.seq_len + req.new_tokens - 1} positions, the fp32 copies of "
+                 "the next-token logits and the grown input ids and attention mask (--inference-mode forward: an "
+                 "evaluation forward with every position's logits)"]
     elif req.method == "inference":
         notes = [f"prefill of {req.batch_size}x{req.seq_len} tokens in one no-grad forward with use_cache=True and "
-                 "logits_to_keep=1, as generate() runs it; the fp32 copy its sampling makes of the last logits "
-                 "is not counted, nor the cache's growth by new tokens (--inference-mode forward: an evaluation "
-                 "forward with every position's logits)"]
+                 "logits_to_keep=1, as generate() runs it (--new-tokens N: its decoding too; --inference-mode "
+                 "forward: an evaluation forward with every position's logits)"]
     else:
         notes = [
             _autocast_note(req),
@@ -482,6 +495,7 @@ class StepPlan:
     nf4_constant_bits: float | None
     inference_kv_bits: int
     inference_mode: InferenceMode
+    new_tokens: int  # decoded by generate() after the prefill
     sharding: str
     num_gpus: int
     accumulates: bool  # more than one micro-batch per optimizer step
@@ -491,7 +505,8 @@ class StepPlan:
         """Every candidate moment, per GPU, at batch ``b`` and sequence length ``s``, from the formulas."""
         st = replace(self.setting, batch=b * self.sequences, seq=s)
         if self.opt is None:
-            moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits, self.inference_mode)
+            moments = inference_phases(self.arch, st, self.weights, self.inference_kv_bits, self.inference_mode,
+                                       self.new_tokens)
         else:
             moments = training_phases(self.arch, st, self.weights, self.grads, self.layer_grads, self.opt,
                                       self.accumulates)
@@ -519,6 +534,7 @@ class ShapeFree(NamedTuple):
     objective: Objective
     adapter_dtype: AdapterDtype
     inference_mode: InferenceMode
+    new_tokens: int
 
 
 def _shape_free(req: EstimateRequest) -> ShapeFree:
@@ -530,18 +546,19 @@ def _shape_free(req: EstimateRequest) -> ShapeFree:
     return ShapeFree(req.method, req.dtype, lora, quant, req.gradient_checkpointing, req.optimizer,
                      req.attn_implementation, req.device, req.prepare_kbit, req.sharding, req.num_gpus, req.loop,
                      req.method != "inference" and req.grad_accum > 1, req.autocast, req.loss,
-                     req.objective, req.adapter_dtype, req.inference_mode)
+                     req.objective, req.adapter_dtype, req.inference_mode, req.new_tokens)
 
 
 @lru_cache(maxsize=1024)
 def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
     """The :class:`StepPlan` of ``arch`` under the :func:`_shape_free` fields of a request."""
     (method, dtype, lora, quant, gc, optimizer, attn, device, prepare_kbit, sharding, num_gpus, loop, accumulates,
-     autocast, loss, objective, adapter_dtype, inference_mode) = shape_free
+     autocast, loss, objective, adapter_dtype, inference_mode, new_tokens) = shape_free
     req = EstimateRequest(model=arch, method=method, dtype=dtype, lora=lora or LoraSpec(), quant=quant,
                           gradient_checkpointing=gc, optimizer=optimizer, attn_implementation=attn,
                           device=device, prepare_kbit=prepare_kbit, loop=loop, autocast=autocast, loss=loss,
-                          objective=objective, adapter_dtype=adapter_dtype, inference_mode=inference_mode)
+                          objective=objective, adapter_dtype=adapter_dtype, inference_mode=inference_mode,
+                          new_tokens=new_tokens)
     tensors = trainable_tensors(arch, method, lora)
     n_adapter = adapter_params(arch, lora) if lora else 0
     opt, grads, layer_grads = None, 0, LayerGrads(0, 0, 0)
@@ -568,6 +585,7 @@ def step_plan(arch: ArchSpec, shape_free: ShapeFree) -> StepPlan:
         nf4_constant_bits=nf4_constant_bits(quant.double_quant) if quant.is_4bit else None,
         inference_kv_bits=DTYPE_BITS[dtype],
         inference_mode=inference_mode,
+        new_tokens=new_tokens,
         sharding=sharding,
         num_gpus=num_gpus,
         accumulates=accumulates,

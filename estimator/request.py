@@ -85,7 +85,8 @@ class EstimateRequest:
     (:data:`Objective`): with ``dpo`` each of the ``batch_size`` examples is a chosen and a rejected
     sequence of ``seq_len`` tokens (prompt and completion); ``adapter_dtype`` the dtype of peft's
     adapters (:data:`AdapterDtype`; None: peft's, :data:`DEFAULT_ADAPTER_DTYPE`); ``inference_mode``
-    what an inference run does (:data:`InferenceMode`).
+    what an inference run does (:data:`InferenceMode`); ``new_tokens`` the tokens ``generate()``
+    decodes after the prompt's prefill (0: the prefill alone).
     """
 
     model: Any
@@ -110,6 +111,7 @@ class EstimateRequest:
     objective: Objective = "sft"
     adapter_dtype: AdapterDtype | None = None
     inference_mode: InferenceMode = "generate"
+    new_tokens: int = 0
     # the framework preset the fields came from (``recipes.RECIPES``), if any: its fields are filled in by
     # ``request_from_fields`` (the one constructor every surface uses); set here, it only names the preset
     recipe: str | None = None
@@ -225,6 +227,9 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     _positive_int("batch_size", request.batch_size, MAX_BATCH)
     _positive_int("seq_len", request.seq_len, MAX_SEQ)
     _positive_int("grad_accum", request.grad_accum, MAX_GRAD_ACCUM)
+    if request.new_tokens != 0:
+        _positive_int("new_tokens", request.new_tokens, MAX_SEQ)
+        _validate_decode(request, arch)
     _boolean("prepare_kbit", request.prepare_kbit)
     checkpointing = request.gradient_checkpointing
     if checkpointing is None:
@@ -255,7 +260,7 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
     key = (request.model, request.method, request.dtype, lora, request.quant, request.optimizer,
            request.attn_implementation, request.device, request.sharding, request.num_gpus, request.loop,
            request.autocast, request.loss, request.objective, request.adapter_dtype, request.inference_mode,
-           request.recipe,
+           request.new_tokens, request.recipe,
            type(request.num_gpus), type(lora.r),
            type(lora.dropout))
     try:
@@ -336,6 +341,22 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
                             f"transformers has no sdpa attention for {arch.model_type}; "
                             "use 'eager' or 'flash_attention_2'")
     return dtype, quant, arch, attn, loss
+
+
+def _validate_decode(request: EstimateRequest, arch: ArchSpec) -> None:
+    """Decoding new tokens is modelled for ``generate()`` over a full-attention cache of k and v
+    (transformers 5.23 ``DynamicLayer``), and over a sliding window the sequence does not pass."""
+    if request.method != "inference" or request.inference_mode != "generate":
+        raise EstimateError("new_tokens", "are decoded by method 'inference' in inference_mode 'generate'")
+    if arch.mla is not None:
+        raise EstimateError("new_tokens", f"decoding {arch.model_type}'s latent cache is not modelled yet")
+    if arch.mask_materialized:
+        raise EstimateError("new_tokens", f"decoding with {arch.model_type}'s materialized attention masks is not "
+                                          "modelled yet")
+    window = arch.smallest_window
+    if window and request.seq_len + request.new_tokens > window:
+        raise EstimateError("new_tokens", f"seq_len + new_tokens passes {arch.model_type}'s {window}-token window, "
+                                          "where the cache drops old tokens: not modelled yet")
 
 
 def _validate_dpo(request: EstimateRequest, loss: str) -> None:

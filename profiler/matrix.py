@@ -292,11 +292,13 @@ RECIPE_CHOICES: dict[str, dict] = {
     "adapters-bf16": {"adapter_dtype": "bf16"},
     # inference as an evaluation forward with labels (every position's logits and the loss)
     "eval-forward": {"inference_mode": "forward", "gradient_checkpointing": False},
+    # generate(): the prompt's prefill, then 128 tokens decoded
+    "generate-128": {"new_tokens": 128, "gradient_checkpointing": False},
 }
 RECIPE_METHODS = ("full", "lora", "qlora")
 # fp16 autocast needs fp32 master weights for full fine-tuning (GradScaler refuses fp16 gradients)
 RECIPE_CHOICE_METHODS = {"autocast-fp16": ("lora", "qlora"), "adapters-bf16": ("lora", "qlora"),
-                         "eval-forward": ("inference",)}
+                         "eval-forward": ("inference",), "generate-128": ("inference",)}
 RECIPE_SHAPE = (2, 128)
 
 

@@ -241,9 +241,12 @@ def autocast_forward(model: torch.nn.Module, req: EstimateRequest, device: torch
 def _prefill(model: torch.nn.Module, counter: Counter, req: EstimateRequest, vocab: int, device: torch.device,
              report: Progress) -> list[dict[str, Any]]:
     """The request's inference: ``generate()``'s prefill (``use_cache=True``, the last position's
-    logits), or an evaluation forward with labels (``model(input_ids, labels=input_ids)``, the
-    config's ``use_cache``), under ``no_grad``."""
+    logits) and, with ``new_tokens``, its decoding (each phase read on its own); or an evaluation
+    forward with labels (``model(input_ids, labels=input_ids)``, the config's ``use_cache``), under
+    ``no_grad``."""
     ids = _tokens(req, vocab, device)
+    if req.new_tokens:
+        return _generate(model, counter, req, ids, report)
     phase = "forward" if req.inference_mode == "forward" else "prefill"
     report(phase, 1, 1)
     with torch.no_grad():
@@ -255,6 +258,38 @@ def _prefill(model: torch.nn.Module, counter: Counter, req: EstimateRequest, voc
         reading = counter.end(phase, 1)
     del out
     return [reading]
+
+
+def _generate(model: torch.nn.Module, counter: Counter, req: EstimateRequest, ids: torch.Tensor,
+              report: Progress) -> list[dict[str, Any]]:
+    """``generate()`` of ``new_tokens`` greedy tokens, every one decoded (no end of sequence stops
+    it): the prefill is read until its token is chosen (the first stopping check), the decoding
+    after it."""
+    from transformers import PreTrainedModel, StoppingCriteria, StoppingCriteriaList
+
+    assert isinstance(model, PreTrainedModel)  # a causal LM
+    readings: list[dict[str, Any]] = []
+
+    class PhaseEnd(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            if not readings:
+                readings.append(counter.end("prefill", 1))
+                report("decode", 1, 1)
+                counter.begin()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    report("prefill", 1, 1)
+    with torch.no_grad():
+        counter.begin()
+        # transformers 5.23 annotates generate() for its own GenerativePreTrainedModel protocol
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),  # type: ignore[operator]
+                             max_new_tokens=req.new_tokens,
+                             do_sample=False, eos_token_id=None, pad_token_id=0,
+                             stopping_criteria=StoppingCriteriaList([PhaseEnd()]))
+        if req.new_tokens > 1:
+            readings.append(counter.end("decode", 1))
+    del out
+    return readings
 
 
 def summarize(load: dict[str, Any], readings: list[dict[str, Any]], counter: str) -> dict[str, Any]:

@@ -64,6 +64,9 @@ def simulate(request: EstimateRequest, steps: int = SIMULATED_STEPS, progress: P
     if req.autocast != "none" and req.method != "inference":
         raise BuildError("autocast cannot be simulated: torch has no autocast for the meta device (its casts "
                          "are dispatched for CUDA and CPU tensors only); measure it instead")
+    if req.new_tokens:
+        raise BuildError("generate()'s decoding cannot be simulated: its loop reads the chosen tokens' values; "
+                         "measure it")
     if req.loss == "chunked":
         raise BuildError("the chunked loss cannot be simulated: TRL folds its tiles with Triton kernels on CUDA and "
                          "with torch ops elsewhere, so the meta device would run the other path; measure it on a CPU")

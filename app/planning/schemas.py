@@ -167,6 +167,9 @@ class SettingIn(_Strict):
     inference_mode: InferenceMode = Field(DEFAULT.inference_mode,
                                           description="method inference: generate (generate()'s prefill) or "
                                                       "forward (an evaluation forward with labels)")
+    new_tokens: int = Field(DEFAULT.new_tokens, ge=0, le=MAX_SEQ,
+                            description="method inference: tokens generate() decodes after the prompt (0: the "
+                                        "prefill alone)")
     objective: Objective = Field(DEFAULT.objective, description="sft: next-token loss; dpo: TRL's DPOTrainer, a "
                                                                "chosen and a rejected sequence per example scored "
                                                                "against a frozen reference")

@@ -35,7 +35,7 @@ REPORTS_DATA = Path(str(resources.files("tunefit.reports") / "data"))
 # Other calculators' rules, as their documentation states them (bytes per parameter of the model):
 RULE_ADAM_4X = "4× weights for Adam training, 1× for LoRA / inference (16-bit weights)"
 RULE_4BIT_ALL = "every weight at 4 bits (0.5 byte/param) under QLoRA, else as the 4× rule"
-PHASES = ("load", "forward", "backward", "optimizer_step", "prefill")
+PHASES = ("load", "forward", "backward", "optimizer_step", "prefill", "decode")
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def _row(measurement_id: int, source: str, split: str, result: dict[str, Any]) -
 RECIPE_DEFAULTS = {"loop": DEFAULT_REQUEST.loop, "grad_accum": DEFAULT_REQUEST.grad_accum,
                    "autocast": DEFAULT_REQUEST.autocast, "loss": default_loss(DEFAULT_REQUEST.objective),
                    "objective": DEFAULT_REQUEST.objective, "adapter_dtype": DEFAULT_ADAPTER_DTYPE,
-                   "inference_mode": DEFAULT_REQUEST.inference_mode}
+                   "inference_mode": DEFAULT_REQUEST.inference_mode, "new_tokens": DEFAULT_REQUEST.new_tokens}
 BASE_RECIPE = "base"
 
 

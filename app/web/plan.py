@@ -113,6 +113,7 @@ class PlanForm(BaseModel):
     loss: Loss | None = DEFAULT.loss  # None: the objective's library default
     objective: Objective = DEFAULT.objective
     inference_mode: InferenceMode = DEFAULT.inference_mode
+    new_tokens: int = Field(DEFAULT.new_tokens, ge=0, le=MAX_SEQ)
     adapter_dtype: AdapterDtype | None = DEFAULT.adapter_dtype  # None: peft's, or a recipe's
     optimizer: Optimizer = DEFAULT.optimizer
     attn: AttnImplementation | None = DEFAULT.attn_implementation  # None: what transformers picks
@@ -155,7 +156,7 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         optimizer=form.optimizer, attn_implementation=form.attn, device=form.device,
         prepare_kbit=form.prepare_kbit, loop=form.loop, grad_accum=form.grad_accum, autocast=form.autocast,
         loss=form.loss, objective=form.objective, adapter_dtype=form.adapter_dtype,
-        inference_mode=form.inference_mode,
+        inference_mode=form.inference_mode, new_tokens=form.new_tokens,
     )
     if form.recipe is None:
         return setting

@@ -76,6 +76,12 @@ PLANS = {
         {"model": "gemma-3-4b", "method": "inference", "inference_mode": "forward", "batch_size": 8,
          "seq_len": 4096},
     ),
+    "generate-new-tokens": (
+        EstimateRequest("qwen3-8b", method="inference", new_tokens=1024, batch_size=4, seq_len=2048),
+        ["--model", "qwen3-8b", "--method", "inference", "--new-tokens", "1024", "--batch-size", "4",
+         "--seq-len", "2048"],
+        {"model": "qwen3-8b", "method": "inference", "new_tokens": 1024, "batch_size": 4, "seq_len": 2048},
+    ),
     "recipe-trl-dpo-full": (
         request_from_fields({"model": "llama-3.2-1b", "recipe": "trl-dpo", "method": "full"}),
         ["--model", "llama-3.2-1b", "--recipe", "trl-dpo", "--method", "full"],
@@ -132,13 +138,14 @@ def test_the_api_schemas_take_their_defaults_from_the_estimator():
     assert (setting.method, setting.dtype, setting.batch_size, setting.seq_len, setting.optimizer,
             setting.attn_implementation, setting.device, setting.num_gpus, setting.sharding,
             setting.gradient_checkpointing, setting.prepare_kbit, setting.loop, setting.grad_accum,
-            setting.autocast, setting.loss, setting.objective, setting.adapter_dtype, setting.inference_mode) == (
+            setting.autocast, setting.loss, setting.objective, setting.adapter_dtype, setting.inference_mode,
+            setting.new_tokens) == (
         DEFAULT_REQUEST.method, DEFAULT_REQUEST.dtype, DEFAULT_REQUEST.batch_size, DEFAULT_REQUEST.seq_len,
         DEFAULT_REQUEST.optimizer, DEFAULT_REQUEST.attn_implementation, DEFAULT_REQUEST.device,
         DEFAULT_REQUEST.num_gpus, DEFAULT_REQUEST.sharding, DEFAULT_REQUEST.gradient_checkpointing,
         DEFAULT_REQUEST.prepare_kbit, DEFAULT_REQUEST.loop, DEFAULT_REQUEST.grad_accum, DEFAULT_REQUEST.autocast,
         DEFAULT_REQUEST.loss, DEFAULT_REQUEST.objective, DEFAULT_REQUEST.adapter_dtype,
-        DEFAULT_REQUEST.inference_mode)
+        DEFAULT_REQUEST.inference_mode, DEFAULT_REQUEST.new_tokens)
     lora = LoraIn()
     assert (lora.r, tuple(lora.target_modules), lora.variant, lora.dropout) == (
         DEFAULT_REQUEST.lora.r, DEFAULT_REQUEST.lora.target_modules, DEFAULT_REQUEST.lora.variant,

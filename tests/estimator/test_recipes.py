@@ -423,3 +423,40 @@ def test_an_evaluation_forward_holds_every_positions_logits_and_their_fp32_loss(
     assert any("perplexity" in a for a in forward.assumptions)
     with pytest.raises(EstimateError, match="inference_mode"):
         _chunked(inference_mode="forward")
+
+
+@pytest.mark.parametrize("new_tokens", [1, 2, 500])
+def test_generate_decodes_with_the_cache_grown_to_the_last_forward(new_tokens):
+    """The last decoding forward runs with ``s + N - 1`` positions cached (the N-th token is never
+    fed back); one new token is the prefill's own, with one fp32 copy of the next-token logits."""
+    arch = get_model(MODEL).arch
+    prefill = _chunked(method="inference", batch_size=2, seq_len=1024)
+    est = _chunked(method="inference", batch_size=2, seq_len=1024, new_tokens=new_tokens)
+    names = [p.name for p in est.phases]
+    assert names == (["load", "prefill"] if new_tokens == 1 else ["load", "prefill", "decode"])
+    kv_per_position = prefill.phases[1].terms["kv_cache_bytes"] / 1024
+    last = est.phases[-1]
+    assert last.terms["kv_cache_bytes"] == kv_per_position * (1024 + new_tokens - 1)
+    assert est.peak_allocated_bytes >= prefill.peak_allocated_bytes
+    from tunefit.estimator import activations as act
+    from tunefit.estimator.estimate import activation_setting
+    from tunefit.estimator.request import normalize
+
+    req, _ = normalize(est.request)
+    moments = act.decode_moments(arch, activation_setting(req, arch), 16, new_tokens)
+    fp32_copies = 1 if new_tokens == 1 else 2  # the next-token logits, and the previous step's
+    assert moments[-1][1]["logits_bytes"] == 2 * arch.vocab_size * (2 + 4 * fp32_copies)
+    assert any("generate()" in a and str(new_tokens) in a for a in est.assumptions)
+
+
+@pytest.mark.parametrize("model,fields,reason", [
+    (MODEL, {"method": "lora"}, "inference"),
+    (MODEL, {"inference_mode": "forward"}, "generate"),
+    ("deepseek-v3", {}, "latent"),
+    ("gemma-2-9b", {"seq_len": 4000, "new_tokens": 200}, "window"),
+    ("falcon-7b", {}, "masks"),
+], ids=["training", "evaluation-forward", "mla", "past-the-window", "falcon"])
+def test_decoding_is_refused_where_not_modelled(model, fields, reason):
+    request = {"method": "inference", "new_tokens": 16, **fields}
+    with pytest.raises(EstimateError, match=reason):
+        estimate(EstimateRequest(model, **request))

@@ -56,6 +56,10 @@ def test_the_form_estimates_an_evaluation_forward(client):
     expected = estimate(EstimateRequest("llama-2-7b", method="inference", inference_mode="forward"))
     assert f'id="peak">{expected.peak_bytes / GIB:,.2f} GiB<' in html
     assert re.search(r'<select id="inference_mode" name="inference_mode">.*?<option value="forward" selected', html)
+    html = client.get("/?" + urlencode({**QLORA_7B, "method": "inference", "new_tokens": "300"})).text
+    expected = estimate(EstimateRequest("llama-2-7b", method="inference", new_tokens=300))
+    assert f'id="peak">{expected.peak_bytes / GIB:,.2f} GiB<' in html
+    assert 'name="new_tokens" type="number" min="0" value="300"' in html
 
 
 @pytest.mark.parametrize("changes,request_fields", [
