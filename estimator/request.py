@@ -227,7 +227,10 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     _positive_int("batch_size", request.batch_size, MAX_BATCH)
     _positive_int("seq_len", request.seq_len, MAX_SEQ)
     _positive_int("grad_accum", request.grad_accum, MAX_GRAD_ACCUM)
-    if request.new_tokens != 0:
+    if request.new_tokens != 0:  # 0: the prefill alone
+        if isinstance(request.new_tokens, int) and not isinstance(request.new_tokens, bool) and request.new_tokens < 0:
+            raise EstimateError("new_tokens", f"must be 0 (the prefill alone) or a positive integer, "
+                                              f"got {request.new_tokens}")
         _positive_int("new_tokens", request.new_tokens, MAX_SEQ)
         _validate_decode(request, arch)
     _boolean("prepare_kbit", request.prepare_kbit)

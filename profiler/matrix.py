@@ -312,9 +312,10 @@ def _valid(req: EstimateRequest) -> bool:
 
 
 def recipe_cases() -> list[Case]:
-    """One case per model for each of :data:`RECIPE_CHOICES`: the training methods in turn,
+    """One case per model for each of :data:`RECIPE_CHOICES`: the choice's methods in turn,
     checkpointing on every other case, bf16 (fp32 for the wide models, as :func:`cases`), the
-    model's default attention, half of them held out case by case (each choice equally often)."""
+    model's default attention, half of them held out case by case (each choice equally often); a
+    choice the estimator refuses for a family (with its reason) has no case there."""
     out = []
     for c, (choice, fields) in enumerate(RECIPE_CHOICES.items()):
         rng = random.Random(f"{SEED}/{choice}")

@@ -460,3 +460,9 @@ def test_decoding_is_refused_where_not_modelled(model, fields, reason):
     request = {"method": "inference", "new_tokens": 16, **fields}
     with pytest.raises(EstimateError, match=reason):
         estimate(EstimateRequest(model, **request))
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "8"])
+def test_new_tokens_must_be_a_count(value):
+    with pytest.raises(EstimateError, match="new_tokens"):
+        _chunked(method="inference", new_tokens=value)
