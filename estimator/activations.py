@@ -25,14 +25,15 @@ recomputes one layer at a time in backward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from . import chunked_loss
 from .adapters import param_wrapper_tensors
 from .arch import ArchSpec, LinearSpec, NormSpec, ParamTarget
-from .units import FP32_BYTES
+from .setting import ActivationSetting
+from .units import BOOL_BYTES, FP32_BYTES, INT64_BYTES
 
-MASK_BYTES = 1  # torch's native_dropout keeps its mask as bool
+MASK_BYTES = BOOL_BYTES  # torch's native_dropout keeps its mask as bool
 # torch 2.13.0 aten/src/ATen/native/transformers/attention.cpp, preprocess_mask: a mask whose last
 # dim is not a multiple of ``mem_eff_alignment = 8`` is padded to one (pad_bias), then sliced back
 # (earlier releases padded to 16). profiler/kernels.py states it on its own; a test compares.
@@ -49,51 +50,6 @@ OUTPUT_SAVING_ACTS = ("relu",)
 # ... and, without autograd, how many of those partial results are alive at once next to the
 # input: 0.5·x, x³ and 0.044715·x³ for gelu_new.
 COMPOSITE_ACT_TRANSIENT = {"gelu_new": 3}
-
-
-@dataclass(frozen=True)
-class ActivationSetting:
-    """The facts about one training step that activations depend on."""
-
-    batch: int
-    seq: int
-    stream_bytes: float  # bytes of one residual-stream element (2 bf16/fp16, 4 fp32)
-    logits_bytes: float  # bytes of one logit as lm_head emits it
-    full: bool  # every base weight trains
-    lora_targets: tuple[str, ...]  # names of the Linear modules with a LoRA adapter
-    lora_r: int
-    lora_dropout: float
-    attn: str  # eager | sdpa | flash_attention_2
-    device: str  # cuda | cpu
-    gradient_checkpointing: bool
-    # bitsandbytes 4-bit: a quantized Linear dequantizes its whole weight to the compute dtype for
-    # each matmul (forward and backward); the largest such transient, in bytes (0 unquantized).
-    dequant_bytes: float = 0.0
-    # names of the stacked MoE parameters peft's ParamWrapper adapts
-    wrapped_targets: tuple[str, ...] = ()
-    # The attention window of the layer in question (0: full causal attention); per layer where
-    # the model mixes sliding and full layers (``ArchSpec.layer_windows``).
-    window: int = 0
-    # Whether the layer in question rotates q and k (Llama 4's NoPE layers do not; ``ArchSpec.layer_rope``).
-    rope: bool = True
-    # peft's variant of the adapters (``LoraSpec.variant``): DoRA's forward keeps more
-    lora_variant: str = "lora"
-    # the training loop (``request.Loop``): ``plain`` holds the model's output between steps
-    loop: str = "trainer"
-    # bytes of the dtype ``torch.autocast`` runs the forward in (0: no autocast)
-    autocast_bytes: float = 0.0
-    # the base Linears are bitsandbytes' (QLoRA): their outputs come back in their input's dtype
-    quantized: bool = False
-    # the loss (``request.Loss``): ``chunked`` runs TRL's fused LM head (:mod:`chunked_loss`)
-    loss: str = "standard"
-    # the objective (``request.Objective``): under ``dpo`` the batch holds the chosen and the rejected sequences
-    objective: str = "sft"
-    # bytes of one adapter element: peft's fp32 (``autocast_adapter_dtype=True``), or bf16 as TRL casts QLoRA's
-    adapter_bytes: float = FP32_BYTES
-
-    @property
-    def tokens(self) -> int:
-        return self.batch * self.seq
 
 
 def norm_saved(arch: ArchSpec, st: ActivationSetting) -> float:
@@ -417,7 +373,7 @@ def routed_rows(arch: ArchSpec) -> int:
 # gpt-oss's ``_apply_gate``: its clamps keep the whole gate_up output (2i), then the sigmoid's
 # output, the clamped gate, ``up + 1`` and the gated product (i each) stay for backward.
 CLAMPED_SWIGLU_SAVED = 6
-INDEX_BYTES = 8  # int64 indices
+INDEX_BYTES = INT64_BYTES  # int64 indices
 
 
 def moe_routing_saved(arch: ArchSpec, st: ActivationSetting) -> float:

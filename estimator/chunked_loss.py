@@ -24,32 +24,9 @@ columns, ``W = min(V, C)`` the widest tile, ``a`` bytes of the stream (and of lm
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from .arch import ArchSpec
-from .units import FP32_BYTES
-
-
-class ActivationSetting(Protocol):
-    """What the fused head's terms read of ``activations.ActivationSetting`` (which reads this
-    module's terms: a protocol, not an import, keeps the two apart)."""
-
-    @property
-    def batch(self) -> int: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def tokens(self) -> int: ...
-    @property
-    def stream_bytes(self) -> float: ...
-    @property
-    def autocast_bytes(self) -> float: ...
-    @property
-    def device(self) -> str: ...
-    @property
-    def full(self) -> bool: ...
-    @property
-    def objective(self) -> str: ...
+from .setting import ActivationSetting
+from .units import BOOL_BYTES, FP32_BYTES, INT64_BYTES
 
 # The families whose backbone TRL's fused head cannot reach: it calls ``model.base_model``, which
 # transformers 5.23's Llama4ForCausalLM resolves to the model itself (its ``base_model_prefix`` is
@@ -62,8 +39,6 @@ TOKEN_CHUNK_SIZE = 4096
 CHUNK_SIZE = 32768
 # running max, sum of exp, x·exp, exp², sum of logits, max before the target, target logit
 FORWARD_STATISTICS = 7
-INT64_BYTES = 8
-BOOL_BYTES = 1
 # The per-token outputs each trainer asks the fused head for (``add_fused_lm_head(outputs=...)``):
 # SFTTrainer's (its ``entropy`` and ``mean_token_accuracy`` metrics), DPOTrainer's for the policy
 # (``logits/*`` metrics too), and the default, which DPOTrainer's separate reference model gets

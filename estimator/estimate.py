@@ -50,6 +50,7 @@ from .request import (
     default_quant,
     normalize,
 )
+from .setting import ActivationSetting
 from .shape import ShapePolynomial, fit
 from .sharding import shard_phase
 from .units import DTYPE_BITS, FP32_BITS, MIB
@@ -130,7 +131,7 @@ def _weight_terms(w: WeightBytes) -> dict[str, int]:
     }
 
 
-def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSetting:
+def activation_setting(req: EstimateRequest, arch: ArchSpec) -> ActivationSetting:
     """The activation-relevant facts of a normalized request."""
     assert req.attn_implementation is not None and req.gradient_checkpointing is not None, "normalize() first"
     assert req.loss is not None and req.adapter_dtype is not None, "normalize() first"
@@ -143,7 +144,7 @@ def activation_setting(req: EstimateRequest, arch: ArchSpec) -> act.ActivationSe
         resolved = resolve_targets(arch, req.lora)
         targets = tuple(dict.fromkeys(m.name for m, _ in resolved if isinstance(m, LinearSpec)))
         wrapped = tuple(dict.fromkeys(m.name for m, _ in resolved if isinstance(m, ParamTarget)))
-    return act.ActivationSetting(
+    return ActivationSetting(
         batch=req.batch_size,
         seq=req.seq_len,
         stream_bytes=stream_bits / 8,
@@ -182,7 +183,7 @@ def _largest_quantized(arch: ArchSpec) -> int:
     return max((t.numel for t in arch.param_tensors() if t.quantizable), default=0)
 
 
-def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, grads: int, layer_grads: LayerGrads,
+def training_phases(arch: ArchSpec, st: ActivationSetting, w: WeightBytes, grads: int, layer_grads: LayerGrads,
                     opt: OptimizerBytes, accumulates: bool = False) -> tuple[Phase, ...]:
     """Candidate moments of a step, steady state: load; forward end (and, for checkpointed eager
     attention, inside a layer's softmax); backward at the loss, then in the top and the bottom
@@ -290,7 +291,7 @@ def training_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, g
     return (load, *(Phase("forward", t) for t in forward), *backward, step)
 
 
-def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_yet: int, attention_not_yet: int
+def _layer_backward_moments(layer: ArchSpec, st: ActivationSetting, mlp_not_yet: int, attention_not_yet: int
                             ) -> tuple[tuple[float, float, int], ...]:
     """Inside one layer's backward, (working bytes, its saved bytes already consumed, its own
     gradient bytes not yet made): the MLP's backward (its branch's residual dropout mask used up),
@@ -301,7 +302,7 @@ def _layer_backward_moments(layer: ArchSpec, st: act.ActivationSetting, mlp_not_
             (act.dequant_working(layer, st), act.mlp_saved(layer, st), mlp_not_yet))
 
 
-def inference_phases(arch: ArchSpec, st: act.ActivationSetting, w: WeightBytes, kv_bits: int,
+def inference_phases(arch: ArchSpec, st: ActivationSetting, w: WeightBytes, kv_bits: int,
                      mode: InferenceMode, new_tokens: int) -> tuple[Phase, ...]:
     """load, then a prefill of ``b x s`` tokens filling the KV cache, as ``generate()`` runs it
     (``use_cache=True``, ``logits_to_keep=1``: logits of the last token only); or (``mode``
@@ -484,7 +485,7 @@ class StepPlan:
 
     arch: ArchSpec
     weights: WeightBytes
-    setting: act.ActivationSetting  # batch and seq are placeholders
+    setting: ActivationSetting  # batch and seq are placeholders
     tensors: tuple[tuple[int, int], ...]  # (params, count) of the trainable tensors
     adapter_params: int
     opt: OptimizerBytes | None  # None for inference

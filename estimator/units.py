@@ -26,6 +26,8 @@ DTYPE_BITS: dict[str, int] = {
 # The width of fp32, which optimizer states, peft's adapters and upcast activations share.
 FP32_BITS = DTYPE_BITS["fp32"]
 FP32_BYTES = 4  # FP32_BITS / 8, kept an int: byte counts of whole tensors are integers
+INT64_BYTES = 8  # DTYPE_BITS["int64"] / 8: indices, token ids, labels
+BOOL_BYTES = 1  # DTYPE_BITS["bool"] / 8: masks
 
 # Accepted spellings -> canonical name (torch / transformers spellings included).
 DTYPE_ALIASES: dict[str, str] = {

@@ -131,8 +131,8 @@ def run_phases(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, 
     counter.begin()
     load = counter.end("load", 0)
     if optimizer is not None:
-        step = _dpo_step(model, req, device, reference) if req.objective == "dpo" else None
-        return load, _train(model, optimizer, counter, req, vocab, steps, device, report, step)
+        loss_of = _dpo_step(model, req, device, reference) if req.objective == "dpo" else None
+        return load, _train(model, optimizer, counter, req, vocab, steps, device, report, loss_of)
     return load, _prefill(model, counter, req, vocab, device, report)
 
 
@@ -142,10 +142,10 @@ def _tokens(req: EstimateRequest, vocab: int, device: torch.device) -> torch.Ten
 
 def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Counter, req: EstimateRequest,
            vocab: int, steps: int, device: torch.device, report: Progress,
-           objective: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[dict[str, Any]]:
+           loss_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[dict[str, Any]]:
     """``steps`` optimizer steps of ``req.grad_accum`` micro-batches each, in the request's loop:
     ``trainer`` keeps only the loss (Hugging Face Trainer's ``compute_loss``); ``plain`` keeps the
-    output, rebound only when the next forward returns (``outputs = model(**batch)``). ``objective``
+    output, rebound only when the next forward returns (``outputs = model(**batch)``). ``loss_of``
     (DPO's, :func:`_dpo_step`) takes a micro-batch of token ids to its loss instead."""
     readings: list[dict[str, Any]] = []
     outputs = None
@@ -158,8 +158,8 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, counter: Co
             ids = _tokens(req, vocab, device)
             report("forward", step, steps)
             counter.begin()
-            if objective is not None:
-                loss = objective(torch.cat([ids, _tokens(req, vocab, device)]))  # chosen rows, then rejected
+            if loss_of is not None:
+                loss = loss_of(torch.cat([ids, _tokens(req, vocab, device)]))  # chosen rows, then rejected
             elif req.loop == "plain":
                 outputs = forward(input_ids=ids, labels=ids, use_cache=False, **head)
                 loss = outputs.loss

@@ -18,6 +18,7 @@ from tunefit.estimator.memory import (
     weight_bytes,
 )
 from tunefit.estimator.quant import constants_4bit_bytes, int8_bytes, packed_4bit_bytes
+from tunefit.estimator.setting import ActivationSetting
 
 N = 4096 * 4096  # one 4096x4096 matrix
 
@@ -111,7 +112,7 @@ def _setting(**kw):
     base = dict(batch=2, seq=8, stream_bytes=2, logits_bytes=2, full=False, lora_targets=("q_proj", "v_proj"),
                 lora_r=8, lora_dropout=0.0, attn="sdpa", device="cuda", gradient_checkpointing=False)
     base.update(kw)
-    return act.ActivationSetting(**base)
+    return ActivationSetting(**base)
 
 
 def test_layer_saved_tiny_llama_lora_by_hand():
