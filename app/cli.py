@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
 from tunefit.estimator.adapters import VARIANTS
-from tunefit.estimator.recipes import RECIPE_NAMES
+from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES, surface_recipe
 from tunefit.estimator.request import (
     ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
@@ -29,14 +29,16 @@ from tunefit.estimator.request import (
 from tunefit.estimator.units import GIB
 
 
-def _add_estimate_args(p: argparse.ArgumentParser) -> None:
-    """The plan's options; every default is the estimator's own (``DEFAULT_REQUEST``)."""
+def _add_estimate_args(p: argparse.ArgumentParser, recipe: str = DEFAULT_RECIPE) -> None:
+    """The plan's options; every default is the estimator's own (``DEFAULT_REQUEST``), under
+    ``recipe`` (``DEFAULT_RECIPE``; a simulation's is ``NO_RECIPE``)."""
     default, lora, quant = DEFAULT_REQUEST, DEFAULT_REQUEST.lora, QLORA_DEFAULT_QUANT
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="catalog id (see `tunefit models`)")
     src.add_argument("--config", help="path to a Hugging Face config.json")
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
-                   help="the defaults a framework's user gets (every other option still overrides them)")
+    p.add_argument("--recipe", choices=RECIPE_CHOICES, default=recipe,
+                   help=f"the defaults a framework's user gets, every other option still overriding them (default "
+                        f"{recipe}; {NO_RECIPE}: the libraries' own defaults, without a framework)")
     p.add_argument("--method", choices=METHODS, default=None, help=f"default {default.method}")
     p.add_argument("--dtype", default=None,
                    help=f"fp32 | fp16 | bf16 (weights / compute dtype; default {default.dtype})")
@@ -107,7 +109,7 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
     # left out, the quantization is the method's default (or the recipe's)
     quant = given_quant if any(v is not None for v in given_quant.values()) else None
     return request_from_fields({
-        "model": model, "method": args.method, "dtype": args.dtype, "recipe": args.recipe,
+        "model": model, "method": args.method, "dtype": args.dtype, "recipe": surface_recipe(args.recipe),
         "lora": {"r": args.r, "alpha": args.alpha, "target_modules": targets, "variant": args.variant,
                  "dropout": args.lora_dropout},
         "quant": quant, "batch_size": args.batch_size, "seq_len": args.seq_len,
@@ -124,6 +126,15 @@ def _gib(n: int) -> str:
     return f"{n / GIB:10.3f} GiB"
 
 
+def _recipe_lines(req: dict) -> list[str]:
+    """Which recipe the plan assumed (``--recipe``), and what of it the model could not take."""
+    if req["recipe"] is None:
+        return [f"recipe {NO_RECIPE}: the libraries' own defaults"] if req["method"] != "inference" else []
+    return [f"recipe {req['recipe']}: {RECIPES[req['recipe']].title} (--recipe NAME picks another)",
+            *(f"  not applied: {name} kept at {req[name] or 'its default'}: {why}"
+              for name, why in req["recipe_exceptions"].items())]
+
+
 def render_table(doc: dict) -> str:
     """A readable table of the JSON document (numbers only come from the document)."""
     req = doc["request"]
@@ -132,6 +143,7 @@ def render_table(doc: dict) -> str:
         f"dtype {req['dtype']}  batch {req['batch_size']}  seq {req['seq_len']}  device {req['device']}",
         f"params: total {doc['params']['total']:,}  trainable {doc['params']['trainable']:,} "
         f"({doc['params']['trainable_percent']:.4f} %)",
+        *_recipe_lines(req),
         "",
         f"breakdown at the peak ({doc['peak_phase']}):",
     ]
@@ -314,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(func=cmd_profile)
     sim = sub.add_parser("simulate", help="run one setting's training step on the meta device: every tensor the "
                                           "real code would allocate, counted, for any model size (needs [profiler])")
-    _add_estimate_args(sim)
+    # trl-sft's bf16 autocast, fused AdamW and fused head have no meta-device run: a simulation
+    # follows the libraries' own defaults unless told otherwise
+    _add_estimate_args(sim, recipe=NO_RECIPE)
     sim.add_argument("--target", choices=DEVICES, default=None,
                      help="device type whose kernels are simulated (default: --device)")
     sim.add_argument("--steps", type=int, default=2, help="training steps (step two is the steady state)")

@@ -40,6 +40,7 @@ def request_document(est: Estimate) -> dict[str, Any]:
         "inference_mode": req.inference_mode,
         "new_tokens": req.new_tokens,
         "recipe": req.recipe,
+        "recipe_exceptions": dict(req.recipe_exceptions),
     }
 
 

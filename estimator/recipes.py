@@ -15,16 +15,24 @@ from .errors import EstimateError
 
 RecipeName = Literal["hf-trainer", "trl-sft", "trl-dpo", "qlora-paper", "unsloth"]
 RECIPE_NAMES: tuple[RecipeName, ...] = get_args(RecipeName)
+# The recipe the CLI, the API and the form assume when a request names none: TRL's SFTTrainer,
+# the trainer the Hugging Face fine-tuning guides run. ``NO_RECIPE`` asks for none: the libraries'
+# own defaults (peft, transformers, torch) without a framework's, the estimator's Python defaults.
+DEFAULT_RECIPE: RecipeName = "trl-sft"
+NoRecipe = Literal["none"]
+NO_RECIPE: NoRecipe = get_args(NoRecipe)[0]
+RECIPE_CHOICES: tuple[str, ...] = (*RECIPE_NAMES, NO_RECIPE)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A preset: its fields (request document keys, ``lora`` and ``quant`` as mappings) and where
-    each default comes from."""
+    """A preset: its fields (request document keys, ``lora`` and ``quant`` as mappings), where
+    each default comes from, and in a few words whose defaults they are."""
 
     name: str
     fields: dict[str, Any]
     source: str
+    title: str
 
 
 TRL_QLORA_ADAPTERS = ("for QLoRA the adapters cast to bf16 after get_peft_model (a quantized model's trainable "
@@ -39,6 +47,7 @@ RECIPES: dict[str, Recipe] = {
         "Hugging Face Trainer (transformers 5.23 TrainingArguments): optim adamw_torch_fused (torch >= 2.8), "
         "bf16=False and fp16=False (no autocast), gradient_accumulation_steps=1, gradient_checkpointing off; "
         "compute_loss keeps only the loss",
+        "Hugging Face Trainer's defaults",
     ),
     "trl-sft": Recipe(
         "trl-sft",
@@ -50,6 +59,7 @@ RECIPES: dict[str, Recipe] = {
         "without prepare_model_for_kbit_training; the model passed in already loaded in bf16 (given a "
         "model id instead, SFTTrainer loads float32 weights, which autocast here does not model yet); "
         + TRL_QLORA_ADAPTERS,
+        "TRL SFTTrainer's defaults",
     ),
     "trl-dpo": Recipe(
         "trl-dpo",
@@ -61,6 +71,7 @@ RECIPES: dict[str, Recipe] = {
         "through its fused LM head; the reference is the policy with its adapters disabled, or for full "
         "fine-tuning a second copy of the model in its dtype; adapters from its peft_config, without "
         "prepare_model_for_kbit_training; " + TRL_QLORA_ADAPTERS,
+        "TRL DPOTrainer's defaults",
     ),
     "qlora-paper": Recipe(
         "qlora-paper",
@@ -70,6 +81,7 @@ RECIPES: dict[str, Recipe] = {
         "the QLoRA paper's setup (Dettmers et al. 2023, arXiv:2305.14314; its qlora.py on Hugging Face Trainer): "
         "NF4 with double quantization, bf16 compute and bf16=True, paged 32-bit AdamW, gradient checkpointing, "
         "LoRA r=64, alpha=16 on every linear layer, dropout 0.1 (models up to 13B)",
+        "the QLoRA paper's setup",
     ),
     "unsloth": Recipe(
         "unsloth",
@@ -78,21 +90,41 @@ RECIPES: dict[str, Recipe] = {
         "an Unsloth-style setup: no prepare_model_for_kbit_training (norms, embeddings and lm_head stay in the "
         "compute dtype), 8-bit AdamW (adamw_8bit), gradient checkpointing, bf16 autocast; Unsloth's own kernels "
         "(fused cross-entropy, offloaded checkpoints) are not modelled",
+        "an Unsloth-style setup",
     ),
 }
 
 
-def with_recipe(values: dict[str, Any]) -> dict[str, Any]:
+def surface_recipe(name: str | None) -> str | None:
+    """The recipe a request from the CLI, the API or the form names: left out, :data:`DEFAULT_RECIPE`;
+    :data:`NO_RECIPE` (or an explicit JSON null), none."""
+    return None if name == NO_RECIPE else name
+
+
+@dataclass(frozen=True)
+class RecipeFill:
+    """``values`` with a recipe's fields filled in, and the keys the recipe filled."""
+
+    values: dict[str, Any]
+    filled: frozenset[str]
+
+
+def with_recipe(values: dict[str, Any]) -> RecipeFill:
     """``values`` (request document keys) with its ``recipe``'s fields filling the keys it leaves
-    out or None (``lora`` and ``quant`` key by key); unchanged without a recipe."""
+    out or None (``lora`` and ``quant`` key by key); unchanged without a recipe. A preset sets up
+    training: an inference request takes none of it, and names no recipe."""
     name = values.get("recipe")
     if name is None:
-        return dict(values)
+        return RecipeFill(dict(values), frozenset())
     recipe = RECIPES.get(name)
     if recipe is None:
-        raise EstimateError("recipe", f"must be one of {list(RECIPE_NAMES)}, got {name!r}")
+        raise EstimateError("recipe", f"must be one of {list(RECIPE_CHOICES)}, got {name!r}")
     merged = dict(values)
     method = merged.get("method") or recipe.fields.get("method")
+    if method == "inference":
+        merged["recipe"] = None
+        return RecipeFill(merged, frozenset())
+    filled = set()
     for key, preset in recipe.fields.items():
         if key in QLORA_ONLY and method != "qlora":
             continue  # a method that trains an unquantized base takes no preset quantization
@@ -101,4 +133,5 @@ def with_recipe(values: dict[str, Any]) -> dict[str, Any]:
             merged[key] = {**preset, **{k: v for k, v in (given or {}).items() if v is not None}}
         elif given is None:
             merged[key] = preset
-    return merged
+            filled.add(key)
+    return RecipeFill(merged, frozenset(filled))

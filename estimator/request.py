@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from .adapters import VARIANTS, LoraSpec
@@ -115,6 +115,9 @@ class EstimateRequest:
     # the framework preset the fields came from (``recipes.RECIPES``), if any: its fields are filled in by
     # ``request_from_fields`` (the one constructor every surface uses); set here, it only names the preset
     recipe: str | None = None
+    # (field, why) for each of the recipe's fields this model cannot take as modelled: the field
+    # kept its library default instead (:func:`_recipe_exceptions`)
+    recipe_exceptions: tuple[tuple[str, str], ...] = ()
 
 
 # The fields a request document (``document.request_document``) carries.
@@ -138,11 +141,54 @@ def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
     framework's defaults first (:func:`recipes.with_recipe`). Keys that are not request fields are
     refused.
     """
-    given = _known("", with_recipe(dict(values)), _REQUEST_FIELD_SET)
+    fill = with_recipe(dict(values))
+    given = _known("", fill.values, _REQUEST_FIELD_SET)
     given["lora"] = _lora_from(given.get("lora"))
     if "quant" in given:
         given["quant"] = QuantSpec(**_known("quant.", given["quant"], _QUANT_FIELD_SET))
-    return EstimateRequest(**given)
+    if isinstance(given.get("recipe_exceptions"), Mapping):  # a document's JSON object
+        given["recipe_exceptions"] = tuple(given["recipe_exceptions"].items())
+    request = EstimateRequest(**given)
+    return _recipe_exceptions(request, fill.filled) if fill.filled else request
+
+
+# The recipe fields a model may be unable to take as modelled, in the order they are decided (the
+# adapters' dtype depends on the autocast kept)
+EXCEPTABLE_FIELDS = ("autocast", "adapter_dtype", "loss")
+
+
+def _recipe_exceptions(request: EstimateRequest, filled: frozenset[str]) -> EstimateRequest:
+    """``request`` with each field its recipe ``filled`` that the estimate cannot model for this
+    model (:func:`recipe_field_refusal`) back at its library default (:data:`DEFAULT_REQUEST`'s),
+    and why, in ``recipe_exceptions``: a preset applies what it can and says what it could not,
+    where the same field given by the user is refused."""
+    exceptions = []
+    for name in EXCEPTABLE_FIELDS:
+        if name not in filled:
+            continue
+        reason = recipe_field_refusal(request, name)
+        fallback = replace(request, **{name: getattr(DEFAULT_REQUEST, name)})
+        # a field whose default is refused too (DPO's loss) stays, for normalize to refuse
+        if reason is not None and recipe_field_refusal(fallback, name) is None:
+            request = fallback
+            exceptions.append((name, reason))
+    return replace(request, recipe_exceptions=tuple(exceptions)) if exceptions else request
+
+
+def recipe_field_refusal(request: EstimateRequest, name: str) -> str | None:
+    """Why the estimate cannot model ``request``'s field ``name`` (None: it can): the checks
+    :func:`normalize` refuses those fields by. A model that cannot be read answers None here:
+    :func:`normalize` reports it."""
+    if name == "adapter_dtype":
+        return adapter_dtype_refusal(request, request.adapter_dtype or DEFAULT_ADAPTER_DTYPE)
+    try:
+        arch = resolve_model(request.model)
+    except (EstimateError, TypeError, ValueError, KeyError, AttributeError):
+        return None
+    if name == "autocast":
+        dtype = DTYPE_ALIASES.get(str(request.dtype).lower(), str(request.dtype).lower())
+        return autocast_refusal(request, dtype, arch)
+    return loss_refusal(request.loss or default_loss(request.objective), arch)
 
 
 def _known(prefix: str, values: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
@@ -321,23 +367,15 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         _validate_lora(request.lora)
     adapter_dtype = request.adapter_dtype or DEFAULT_ADAPTER_DTYPE
     _choice("adapter_dtype", adapter_dtype, ADAPTER_DTYPES)
-    plain_adapters = request.method in ("lora", "qlora") and request.lora.variant not in ("dora", "vera")
-    if adapter_dtype != "fp32" and not plain_adapters:
-        raise EstimateError("adapter_dtype", "16-bit adapters are modelled for LoRA and QLoRA with plain, rsLoRA "
-                                             "or LoRA+ adapters (TRL keeps DoRA's magnitude in fp32)")
-    if adapter_dtype != "fp32" and request.autocast not in ("none", adapter_dtype):
-        raise EstimateError("adapter_dtype", f"{adapter_dtype} adapters under {request.autocast} autocast are "
-                                             "not modelled (autocast would cast them on every call)")
+    _refuse("adapter_dtype", adapter_dtype_refusal(request, adapter_dtype))
     if request.attn_implementation == "flash_attention_2" and (request.device == "cpu" or dtype == "fp32"):
         raise EstimateError("attn_implementation", "flash_attention_2 needs device 'cuda' and fp16/bf16")
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
     arch = resolve_model(request.model)
-    _validate_autocast(request, dtype, arch)
-    if loss == "chunked" and arch.model_type in UNREACHABLE_BACKBONES:
-        raise EstimateError("loss", f"TRL 1.16's fused LM head cannot run {arch.model_type}: it reaches the backbone "
-                                    "through model.base_model, which transformers 5.23's Llama4ForCausalLM resolves "
-                                    "to itself; use loss 'standard'")
+    if request.method != "inference":
+        _refuse("autocast", autocast_refusal(request, dtype, arch))
+    _refuse("loss", loss_refusal(loss, arch))
     attn = request.attn_implementation or default_attention(arch)
     if attn == "sdpa" and not arch.supports_sdpa:
         raise EstimateError("attn_implementation",
@@ -371,26 +409,53 @@ def _validate_dpo(request: EstimateRequest, loss: str) -> None:
         raise EstimateError("loop", "DPO is modelled as TRL's DPOTrainer runs it: loop 'trainer'")
 
 
-def _validate_autocast(request: EstimateRequest, dtype: str, arch: ArchSpec) -> None:
-    """The autocast settings the estimate models: the weights already in the autocast dtype (a
-    16-bit checkpoint, which transformers 5 loads in its own dtype by default), or QLoRA computing
-    in it; plain LoRA adapters. Weights in another dtype than autocast's (fp32 master weights) are
-    refused until modelled, as is CUDA's autocast for the families where it changes more than the
-    adapters (LayerNorm and an unpinned softmax, which CUDA's autocast runs in fp32)."""
+def _refuse(field_name: str, reason: str | None) -> None:
+    if reason is not None:
+        raise EstimateError(field_name, reason)
+
+
+def autocast_refusal(request: EstimateRequest, dtype: str, arch: ArchSpec) -> str | None:
+    """Why the estimate cannot model the request's autocast (None: it can). Modelled: the weights
+    already in the autocast dtype (a 16-bit checkpoint, which transformers 5 loads in its own dtype
+    by default), or QLoRA computing in it; plain LoRA adapters. Weights in another dtype than
+    autocast's (fp32 master weights) wait until modelled, as does CUDA's autocast for the families
+    where it changes more than the adapters (LayerNorm and an unpinned softmax, which CUDA's
+    autocast runs in fp32)."""
     if request.autocast == "none" or request.method == "inference":
-        return
+        return None
     if dtype != request.autocast:
-        raise EstimateError("autocast", f"autocast {request.autocast} with weights in {dtype} is not modelled yet; "
-                                        f"load the weights in {request.autocast} (dtype {request.autocast})")
+        return (f"autocast {request.autocast} with weights in {dtype} is not modelled yet; load the weights in "
+                f"{request.autocast} (dtype {request.autocast})")
     if request.autocast == "fp16" and request.method == "full":
-        raise EstimateError("autocast", "fp16 autocast needs fp32 master weights for full fine-tuning (torch's "
-                                        "GradScaler refuses fp16 gradients: 'Attempting to unscale FP16 gradients'), "
-                                        "which is not modelled yet; use bf16")
+        return ("fp16 autocast needs fp32 master weights for full fine-tuning (torch's GradScaler refuses fp16 "
+                "gradients: 'Attempting to unscale FP16 gradients'), which is not modelled yet; use bf16")
     if request.method in ("lora", "qlora") and request.lora.variant in AUTOCAST_UNMODELLED_VARIANTS:
-        raise EstimateError("autocast", f"autocast with peft's {request.lora.variant} is not modelled yet")
+        return f"autocast with peft's {request.lora.variant} is not modelled yet"
     if request.device == "cuda" and not arch.autocast_neutral_on_cuda:
-        raise EstimateError("autocast", f"CUDA's autocast for {arch.model_type} (LayerNorm, or a softmax in the "
-                                        "stream's dtype, which CUDA's autocast runs in fp32) is not modelled yet")
+        return (f"CUDA's autocast for {arch.model_type} (LayerNorm, or a softmax in the stream's dtype, which "
+                "CUDA's autocast runs in fp32) is not modelled yet")
+    return None
+
+
+def adapter_dtype_refusal(request: EstimateRequest, adapter_dtype: str) -> str | None:
+    """Why the estimate cannot model adapters in ``adapter_dtype`` here (None: it can)."""
+    if adapter_dtype == "fp32":
+        return None
+    if request.method not in ("lora", "qlora") or request.lora.variant in ("dora", "vera"):
+        return ("16-bit adapters are modelled for LoRA and QLoRA with plain, rsLoRA or LoRA+ adapters (TRL keeps "
+                "DoRA's magnitude in fp32)")
+    if request.autocast not in ("none", adapter_dtype):
+        return (f"{adapter_dtype} adapters under {request.autocast} autocast are not modelled (autocast would cast "
+                "them on every call)")
+    return None
+
+
+def loss_refusal(loss: str, arch: ArchSpec) -> str | None:
+    """Why the estimate cannot model ``loss`` for ``arch`` (None: it can)."""
+    if loss == "chunked" and arch.model_type in UNREACHABLE_BACKBONES:
+        return (f"TRL 1.16's fused LM head cannot run {arch.model_type}: it reaches the backbone through "
+                "model.base_model, which transformers 5.23's Llama4ForCausalLM resolves to itself; use loss 'standard'")
+    return None
 
 
 # peft's variants whose adapters compute beyond lora_B(lora_A(x)), not yet measured under autocast

@@ -37,6 +37,7 @@ from .build import (
     vocab_size,
 )
 from .kernels import TargetKernels, cuda_workspace_bytes
+from .limits import simulation_refusal
 from .run import Counter, Progress, _trainable, environment_versions, run_phases, summarize
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
 
 META = torch.device("meta")
 SIMULATED_STEPS = 2  # step one allocates the optimizer state; step two is the steady state
-SIMULATED_OPTIMIZERS = ("adamw", "sgd", "sgd_momentum")
-# why the others cannot run on the meta device
-UNSIMULATED_OPTIMIZERS = {"adamw_fused": "torch's fused AdamW takes CUDA or CPU tensors only (fused=True)"}
-BNB_OPTIMIZERS = "bitsandbytes' optimizers run C kernels, which have no meta implementation"
 COUNTER = "simulated on the meta device: live tensor storage bytes (TorchDispatchMode), target {target}"
 
 
@@ -57,19 +54,9 @@ def simulate(request: EstimateRequest, steps: int = SIMULATED_STEPS, progress: P
     shape of :func:`profiler.measure`'s, with ``environment.device`` ``meta``."""
     report = progress or (lambda phase, step, total: None)
     req, _ = normalize(request)
-    if req.optimizer not in SIMULATED_OPTIMIZERS and req.method != "inference":
-        why = UNSIMULATED_OPTIMIZERS.get(req.optimizer, BNB_OPTIMIZERS)
-        raise BuildError(f"optimizer {req.optimizer!r} cannot be simulated: {why}; simulated optimizers: "
-                         f"{', '.join(SIMULATED_OPTIMIZERS)}")
-    if req.autocast != "none" and req.method != "inference":
-        raise BuildError("autocast cannot be simulated: torch has no autocast for the meta device (its casts "
-                         "are dispatched for CUDA and CPU tensors only); measure it instead")
-    if req.new_tokens:
-        raise BuildError("generate()'s decoding cannot be simulated: its loop reads the chosen tokens' values; "
-                         "measure it")
-    if req.loss == "chunked":
-        raise BuildError("the chunked loss cannot be simulated: TRL folds its tiles with Triton kernels on CUDA and "
-                         "with torch ops elsewhere, so the meta device would run the other path; measure it on a CPU")
+    refusal = simulation_refusal(req)
+    if refusal is not None:
+        raise BuildError(refusal)
     prediction = to_document(estimate(req))
     started = time.perf_counter()
     try:

@@ -20,6 +20,7 @@ from tunefit.app.planning.schemas import CheckpointModel, VariantIn
 from tunefit.app.planning.service import run_estimate, to_request, variant_label
 from tunefit.estimator import EstimateError, EstimateRequest, gpus
 from tunefit.estimator.units import GIB
+from tunefit.profiler.limits import simulation_refusal
 
 
 def job_label(body: ProfileIn) -> str:
@@ -87,7 +88,8 @@ def check_fits(peak_bytes: int, body: ProfileIn, settings: Settings) -> None:
 
 def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
                settings: Settings | None = None, owner: str | None = None) -> Job:
-    """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here.
+    """Queue a measurement; ``body`` is validated as an estimate first, so bad input fails here, as
+    does a simulation of what the meta device cannot run.
 
     A local checkpoint is read only under the configured directories (none without ``settings``).
     With ``settings`` the service's admission rules apply too: at most ``max_queued_jobs``
@@ -99,7 +101,11 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
     raised.
     """
     body = with_checked_checkpoint(body, settings.checkpoint_dirs if settings is not None else [])
-    estimated = run_estimate(job_request(body)[0])
+    request, simulated = job_request(body)
+    estimated = run_estimate(request)
+    refusal = simulation_refusal(estimated.request) if simulated else None
+    if refusal is not None:  # said now, not by a failed job later
+        raise EstimateError("device", f"{refusal} (recipe 'none' takes the libraries' defaults): not queued")
     if settings is not None:
         check_fits(estimated.peak_bytes, body, settings)
     max_queued = settings.max_queued_jobs if settings is not None else None

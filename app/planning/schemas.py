@@ -12,7 +12,7 @@ from tunefit.estimator import EstimateError
 from tunefit.estimator.adapters import ALL_LINEAR, AllLinear, Variant
 from tunefit.estimator.hardware import Capacity
 from tunefit.estimator.quant import Blocksize, QuantType
-from tunefit.estimator.recipes import RecipeName
+from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, NoRecipe, RecipeName
 from tunefit.estimator.request import (
     DEFAULT_DTYPE,
     DEFAULT_REQUEST,
@@ -129,8 +129,10 @@ class SettingIn(_Strict):
     """One fine-tuning (or inference) setting: the fields every endpoint shares."""
 
     model: str | ConfigModel = Field(..., description="catalog id, or {'config': {...config.json...}}")
-    recipe: RecipeName | None = Field(None, description="a framework's defaults for the fields this request "
-                                                        "leaves out (hf-trainer, qlora-paper, unsloth)")
+    recipe: RecipeName | NoRecipe | None = Field(
+        DEFAULT_RECIPE, description=f"a framework's defaults for the fields this request leaves out (hf-trainer, "
+                                    f"trl-sft, trl-dpo, qlora-paper, unsloth); default {DEFAULT_RECIPE}; "
+                                    f"{NO_RECIPE!r} (or null): the libraries' own defaults, without a framework")
     method: Method = DEFAULT.method
     dtype: Dtype = DEFAULT_DTYPE
     lora: LoraIn = Field(default_factory=lambda: LoraIn())

@@ -33,13 +33,14 @@ from tunefit.estimator import (
     to_document,
 )
 from tunefit.estimator.document import request_document
+from tunefit.estimator.recipes import surface_recipe
 from tunefit.estimator.request import REQUEST_FIELDS, request_from_fields
 from tunefit.estimator.units import GIB
 
 NO_VARIANT = VariantIn()
 # The request fields a setting carries as they are (the others are assembled in ``to_request``).
 SHARED_FIELDS = tuple(name for name in REQUEST_FIELDS
-                      if name in SettingIn.model_fields and name not in ("model", "method", "lora", "quant"))
+                      if name in SettingIn.model_fields and name not in ("model", "method", "lora", "quant", "recipe"))
 # Methods whose base can be quantized: the others train an unquantized base.
 QUANTIZED_METHODS = ("qlora", "inference")
 
@@ -64,12 +65,13 @@ def to_request(body: SettingIn, gpu: str | None = None, variant: VariantIn | Non
     the estimator's one constructor. A quantization is kept only for the methods whose base can be
     quantized: a column that switches QLoRA to LoRA or full drops it."""
     v = variant or NO_VARIANT
-    given, lora = _given(body, body.recipe), _given(body.lora, body.recipe)
+    recipe = surface_recipe(body.recipe)
+    given, lora = _given(body, recipe), _given(body.lora, recipe)
     method = v.method or given["method"]
     quant = v.quant if v.quant is not None else body.quant
     return request_from_fields({
         **{name: given[name] for name in SHARED_FIELDS},
-        "model": _model_arg(body), "method": method, "gpu": gpu,
+        "model": _model_arg(body), "method": method, "gpu": gpu, "recipe": recipe,
         "lora": {"r": v.r or lora["r"], "alpha": lora["alpha"] if v.r is None else None,
                  "target_modules": v.target_modules or lora["target_modules"],
                  "variant": v.variant or lora["variant"], "dropout": lora["dropout"]},

@@ -5,6 +5,7 @@ All formatting (GiB figures, percentages, chart geometry) happens here; template
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,8 +27,9 @@ from tunefit.app.planning.schemas import (
 from tunefit.app.web.charts import gib_text, stacked_chart
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
 from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
+from tunefit.estimator.document import request_from_document
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
-from tunefit.estimator.recipes import RECIPE_NAMES, RECIPES, RecipeName
+from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES, NoRecipe, RecipeName
 from tunefit.estimator.request import (
     ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
@@ -59,6 +61,7 @@ from tunefit.estimator.request import (
     Optimizer,
 )
 from tunefit.estimator.units import GIB
+from tunefit.profiler.limits import simulation_refusal
 
 # The form's defaults are the estimator's (DEFAULT_REQUEST), but for what the page opens on: the
 # question most users bring (QLoRA of a 7B model).
@@ -91,7 +94,8 @@ class PlanForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    recipe: RecipeName | None = None  # "I train with ...": a framework's defaults for what the query leaves out
+    # "I train with ...": a framework's defaults for what the query leaves out ("none": the libraries')
+    recipe: RecipeName | NoRecipe = DEFAULT_RECIPE
     model: str = Field(FORM_MODEL, max_length=100)
     config: str = Field("", max_length=MAX_CONFIG_CHARS)
     method: Method = FORM_METHOD
@@ -123,8 +127,12 @@ class PlanForm(BaseModel):
 
 
 def parse_form(query: QueryParams) -> tuple[PlanForm, list[str]]:
-    """The form from a query string, and the errors found (the defaults stand in for bad fields)."""
-    data: dict[str, Any] = {k: v for k, v in query.items() if v != "" or k in ("config", "gpu")}
+    """The form from a query string, and the errors found (the defaults stand in for bad fields).
+    The controls the query leaves out show its recipe's values (the default recipe's when it names
+    none), as the page's script sets them when a recipe is picked."""
+    preset = recipe_form_values().get(query.get("recipe") or DEFAULT_RECIPE, {})
+    given = {**{k: str(v) for k, v in preset.items() if k not in query}, **dict(query.items())}
+    data: dict[str, Any] = {k: v for k, v in given.items() if v != "" or k in ("config", "gpu")}
     data["targets"] = [t for t in query.getlist("targets") if t]
     submitted = "submitted" in query
     if submitted:  # an unchecked checkbox sends nothing
@@ -158,17 +166,21 @@ def setting_from_form(form: PlanForm) -> dict[str, Any]:
         loss=form.loss, objective=form.objective, adapter_dtype=form.adapter_dtype,
         inference_mode=form.inference_mode, new_tokens=form.new_tokens,
     )
-    if form.recipe is None:
-        return setting
-    # under a recipe, what the query leaves out is the recipe's (the page's script fills the form
-    # with the recipe's values when it is picked, so a submitted form sends them all)
+    # What the query leaves out is the recipe's, or without one the libraries' default; so is what
+    # it sets to the recipe's own value (the page's script fills the form with a recipe's values
+    # when it is picked, so a submitted form sends them all): the recipe then applies it where the
+    # model can take it, and says where not (``recipe_exceptions``).
+    preset = RECIPES[form.recipe].fields if form.recipe != NO_RECIPE else {}
     given = form.model_fields_set
-    kept = {k: v for k, v in setting.items() if k in ("model", "recipe", "lora") or FORM_FIELDS.get(k, k) in given}
+    kept = {k: v for k, v in setting.items()
+            if k in ("model", "recipe", "lora", "method")
+            or (FORM_FIELDS.get(k, k) in given and preset.get(k, _UNSET) != v)}
     lora = setting["lora"]
     kept["lora"] = LoraIn(**{key: getattr(lora, key) for key, fields in LORA_FORM_FIELDS.items() if given & fields})
     return kept
 
 
+_UNSET = object()
 # A setting's key -> the form field it comes from, where the names differ
 FORM_FIELDS = {"attn_implementation": "attn"}
 # LoraIn's fields -> the form fields they come from
@@ -180,13 +192,14 @@ STEP_DEFAULTS = {key: getattr(DEFAULT, key) for key in ("optimizer", "loop", "gr
                                                           "prepare_kbit")}
 
 
+@cache
 def recipe_form_values() -> dict[str, dict[str, Any]]:
     """Per recipe, the form controls' values it sets (the page's script applies them when a user
     picks the recipe): ``RECIPES``' fields in the form's names and spellings; the step's controls a
     recipe leaves out go back to their defaults (another recipe picked before may have set them)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, recipe in RECIPES.items():
-        f = {**STEP_DEFAULTS, **recipe.fields}
+    for name, fields in ((NO_RECIPE, {}), *((n, r.fields) for n, r in RECIPES.items())):
+        f = {**STEP_DEFAULTS, **fields}
         values: dict[str, Any] = {k: f[k] for k in ("method", "dtype", "optimizer", "loop", "grad_accum", "autocast",
                                                      "loss", "objective")
                                   if k in f}
@@ -194,7 +207,7 @@ def recipe_form_values() -> dict[str, dict[str, Any]]:
             if f.get(key) is not None:
                 values[key] = "on" if f[key] else "off"
         for key in ("gradient_checkpointing", "loss"):  # the libraries' default
-            if key not in recipe.fields:
+            if key not in fields:
                 values[key] = ""
         values["adapter_dtype"] = ""  # the recipe's for QLoRA only (recipes.QLORA_ONLY): left to it
         lora = f.get("lora", {})
@@ -238,7 +251,7 @@ def form_context(form: PlanForm) -> dict[str, Any]:
             "quant": QUANTIZED_TYPES, "optimizer": OPTIMIZERS, "attn": ATTN_IMPLEMENTATIONS,
             "device": DEVICES, "loop": LOOPS, "autocast": AUTOCASTS, "loss": LOSSES,
             "objective": OBJECTIVES, "adapter_dtype": ADAPTER_DTYPES, "inference_mode": INFERENCE_MODES,
-            "recipe": RECIPE_NAMES,
+            "recipe": RECIPE_CHOICES,
         },
         "recipe_values": recipe_form_values(),
     }
@@ -265,6 +278,7 @@ def result_context(form: PlanForm) -> dict[str, Any]:
         "gpu_rows": _gpu_rows(cap, form.gpu),
         "compare_rows": _compare_rows(compare),
         "assumptions": doc["assumptions"],
+        "simulation_refusal": simulation_refusal(request_from_document(doc["request"])),
     }
 
 
@@ -286,7 +300,19 @@ def _headline(doc: dict[str, Any]) -> dict[str, Any]:
         "diff_gib": ("+" if diff >= 0 else "−") + gib_text(abs(diff)),
         "diff_percent": f"{100 * diff / paper['bytes']:+.1f}" if paper["bytes"] else None,
         "paged_gib": gib_text(doc["paged_optimizer_bytes"]) if doc["paged_optimizer_bytes"] else None,
+        "recipe": _recipe_line(doc["request"]),
     }
+
+
+def _recipe_line(request: dict[str, Any]) -> dict[str, Any]:
+    """Which recipe the plan assumed, whose defaults those are, and what of it the model could not take."""
+    name = request["recipe"]
+    if name is None:
+        training = request["method"] != "inference"
+        return {"name": NO_RECIPE if training else None, "title": "the libraries' own defaults", "exceptions": []}
+    return {"name": name, "title": RECIPES[name].title,
+            "exceptions": [f"{field} kept at {request[field] or 'its default'}: {why}"
+                           for field, why in request["recipe_exceptions"].items()]}
 
 
 def _charts(doc: dict[str, Any], compare: dict[str, Any]) -> list:
@@ -358,7 +384,7 @@ def profile_from_plan(plan_query: str, steps: str, simulated: bool = False) -> P
     try:  # the API's schemas judge the plan: a bound the form misses is a located error too
         setting = setting_from_form(form)
         if simulated:
-            setting.update(device="meta", target=setting["device"])
+            setting.update(device="meta", target=form.device)
         return ProfileIn(**setting, steps=steps if steps.isdigit() else DEFAULT_JOB_STEPS)
     except ValidationError as exc:
         raise EstimateError("plan", "; ".join(_located(exc))) from exc

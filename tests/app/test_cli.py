@@ -5,7 +5,9 @@ import json
 import pytest
 
 from tunefit.app.cli import main
-from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate, to_document
+from tunefit.estimator import estimate, to_document
+from tunefit.estimator.recipes import DEFAULT_RECIPE
+from tunefit.estimator.request import request_from_fields
 
 
 def test_json_output_equals_the_document(capsys):
@@ -13,9 +15,11 @@ def test_json_output_equals_the_document(capsys):
                "--batch-size", "1", "--seq-len", "512", "--json"])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
-    req = EstimateRequest("llama-2-7b", method="qlora", lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear"),
-                          quant=QuantSpec("nf4", True, 64), batch_size=1, seq_len=512)
+    # the CLI names no recipe: it assumes the default one
+    req = request_from_fields({"model": "llama-2-7b", "recipe": DEFAULT_RECIPE, "method": "qlora",
+                               "lora": {"r": 16, "target_modules": "all-linear"}, "batch_size": 1, "seq_len": 512})
     assert doc == json.loads(json.dumps(to_document(estimate(req))))
+    assert doc["request"]["recipe"] == DEFAULT_RECIPE
     for key in ("params", "paper", "breakdown", "peak_allocated_bytes", "peak_bytes", "peak_phase", "fits",
                 "assumptions"):
         assert key in doc

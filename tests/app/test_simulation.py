@@ -44,10 +44,10 @@ def test_every_fleet_worker_takes_simulations():
 
 
 def test_simulate_it_from_the_form_then_see_three_columns(client, settings):
-    plan = urlencode({"submitted": "1", "config": json.dumps(CONFIG), "method": "lora", "r": "4",
+    plan = urlencode({"submitted": "1", "recipe": "none", "config": json.dumps(CONFIG), "method": "lora", "r": "4",
                       "device": "cpu", "batch_size": "1", "seq_len": "8"})
     page = client.get("/?" + plan).text
-    assert 'id="simulate"' in page and 'id="three-columns"' in page
+    assert 'id="simulate"' in page and 'id="three-columns"' in page and 'id="simulation-refusal"' not in page
     r = client.post("/jobs", content=urlencode({"plan": plan, "steps": "2", "device": "meta"}),
                     headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False)
     assert r.status_code == 303
@@ -89,3 +89,20 @@ def test_cli_simulate_refuses_what_it_cannot_simulate(tmp_path, capsys):
     config.write_text(json.dumps(CONFIG))
     code = main(["simulate", "--config", str(config), "--method", "lora", "--optimizer", "adamw_8bit"])
     assert code == 2 and "meta" in capsys.readouterr().err
+
+
+def test_a_plan_the_meta_device_cannot_run_says_so_before_anyone_asks(client):
+    """The default recipe (trl-sft) runs bf16 autocast and fused AdamW: the page says why it cannot
+    be simulated instead of offering the button, and the API refuses the job instead of queueing
+    one that would fail."""
+    plan = {"submitted": "1", "config": json.dumps(CONFIG), "method": "lora", "r": "4", "device": "cpu",
+            "batch_size": "1", "seq_len": "8"}
+    page = client.get("/?" + urlencode(plan)).text
+    assert 'id="simulate" disabled' in page and 'id="simulation-refusal"' in page and "optimizer" in page
+    response = client.post("/api/v1/profile", json={"model": {"config": CONFIG}, "method": "lora", "lora": {"r": 4},
+                                                    "batch_size": 1, "seq_len": 8, "device": "meta", "target": "cpu"})
+    assert response.status_code == 422 and "cannot be simulated" in response.text
+    allowed = client.post("/api/v1/profile", json={"model": {"config": CONFIG}, "method": "lora", "lora": {"r": 4},
+                                                   "batch_size": 1, "seq_len": 8, "device": "meta", "target": "cpu",
+                                                   "recipe": "none"})
+    assert allowed.status_code == 202, allowed.text

@@ -320,6 +320,82 @@ def test_the_trl_sft_recipe_answers_the_headline_question():
     assert paper["fits"][0]["fits"] is False
 
 
+# ---- the default recipe, and what a recipe cannot apply ------------------------------------------
+
+EXCEPTIONS = {
+    # a LayerNorm family on CUDA: CUDA's autocast runs layer_norm in fp32, not modelled yet
+    "layernorm-family-on-cuda": ({"model": "gpt2", "method": "lora", "lora": {"target_modules": ["c_attn"]}},
+                                 {"autocast": "LayerNorm"}),
+    # the same family on a CPU, whose autocast leaves layer_norm alone: nothing excepted
+    "layernorm-family-on-cpu": ({"model": "gpt2", "method": "lora", "lora": {"target_modules": ["c_attn"]},
+                                 "device": "cpu"}, {}),
+    "dora": ({"model": MODEL, "method": "qlora", "lora": {"variant": "dora"}},
+             {"autocast": "dora", "adapter_dtype": "DoRA"}),
+    "fp32-weights": ({"model": MODEL, "method": "full", "dtype": "fp32"}, {"autocast": "weights in fp32"}),
+    "llama4": ({"model": "llama-4-scout", "method": "lora"}, {"autocast": "llama4", "loss": "Llama4ForCausalLM"}),
+    "nothing-to-except": ({"model": MODEL, "method": "qlora"}, {}),
+}
+
+
+@pytest.mark.parametrize("fields,excepted", EXCEPTIONS.values(), ids=EXCEPTIONS.keys())
+def test_a_recipe_field_the_model_cannot_take_keeps_its_default_and_says_why(fields, excepted):
+    from tunefit.estimator.document import request_from_document, to_document
+    from tunefit.estimator.recipes import DEFAULT_RECIPE, RECIPES
+    from tunefit.estimator.request import request_from_fields
+
+    est = estimate(request_from_fields({**fields, "recipe": DEFAULT_RECIPE}))
+    reasons = dict(est.request.recipe_exceptions)
+    assert set(reasons) == set(excepted)
+    for name, phrase in excepted.items():
+        assert phrase in reasons[name]
+        library = estimate(request_from_fields(fields)).request
+        assert getattr(est.request, name) == getattr(library, name)
+        assert any(a.startswith(f"recipe {DEFAULT_RECIPE}'s {name} is not applied") for a in est.assumptions)
+    for name in set(RECIPES[DEFAULT_RECIPE].fields) - set(excepted) - {"adapter_dtype"}:
+        assert getattr(est.request, name) == RECIPES[DEFAULT_RECIPE].fields[name], name  # the rest applied
+    doc = to_document(est)
+    assert doc["request"]["recipe_exceptions"] == reasons
+    assert to_document(estimate(request_from_document(doc["request"])))["request"] == doc["request"]  # read back
+
+
+@pytest.mark.parametrize("fields", [
+    {"model": "gpt2", "method": "lora", "lora": {"target_modules": ["c_attn"]}, "autocast": "bf16"},
+    {"model": "llama-4-scout", "method": "lora", "loss": "chunked"},
+    {"model": "llama-4-scout", "method": "lora", "objective": "dpo"},  # DPO has no other loss to fall back to
+], ids=["given-autocast", "given-loss", "dpo-without-its-loss"])
+def test_a_field_the_user_gives_is_refused_not_excepted(fields):
+    from tunefit.estimator.recipes import DEFAULT_RECIPE
+    from tunefit.estimator.request import request_from_fields
+
+    with pytest.raises(EstimateError, match="autocast|loss"):
+        estimate(request_from_fields({**fields, "recipe": DEFAULT_RECIPE}))
+
+
+def test_a_recipe_sets_up_training_only():
+    """Inference takes none of a training recipe: the request names none."""
+    from tunefit.estimator.recipes import DEFAULT_RECIPE
+    from tunefit.estimator.request import request_from_fields
+
+    req = estimate(request_from_fields({"model": MODEL, "method": "inference", "recipe": DEFAULT_RECIPE})).request
+    assert req.recipe is None and req == estimate(EstimateRequest(MODEL, method="inference")).request
+
+
+def test_the_default_recipe_answers_the_headline_question():
+    """The surfaces' default (``DEFAULT_RECIPE``) is one a TRL user runs: the headline plan fits
+    the 24 GB card with its figure, and says which recipe it assumed."""
+    from tunefit.estimator.recipes import DEFAULT_RECIPE, surface_recipe
+    from tunefit.estimator.request import request_from_fields
+
+    assert DEFAULT_RECIPE in ("trl-sft", "qlora-paper") and surface_recipe("none") is None
+    question = {"model": MODEL, "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
+                "batch_size": 4, "seq_len": 2048, "gpu": "rtx-4090"}
+    est = estimate(request_from_fields({**question, "recipe": DEFAULT_RECIPE}))
+    assert est.assumptions[0].startswith(f"recipe {DEFAULT_RECIPE}: ")
+    assert est.request.recipe_exceptions == ()
+    libraries = estimate(request_from_fields({**question, "recipe": surface_recipe("none")}))
+    assert est.peak_bytes < libraries.peak_bytes
+
+
 # ---- DPO as TRL's DPOTrainer runs it ---------------------------------------------------------------
 
 def test_dpo_defaults_to_trls_fused_head_and_refuses_what_it_does_not_model():

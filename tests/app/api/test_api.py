@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from tests.estimator.tiny_configs import TINY_CONFIGS
 from tunefit.app.cli import main as cli_main
-from tunefit.estimator import EstimateRequest, LoraSpec, capacity, get_model, gpus, models
+from tunefit.estimator import capacity, get_model, gpus, models
+from tunefit.estimator.recipes import DEFAULT_RECIPE
+from tunefit.estimator.request import request_from_fields
 
 # ---- catalogs ------------------------------------------------------------------------------------
 
@@ -105,8 +107,8 @@ def test_capacity_rows_equal_the_estimator(client):
     body = {"model": "llama-2-7b", "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
             "seq_len": 1024, "gpus": ["rtx-4090", "a100-80gb", "rtx-3060-12gb"], "multi_gpu": "fsdp"}
     doc = client.post("/api/v1/capacity", json=body).json()
-    req = EstimateRequest("llama-2-7b", method="qlora", seq_len=1024,
-                          lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear"))
+    req = request_from_fields({"model": "llama-2-7b", "recipe": DEFAULT_RECIPE, "method": "qlora", "seq_len": 1024,
+                               "lora": {"r": 16, "target_modules": "all-linear"}})
     expected = capacity(req, ["rtx-4090", "a100-80gb", "rtx-3060-12gb"], sharding="fsdp")
     assert [r["gpu"] for r in doc["rows"]] == ["rtx-4090", "a100-80gb", "rtx-3060-12gb"]
     for row, exp in zip(doc["rows"], expected, strict=True):

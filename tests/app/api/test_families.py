@@ -7,7 +7,9 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.estimator.tiny_configs import TINY_CONFIGS
-from tunefit.estimator import EstimateRequest, LoraSpec, estimate, get_model
+from tunefit.estimator import EstimateRequest, estimate, get_model
+from tunefit.estimator.recipes import DEFAULT_RECIPE
+from tunefit.estimator.request import request_from_fields
 from tunefit.estimator.units import GIB
 
 # one catalog model per new family; gpt-oss has no sdpa attention in transformers
@@ -41,14 +43,18 @@ def _body(model: str, attn: str) -> dict:
             "batch_size": 1, "seq_len": 2048, "attn_implementation": attn}
 
 
+def _default_recipe(body: dict) -> EstimateRequest:
+    """The request the surfaces build from ``body``: it names no recipe, so the default one's."""
+    return request_from_fields({**body, "recipe": DEFAULT_RECIPE})
+
+
 def test_every_new_family_has_a_case():
     assert {get_model(model).arch.model_type for model, _ in MODELS.values()} == set(MODELS)
 
 
 @pytest.mark.parametrize("model,attn", CASES)
 def test_estimate_capacity_and_compare(client, model, attn):
-    expected = estimate(EstimateRequest(model, method="qlora", lora=LoraSpec(r=16, target_modules=_targets(model)),
-                                        batch_size=1, seq_len=2048, attn_implementation=attn))
+    expected = estimate(_default_recipe(_body(model, attn)))
     doc = client.post("/api/v1/estimate", json=_body(model, attn)).json()
     assert doc["peak_bytes"] == expected.peak_bytes
     assert doc["params"]["total"] == get_model(model).arch.total_params
@@ -65,18 +71,16 @@ def test_the_form_plans_it(client, model, attn):
     query = {"submitted": "1", "model": model, "method": "qlora", "r": "16", **chosen,
              "double_quant": "on", "batch_size": "1", "seq_len": "2048", "attn": attn}
     html = client.get("/?" + urlencode(query, doseq=True)).text
-    expected = estimate(EstimateRequest(model, method="qlora", lora=LoraSpec(r=16, target_modules=targets),
-                                        batch_size=1, seq_len=2048, attn_implementation=attn))
+    expected = estimate(_default_recipe(_body(model, attn)))
     assert f"{expected.peak_bytes / GIB:,.2f} GiB" in html
 
 
 def test_a_family_without_a_catalog_entry_is_planned_from_its_pasted_config(client):
     """Mistral 4 (no public config.json at hand): its config answers estimate and capacity."""
     config = TINY_CONFIGS["mistral4"]
-    lora = LoraSpec(r=8, target_modules="all-linear")
-    expected = estimate(EstimateRequest({"config": config}, method="lora", lora=lora, batch_size=2, seq_len=64))
     body = {"model": {"config": config}, "method": "lora", "lora": {"r": 8, "target_modules": "all-linear"},
             "batch_size": 2, "seq_len": 64}
+    expected = estimate(_default_recipe(body))
     doc = client.post("/api/v1/estimate", json=body).json()
     assert doc["peak_bytes"] == expected.peak_bytes
     rows = client.post("/api/v1/capacity", json={**body, "gpus": ["rtx-4090"]}).json()["rows"]

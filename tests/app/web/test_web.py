@@ -7,12 +7,19 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tunefit.estimator import EstimateRequest, LoraSpec, QuantSpec, estimate
-from tunefit.estimator.request import default_checkpointing
+from tunefit.estimator import EstimateRequest, estimate
+from tunefit.estimator.recipes import DEFAULT_RECIPE, surface_recipe
+from tunefit.estimator.request import default_checkpointing, request_from_fields
 from tunefit.estimator.units import GIB
 
 QLORA_7B = {"submitted": "1", "model": "llama-2-7b", "method": "qlora", "r": "16", "all_linear": "on",
             "double_quant": "on", "batch_size": "1", "seq_len": "512", "gpu": "rtx-4090"}
+
+
+def _qlora_7b_request(recipe: str = DEFAULT_RECIPE, **fields) -> EstimateRequest:
+    """QLORA_7B's request, under the recipe the form picks (the default one unless told)."""
+    return request_from_fields({"model": "llama-2-7b", "recipe": surface_recipe(recipe), "method": "qlora",
+                                "lora": {"r": 16, "target_modules": "all-linear"}, "gpu": "rtx-4090", **fields})
 
 
 def test_form_without_submission_shows_no_result(client):
@@ -24,9 +31,9 @@ def test_form_without_submission_shows_no_result(client):
 
 def test_submitted_form_renders_the_result(client):
     html = client.get("/?" + urlencode(QLORA_7B)).text
-    expected = estimate(EstimateRequest("llama-2-7b", method="qlora", quant=QuantSpec("nf4", True, 64),
-                                        lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear")))
+    expected = estimate(_qlora_7b_request())
     assert f"{expected.peak_bytes / GIB:,.2f} GiB" in html  # the same number as the estimator
+    assert f"recipe {DEFAULT_RECIPE}:" in html  # the page says which recipe it assumed
     for table in ("breakdown", "gpu-table", "compare-table"):
         assert f'id="{table}"' in html
     assert html.count("<svg") == 3 and 'class="segment"' in html
@@ -63,23 +70,22 @@ def test_the_form_estimates_an_evaluation_forward(client):
 
 
 @pytest.mark.parametrize("changes,request_fields", [
-    ({}, {}),  # the libraries' defaults: checkpointing on for prepared QLoRA
+    ({}, {}),  # the default recipe's
+    ({"recipe": "none"}, {}),  # the libraries' defaults: checkpointing on for prepared QLoRA
     ({"gradient_checkpointing": "off", "loop": "trainer", "grad_accum": "4", "prepare_kbit": "off", "attn": "eager",
       "autocast": "bf16", "loss": "chunked", "objective": "dpo", "adapter_dtype": "bf16"},
      {"gradient_checkpointing": False, "loop": "trainer", "grad_accum": 4, "prepare_kbit": False,
       "attn_implementation": "eager", "autocast": "bf16", "loss": "chunked", "objective": "dpo",
       "adapter_dtype": "bf16"}),
     ({"loop": "plain", "loss": "chunked"}, {"loop": "plain", "loss": "chunked"}),
-], ids=["library-defaults", "every-recipe-control", "plain-loop"])
+], ids=["default-recipe", "library-defaults", "every-recipe-control", "plain-loop"])
 def test_the_recipe_controls_reach_the_estimate(client, changes, request_fields):
     html = client.get("/?" + urlencode({**QLORA_7B, **changes})).text
-    expected = estimate(EstimateRequest("llama-2-7b", method="qlora", quant=QuantSpec("nf4", True, 64),
-                                        lora=LoraSpec(r=16, alpha=32.0, target_modules="all-linear"),
-                                        **request_fields))
+    expected = estimate(_qlora_7b_request(changes.get("recipe", DEFAULT_RECIPE), **request_fields))
     assert f'id="peak">{expected.peak_bytes / GIB:,.2f} GiB<' in html
     assert expected.request.gradient_checkpointing is request_fields.get("gradient_checkpointing", True)
     for name, value in changes.items():  # the form shows what was chosen
-        assert re.search(rf'<select id="{name}" name="{name}">.*?<option value="{value}" selected', html) or \
+        assert re.search(rf'<select id="{name}" name="{name}"[^>]*>.*?<option value="{value}" selected', html) or \
             f'id="{name}" name="{name}" type="number" min="1" value="{value}"' in html, name
     state = "on" if expected.request.gradient_checkpointing else "off"
     default = "on" if default_checkpointing("qlora", expected.request.prepare_kbit) else "off"
