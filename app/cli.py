@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from tunefit.app.planning import service
+from tunefit.app.planning.schemas import CapacityIn, CompareIn
 from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
 from tunefit.estimator.adapters import VARIANTS
 from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES, surface_recipe
@@ -84,7 +90,9 @@ def _add_estimate_args(p: argparse.ArgumentParser, recipe: str = DEFAULT_RECIPE)
     p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default=default.attn_implementation,
                    help="default: what transformers picks (sdpa where the model supports it, else eager)")
     p.add_argument("--device", choices=DEVICES, default=default.device)
-    p.add_argument("--gpu", default=default.gpu, help="catalog GPU id to check the fit against")
+    p.add_argument("--gpu", action="append", default=None,
+                   help="catalog GPU id to check the fit against, repeatable: the verdict for each comes first "
+                        "(see `tunefit gpus`)")
     p.add_argument("--num-gpus", type=int, default=default.num_gpus)
     p.add_argument("--sharding", choices=SHARDING, default=default.sharding)
     p.add_argument("--json", action="store_true", help="print the JSON document the REST API returns")
@@ -94,13 +102,14 @@ def _targets_text(targets: tuple[str, ...] | str) -> str:
     return targets if isinstance(targets, str) else ",".join(targets)
 
 
-def request_from_args(args: argparse.Namespace) -> EstimateRequest:
-    """The request the parsed options describe (built by the estimator's one constructor)."""
+def fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The request document fields the parsed options give (None: left out, for the recipe or
+    the library default to fill)."""
     model = args.model
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as fh:
-                model = json.load(fh)
+                model = {"config": json.load(fh)}
         except (OSError, json.JSONDecodeError) as exc:
             raise EstimateError("config", f"cannot read {args.config}: {exc}") from exc
     targets = None if args.targets is None else args.targets if args.targets.lower() == "all-linear" else [
@@ -108,18 +117,37 @@ def request_from_args(args: argparse.Namespace) -> EstimateRequest:
     given_quant = {"type": args.quant, "double_quant": args.double_quant, "blocksize": args.blocksize}
     # left out, the quantization is the method's default (or the recipe's)
     quant = given_quant if any(v is not None for v in given_quant.values()) else None
-    return request_from_fields({
+    return {
         "model": model, "method": args.method, "dtype": args.dtype, "recipe": surface_recipe(args.recipe),
         "lora": {"r": args.r, "alpha": args.alpha, "target_modules": targets, "variant": args.variant,
                  "dropout": args.lora_dropout},
         "quant": quant, "batch_size": args.batch_size, "seq_len": args.seq_len,
         "gradient_checkpointing": args.gradient_checkpointing, "optimizer": args.optimizer,
-        "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu, "num_gpus": args.num_gpus,
-        "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
+        "attn_implementation": args.attn, "device": args.device, "gpu": args.gpu[0] if args.gpu else None,
+        "num_gpus": args.num_gpus, "sharding": args.sharding, "prepare_kbit": args.prepare_kbit, "loop": args.loop,
         "grad_accum": args.grad_accum, "autocast": args.autocast, "loss": args.loss,
         "objective": args.objective, "adapter_dtype": args.adapter_dtype, "inference_mode": args.inference_mode,
         "new_tokens": args.new_tokens,
-    })
+    }
+
+
+def request_from_args(args: argparse.Namespace) -> EstimateRequest:
+    """The request the parsed options describe (built by the estimator's one constructor)."""
+    return request_from_fields(fields_from_args(args))
+
+
+def body_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The REST API's request body the parsed options describe: what they give, nothing else
+    (so the API's schema and the recipe fill the rest as for any client); the GPUs as ``gpus``."""
+    fields = fields_from_args(args)
+    body = {k: v for k, v in fields.items() if v is not None and k != "gpu"}
+    body["recipe"] = args.recipe
+    body["lora"] = {k: v for k, v in fields["lora"].items() if v is not None}
+    if fields["quant"] is not None:
+        body["quant"] = {k: v for k, v in fields["quant"].items() if v is not None}
+    if args.gpu:
+        body["gpus"] = args.gpu
+    return body
 
 
 def _gib(n: int) -> str:
@@ -135,10 +163,22 @@ def _recipe_lines(req: dict) -> list[str]:
               for name, why in req["recipe_exceptions"].items())]
 
 
+def _verdict_lines(verdicts: list[dict]) -> list[str]:
+    """The answer first: per GPU named, the verdict, what would make it fit, what would surprise."""
+    lines = []
+    for v in verdicts:
+        lines.append(v["sentence"])
+        lines += [f"  {i}. {s['label']}: {_gib(s['peak_bytes']).strip()} ({s['cost']})"
+                  for i, s in enumerate(v["suggestions"], 1)]
+        lines += [f"  note: {e}" for e in v["explanations"]]
+        lines.append("")
+    return lines
+
+
 def render_table(doc: dict) -> str:
     """A readable table of the JSON document (numbers only come from the document)."""
     req = doc["request"]
-    lines = [
+    lines = [*_verdict_lines(doc["verdicts"]),
         f"model {req['model'] if isinstance(req['model'], str) else 'config.json'}  method {req['method']}  "
         f"dtype {req['dtype']}  batch {req['batch_size']}  seq {req['seq_len']}  device {req['device']}",
         f"params: total {doc['params']['total']:,}  trainable {doc['params']['trainable']:,} "
@@ -168,9 +208,74 @@ def render_table(doc: dict) -> str:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    doc = to_document(estimate(request_from_args(args)))
+    doc = to_document(estimate(request_from_args(args)), gpu_ids=args.gpu)
     print(json.dumps(doc, indent=2) if args.json else render_table(doc))
     return 0
+
+
+def _validated(schema: type[BaseModel], body: dict[str, Any]) -> Any:
+    """``body`` as the API's ``schema`` reads it; its errors as the CLI's (field: message)."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise EstimateError(".".join(str(p) for p in first["loc"]), first["msg"]) from exc
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    """Per GPU: fits, headroom, the largest batch and sequence, GPUs needed (the API's capacity document)."""
+    doc = service.capacity_document(_validated(CapacityIn, {**body_from_args(args), "multi_gpu": args.multi_gpu}))
+    print(json.dumps(doc, indent=2) if args.json else render_capacity(doc))
+    return 0
+
+
+def render_capacity(doc: dict) -> str:
+    lines = [f"peak on one GPU {_gib(doc['peak_bytes'])}; recipe {doc['request']['recipe'] or NO_RECIPE}", "",
+             f"{'gpu':18s}{'usable GiB':>11s}  fits  {'headroom GiB':>12s}  {'max batch':>9s}  {'max seq':>9s}  "
+             f"GPUs needed ({doc['multi_gpu']})"]
+    for r in doc["rows"]:
+        needed = "—" if r["gpus_needed"] is None else str(r["gpus_needed"])
+        lines.append(f"{r['gpu']:18s}{r['usable_bytes'] / GIB:11.2f}  {'yes ' if r['fits'] else 'no  '}  "
+                     f"{r['headroom_bytes'] / GIB:12.2f}  {r['max_batch_size']:9d}  {r['max_seq_len']:9,d}  {needed}")
+    return "\n".join(lines)
+
+
+COLUMN_KEYS = ("label", "method", "r", "target_modules", "variant")
+
+
+def _column(spec: str) -> dict[str, Any]:
+    """``--column method=lora,r=8`` (target_modules joined by ``+``) as a comparison column."""
+    column: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        if key not in COLUMN_KEYS or not value:
+            raise EstimateError("column", f"{part!r}: expected key=value with key one of {list(COLUMN_KEYS)}")
+        column[key] = int(value) if key == "r" and value.isdigit() else value.split("+") if key == "target_modules" \
+            and value != "all-linear" else value
+    return column
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """The same plan under several methods or ranks (the API's compare document)."""
+    body = body_from_args(args)
+    if args.column:
+        body["variants"] = [_column(spec) for spec in args.column]
+    doc = service.compare_document(_validated(CompareIn, body))
+    print(json.dumps(doc, indent=2) if args.json else render_compare(doc))
+    return 0
+
+
+def render_compare(doc: dict) -> str:
+    lines = [f"{'column':24s}{'peak GiB':>10s}  {'paper GiB':>10s}  {'trainable':>14s}  peak in"]
+    for r in doc["results"]:
+        d = r["document"]
+        if d is None:
+            lines.append(f"{r['label']:24s}  {r['error']}")
+            continue
+        lines.append(f"{r['label']:24s}{d['peak_bytes'] / GIB:10.2f}  {d['paper']['bytes'] / GIB:10.2f}  "
+                     f"{d['params']['trainable']:14,d}  {d['peak_phase']}")
+        lines += [f"  {v['sentence']}" for v in d["verdicts"]]
+    return "\n".join(lines)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -333,6 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="device type whose kernels are simulated (default: --device)")
     sim.add_argument("--steps", type=int, default=2, help="training steps (step two is the steady state)")
     sim.set_defaults(func=cmd_profile)
+    cap = sub.add_parser("capacity", help="per GPU: fits, the largest batch and sequence, GPUs needed")
+    _add_estimate_args(cap)
+    cap.add_argument("--multi-gpu", choices=("zero3", "fsdp"), default="zero3",
+                     help="sharding used for the GPUs needed (default zero3)")
+    cap.set_defaults(func=cmd_capacity)
+    cmp = sub.add_parser("compare", help="the same plan under several methods or ranks (default full, lora, qlora)")
+    _add_estimate_args(cmp)
+    cmp.add_argument("--column", action="append", default=None,
+                     help="a column, repeatable: comma-separated key=value of label, method, r, variant, "
+                          "target_modules (joined by +); default: full, lora, qlora")
+    cmp.set_defaults(func=cmd_compare)
     v = sub.add_parser("validate", help="the accuracy table of the validation matrix (CPU measurements)")
     v.add_argument("--run", action="store_true", help="measure the cases not yet in the data file first")
     v.add_argument("--simulated", action="store_true",
@@ -357,10 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return code
     except EstimateError as exc:
         print(f"tunefit: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly, and keep the interpreter's own flush at exit
+        # from raising again on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -66,9 +66,15 @@ def fits_document(peak_bytes: int, gpu_ids: list[str] | None) -> list[dict[str, 
 
 
 def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, Any]:
-    """Keys: params, paper, breakdown, peak_allocated_bytes, peak_bytes, peak_phase, fits, ..."""
+    """Keys: params, paper, breakdown, peak_allocated_bytes, peak_bytes, peak_phase, fits, ...;
+    for the GPUs named (``gpu_ids``, else the request's ``gpu``) the verdict first: ``verdicts``
+    (:func:`advice.verdict`: fits or not, by how much, the largest batch and sequence, the changes
+    that would make it fit)."""
+    from .advice import verdict, verdict_document  # advice reads request_document: imported here, not above
+
     ids = gpu_ids if gpu_ids is not None else ([est.request.gpu] if est.request.gpu else None)
     return {
+        "verdicts": [verdict_document(verdict(est, g)) for g in ids or ()],
         "estimator_version": est.estimator_version,
         "request": request_document(est),
         "params": {

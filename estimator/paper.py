@@ -92,12 +92,15 @@ class PaperFigure:
 def paper_figure(method: str, P: int, P_lora: int, dtype_bits: int = 16) -> PaperFigure:
     """The seed formula for ``method`` evaluated at ``P`` base and ``P_lora`` adapter params."""
     if method == "qlora":
-        return PaperFigure("P/2 + 6·P_LoRA bytes (QLoRA, seed 000 Eq. 17)", round(qlora_memory_bytes(P, P_lora)))
+        return PaperFigure("P/2 + 6·P_LoRA bytes (QLoRA: Dettmers et al. 2023, arXiv:2305.14314)",
+                           round(qlora_memory_bytes(P, P_lora)))
     if method == "lora":
-        return PaperFigure("2·P + 8·P_LoRA bytes (fp16 base + fp16 adapters, grads, Adam; seed 001)",
+        return PaperFigure("2·P + 8·P_LoRA bytes (fp16 base + fp16 adapters, grads, Adam; LoRA: Hu et al. 2021, "
+                           "arXiv:2106.09685)",
                            lora_fp16_bytes(P, P_lora))
     if method == "full":
         if dtype_bits == 32:
-            return PaperFigure("16·P bytes (mixed precision + Adam; seed 002)", full_ft_mixed_bytes(P))
-        return PaperFigure("(2 + 2 + 4)·P bytes (fp16 weights, grads, Adam; seed 001)", full_ft_fp16_bytes(P))
+            return PaperFigure("16·P bytes (mixed precision + Adam; ZeRO: Rajbhandari et al. 2019, arXiv:1910.02054)",
+                               full_ft_mixed_bytes(P))
+        return PaperFigure("(2 + 2 + 4)·P bytes (fp16 weights, grads, Adam)", full_ft_fp16_bytes(P))
     return PaperFigure("2·P bytes (fp16 weights)", inference_fp16_bytes(P))

@@ -112,10 +112,10 @@ class RecipeFill:
 def with_recipe(values: dict[str, Any]) -> RecipeFill:
     """``values`` (request document keys) with its ``recipe``'s fields filling the keys it leaves
     out or None (``lora`` and ``quant`` key by key); unchanged without a recipe. A preset sets up
-    training: an inference request takes none of it, and names no recipe."""
+    training: an inference request takes none of it, and names no recipe; nor does ``NO_RECIPE``."""
     name = values.get("recipe")
-    if name is None:
-        return RecipeFill(dict(values), frozenset())
+    if name is None or name == NO_RECIPE:
+        return RecipeFill({**values, "recipe": None}, frozenset())
     recipe = RECIPES.get(name)
     if recipe is None:
         raise EstimateError("recipe", f"must be one of {list(RECIPE_CHOICES)}, got {name!r}")

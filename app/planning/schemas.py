@@ -177,16 +177,31 @@ class SettingIn(_Strict):
                                                                "against a frozen reference")
 
 
-class EstimateIn(SettingIn):
-    """``POST /api/v1/estimate``."""
-
-    gpu: str | None = Field(None, max_length=100, description="catalog GPU id to check the fit against")
+GpuIds = Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_GPU_IDS)]
 
 
-class CapacityIn(SettingIn):
+class GpuChoice(_Strict):
+    """The GPUs a query names: ``gpus``, a list of catalog GPU ids (the one spelling documented
+    across estimate, capacity and compare); a single ``gpu`` id is taken too."""
+
+    gpus: GpuIds | None = Field(None, description="catalog GPU ids to answer for (see GET /api/v1/gpus)")
+    gpu: str | None = Field(None, max_length=100, description="one catalog GPU id: the same as gpus: [gpu]")
+
+    @property
+    def gpu_ids(self) -> list[str] | None:
+        """The GPUs named, in order, each once (None: none named)."""
+        named = [*(self.gpus or ()), *([self.gpu] if self.gpu else [])]
+        return list(dict.fromkeys(named)) or None
+
+
+class EstimateIn(SettingIn, GpuChoice):
+    """``POST /api/v1/estimate``: with GPUs named, the document opens with a verdict for each
+    (``verdicts``: fits or not, by how much, the largest batch and sequence, what to change)."""
+
+
+class CapacityIn(SettingIn, GpuChoice):
     """``POST /api/v1/capacity``: every catalog GPU, or the ones named."""
 
-    gpus: Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_GPU_IDS)] | None = None
     multi_gpu: Literal["zero3", "fsdp"] = Field("zero3", description="sharding used for gpus_needed")
 
 
@@ -205,8 +220,9 @@ def _default_variants() -> list[VariantIn]:
     return [VariantIn(method="full"), VariantIn(method="lora"), VariantIn(method="qlora")]
 
 
-class CompareIn(SettingIn):
-    """``POST /api/v1/compare``: the same model under several methods or ranks."""
+class CompareIn(SettingIn, GpuChoice):
+    """``POST /api/v1/compare``: the same model under several methods or ranks (with GPUs named,
+    each column's document opens with its verdicts)."""
 
     variants: list[VariantIn] = Field(default_factory=_default_variants, min_length=1, max_length=MAX_COMPARE_VARIANTS)
 
@@ -239,9 +255,34 @@ class FitOut(BaseModel):
     headroom_bytes: int
 
 
+class SuggestionOut(BaseModel):
+    change: dict[str, Any]
+    label: str
+    cost: str
+    peak_bytes: int
+    fits: bool
+
+
+class VerdictOut(BaseModel):
+    gpu: str
+    name: str
+    usable_bytes: int
+    peak_bytes: int
+    fits: bool
+    headroom_bytes: int
+    headroom_percent: float
+    peak_phase: str
+    max_batch_size: int
+    max_seq_len: int
+    sentence: str
+    explanations: list[str]
+    suggestions: list[SuggestionOut]
+
+
 class EstimateOut(BaseModel):
     """The estimate document: the same keys as ``tunefit estimate --json``."""
 
+    verdicts: list[VerdictOut]
     estimator_version: str
     request: dict[str, Any]
     params: ParamsOut

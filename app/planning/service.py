@@ -103,14 +103,15 @@ def run_estimate(request: EstimateRequest):
 
 def estimate_document(body: EstimateIn) -> dict[str, Any]:
     """``POST /api/v1/estimate``: the estimator's JSON document."""
-    return to_document(run_estimate(to_request(body, gpu=body.gpu)))
+    ids = body.gpu_ids
+    return to_document(run_estimate(to_request(body, gpu=ids[0] if ids else None)), gpu_ids=ids)
 
 
 def capacity_document(body: CapacityIn) -> dict[str, Any]:
     """``POST /api/v1/capacity``: fit, max batch, max sequence and GPUs needed per GPU."""
     request = to_request(body)
     est = run_estimate(request)
-    rows = capacity(request, body.gpus, sharding=body.multi_gpu)
+    rows = capacity(request, body.gpu_ids, sharding=body.multi_gpu)
     return {
         "estimator_version": est.estimator_version,
         "request": request_document(est),
@@ -142,7 +143,8 @@ def compare_document(body: CompareIn) -> dict[str, Any]:
     for v in body.variants:
         label = variant_label(body, v)
         try:
-            results.append({"label": label, "document": to_document(run_estimate(to_request(body, variant=v))),
+            est = run_estimate(to_request(body, variant=v))
+            results.append({"label": label, "document": to_document(est, gpu_ids=body.gpu_ids),
                             "error": None})
         except EstimateError as exc:
             results.append({"label": label, "document": None, "error": str(exc)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
@@ -27,6 +28,7 @@ from tunefit.app.planning.schemas import (
 from tunefit.app.web.charts import gib_text, stacked_chart
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
 from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
+from tunefit.estimator.advice import COMMON_GPUS
 from tunefit.estimator.document import request_from_document
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
 from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES, NoRecipe, RecipeName
@@ -263,14 +265,16 @@ def plan_label(form: PlanForm) -> str:
     return f"{model} {form.method}{lora} batch {form.batch_size} seq {form.seq_len}"
 
 
-def result_context(form: PlanForm) -> dict[str, Any]:
-    """The result page: headline, breakdown, charts, GPU table, comparison, assumptions."""
+def result_context(form: PlanForm, query: QueryParams | None = None) -> dict[str, Any]:
+    """The result page: the verdict first (for the GPU chosen, else the common ones), headline,
+    breakdown, charts, GPU table, comparison, assumptions."""
     shared = setting_from_form(form)
-    doc = service.estimate_document(EstimateIn(**shared, gpu=form.gpu or None))
+    doc = service.estimate_document(EstimateIn(**shared, gpus=[form.gpu] if form.gpu else list(COMMON_GPUS)))
     cap = service.capacity_document(CapacityIn(**shared))
     compare = service.compare_document(CompareIn(**shared))  # default columns: full, LoRA, QLoRA
     return {
         "doc": doc,
+        "verdicts": [_verdict_view(v, query or QueryParams()) for v in doc["verdicts"]],
         "headline": _headline(doc),
         "breakdown": [{"label": BREAKDOWN_LABELS.get(k, k), "gib": gib_text(v), "bytes": f"{v:,}"}
                       for k, v in doc["breakdown"].items() if v],
@@ -280,6 +284,43 @@ def result_context(form: PlanForm) -> dict[str, Any]:
         "assumptions": doc["assumptions"],
         "simulation_refusal": simulation_refusal(request_from_document(doc["request"])),
     }
+
+
+# A suggestion's change (request document fields) as the form's query spells it; a change the form
+# cannot express (several GPUs) gets no link.
+def _form_change(change: dict[str, Any]) -> dict[str, str] | None:
+    out = {}
+    for key, value in change.items():
+        if key in ("num_gpus", "sharding"):
+            return None
+        if value is None:
+            out[key] = ""  # back to the recipe's, or the library default
+        elif isinstance(value, bool):
+            out[key] = "on" if value else "off"
+        else:
+            out[FORM_FIELD_OF.get(key, key)] = str(value)
+    return out
+
+
+FORM_FIELD_OF = {v: k for k, v in FORM_FIELDS.items()}
+
+
+def _verdict_view(v: dict[str, Any], query: QueryParams) -> dict[str, Any]:
+    """A verdict as the page shows it: its sentence, and each suggestion with a link to its plan."""
+    current = {k: val for k, val in query.multi_items() if k != "targets"}
+    targets = query.getlist("targets")
+    suggestions = []
+    for s in v["suggestions"]:
+        change = _form_change(s["change"])
+        href = None
+        if change is not None:
+            merged = {**current, **change, "submitted": "1"}
+            href = "/?" + urlencode([*((k, val) for k, val in merged.items() if val != ""),
+                                     *(("targets", t) for t in targets)])
+        suggestions.append({"label": s["label"], "cost": s["cost"], "peak_gib": gib_text(s["peak_bytes"]),
+                            "href": href})
+    return {"gpu": v["gpu"], "fits": v["fits"], "sentence": v["sentence"], "explanations": v["explanations"],
+            "suggestions": suggestions}
 
 
 def _headline(doc: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +397,7 @@ def page_context(query: QueryParams) -> dict[str, Any]:
                    query=str(query), job_steps=JOB_STEPS)
     if form.submitted and not errors:
         try:
-            context["result"] = result_context(form)
+            context["result"] = result_context(form, query)
         except EstimateError as exc:
             context["errors"] = [str(exc)]
         except ValidationError as exc:

@@ -95,3 +95,53 @@ def test_validate_prints_the_accuracy_table(capsys):
     assert f"{n} measurements" in out
     for column in ("ours (holdout)", "paper formula", "4x rule", "optimizer_step"):
         assert column in out
+
+
+HEADLINE_ARGS = ["--model", "llama-3-8b", "--method", "qlora", "--r", "16", "--targets", "all-linear",
+                 "--batch-size", "4", "--seq-len", "2048"]
+HEADLINE_BODY = {"model": "llama-3-8b", "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
+                 "batch_size": 4, "seq_len": 2048}
+
+
+@pytest.mark.parametrize("argv,path,body", [
+    (["capacity", *HEADLINE_ARGS, "--gpu", "rtx-4090", "--gpu", "a100-80gb"], "/api/v1/capacity",
+     {**HEADLINE_BODY, "gpus": ["rtx-4090", "a100-80gb"]}),
+    (["capacity", *HEADLINE_ARGS, "--recipe", "none", "--multi-gpu", "fsdp"], "/api/v1/capacity",
+     {**HEADLINE_BODY, "recipe": "none", "multi_gpu": "fsdp"}),
+    (["compare", *HEADLINE_ARGS, "--gpu", "rtx-4090"], "/api/v1/compare", {**HEADLINE_BODY, "gpus": ["rtx-4090"]}),
+    (["compare", *HEADLINE_ARGS, "--column", "method=lora,r=8", "--column", "label=wide,method=qlora,r=64"],
+     "/api/v1/compare", {**HEADLINE_BODY, "variants": [{"method": "lora", "r": 8},
+                                                       {"label": "wide", "method": "qlora", "r": 64}]}),
+    (["estimate", *HEADLINE_ARGS, "--gpu", "rtx-4090", "--gpu", "rtx-3060-12gb"], "/api/v1/estimate",
+     {**HEADLINE_BODY, "gpus": ["rtx-4090", "rtx-3060-12gb"]}),
+], ids=["capacity", "capacity-fsdp-no-recipe", "compare", "compare-columns", "estimate-two-gpus"])
+def test_the_cli_json_is_the_apis_document(client, capsys, argv, path, body):
+    assert main([*argv, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert printed == response.json()
+
+
+def test_estimate_prints_the_verdict_first(capsys):
+    assert main(["estimate", *HEADLINE_ARGS, "--recipe", "none", "--gpu", "rtx-4090", "--gpu", "h100-sxm-80gb"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Does not fit an NVIDIA GeForce RTX 4090") and "short" in lines[0]
+    assert lines[1].startswith("  1. score the loss in chunks")
+    assert any(line.startswith("Fits an NVIDIA H100") for line in lines[:12])
+    assert lines.index(next(x for x in lines if x.startswith("model llama-3-8b"))) > 2  # the plan after it
+
+
+def test_piping_into_head_prints_no_traceback():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom tunefit.app.cli import main\n"
+              "sys.exit(main(['estimate', '--model', 'llama-2-7b', '--gpu', 'rtx-4090']))")
+    # head reads one line; true reads none and exits before the CLI has imported: the pipe is closed
+    # when it writes, every time
+    for reader, lines in (("head -n 1", 1), ("true", 0)):
+        for command in (f"{sys.executable} -c \"{script}\"", f"{sys.executable} -m tunefit.app.cli models"):
+            done = subprocess.run(["bash", "-c", f"{command} | {reader}"], capture_output=True, text=True, timeout=120)
+            assert done.stdout.count("\n") == lines, done.stdout
+            assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

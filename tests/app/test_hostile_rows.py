@@ -85,8 +85,9 @@ def test_the_plan_page_skips_unreadable_evidence(hostile):
 
 def test_a_simulation_past_the_bound_is_refused_with_the_estimate(tmp_path):
     settings = Settings(data_dir=tmp_path, run_worker=False, job_rate_per_minute=0, max_simulated_bytes=2**40)
-    body = {"model": "llama-2-70b", "method": "full", "batch_size": 64, "seq_len": 32768, "device": "meta",
-            "target": "cuda"}
+    # the libraries' defaults (recipe none): a plan the meta device can run
+    body = {"model": "llama-2-70b", "method": "full", "recipe": "none", "batch_size": 64, "seq_len": 32768,
+            "device": "meta", "target": "cuda"}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         refused = client.post("/api/v1/profile", json=body)
         assert refused.status_code == 422, refused.text

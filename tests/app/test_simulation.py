@@ -100,9 +100,11 @@ def test_a_plan_the_meta_device_cannot_run_says_so_before_anyone_asks(client):
     page = client.get("/?" + urlencode(plan)).text
     assert 'id="simulate" disabled' in page and 'id="simulation-refusal"' in page and "optimizer" in page
     response = client.post("/api/v1/profile", json={"model": {"config": CONFIG}, "method": "lora", "lora": {"r": 4},
-                                                    "batch_size": 1, "seq_len": 8, "device": "meta", "target": "cpu"})
+                                                    "batch_size": 1, "seq_len": 8, "device": "meta", "target": "cpu",
+                                                    "recipe": "trl-sft"})
     assert response.status_code == 422 and "cannot be simulated" in response.text
+    # named, the recipe is refused; left out, a simulation takes the libraries' defaults (as `tunefit simulate`)
     allowed = client.post("/api/v1/profile", json={"model": {"config": CONFIG}, "method": "lora", "lora": {"r": 4},
-                                                   "batch_size": 1, "seq_len": 8, "device": "meta", "target": "cpu",
-                                                   "recipe": "none"})
+                                                   "batch_size": 1, "seq_len": 8, "device": "meta", "target": "cpu"})
     assert allowed.status_code == 202, allowed.text
+    assert client.get(f"/api/v1/profile/{allowed.json()['id']}").json()["request"]["recipe"] == "none"

@@ -65,7 +65,7 @@ def test_estimates_and_reads_stay_public(guarded):
 def test_the_web_form_asks_for_the_token_and_checks_it(guarded):
     page = guarded.get("/", params={"model": "llama-2-7b", "method": "lora", "submitted": "1"}).text
     assert 'name="token"' in page
-    plan = "model=llama-2-7b&method=lora&device=cpu&batch_size=1&seq_len=8&submitted=1"
+    plan = "recipe=none&model=llama-2-7b&method=lora&device=cpu&batch_size=1&seq_len=8&submitted=1"
     refused = guarded.post("/jobs", data={"plan": plan, "steps": "1"}, follow_redirects=False)
     assert refused.status_code == 401
     accepted = guarded.post("/jobs", data={"plan": plan, "steps": "1", "token": TOKEN, "device": "meta"},

@@ -254,3 +254,29 @@ def test_repeated_requests_are_answered_from_the_cache(client):
     second = client.post("/api/v1/estimate", json={**body, "batch_size": 1, "dtype": "bf16"})
     assert answers.hits == hits + 1
     assert second.content == first.content
+
+
+# ---- the verdict first --------------------------------------------------------------------------
+
+VERDICT_BODY = {"model": "llama-3-8b", "method": "qlora", "recipe": "none",
+                "lora": {"r": 16, "target_modules": "all-linear"}, "batch_size": 4, "seq_len": 2048}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/estimate", "/api/v1/capacity", "/api/v1/compare"])
+def test_gpus_are_named_as_a_list_or_one_by_one(client, path):
+    listed = client.post(path, json={**VERDICT_BODY, "gpus": ["rtx-4090"]})
+    single = client.post(path, json={**VERDICT_BODY, "gpu": "rtx-4090"})
+    assert listed.status_code == single.status_code == 200, listed.text
+    assert listed.json() == single.json()
+
+
+def test_the_estimate_opens_with_a_verdict_per_gpu_named(client):
+    doc = client.post("/api/v1/estimate", json={**VERDICT_BODY, "gpus": ["rtx-4090", "h100-sxm-80gb"]}).json()
+    assert list(doc)[0] == "verdicts"
+    short, roomy = doc["verdicts"]
+    assert (short["gpu"], short["fits"], roomy["gpu"], roomy["fits"]) == ("rtx-4090", False, "h100-sxm-80gb", True)
+    assert short["headroom_bytes"] == short["usable_bytes"] - doc["peak_bytes"] < 0
+    assert short["suggestions"] and all(s["peak_bytes"] <= short["usable_bytes"] for s in short["suggestions"])
+    assert roomy["suggestions"] == [] and roomy["max_batch_size"] > VERDICT_BODY["batch_size"]
+    assert [f["gpu"] for f in doc["fits"]] == ["rtx-4090", "h100-sxm-80gb"]
+    assert client.post("/api/v1/estimate", json=VERDICT_BODY).json()["verdicts"] == []  # none named, none given

@@ -147,3 +147,37 @@ def test_i_train_with_a_recipe_fills_the_form_with_its_defaults(live_server, bro
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.ID, "result"))
     assert "recipe=qlora-paper" in browser.current_url
     assert "recipe qlora-paper:" in browser.find_element(By.ID, "assumptions").text
+
+
+HEADLINE_PLAN = ("/?submitted=1&recipe=none&model=llama-3-8b&method=qlora&r=16&all_linear=on&double_quant=on"
+                 "&batch_size=4&seq_len=2048&gpu=rtx-4090")
+FIRST_SCREEN_PX = 900
+
+
+@pytest.mark.parametrize("width", [1400, 400], ids=["desktop", "phone"])
+def test_the_verdict_is_on_the_first_screen_and_a_suggestion_leads_to_a_plan_that_fits(live_server, browser, width):
+    """The headline plan under the libraries' defaults: does not fit an RTX 4090, by how much, the
+    largest batch - all within the first 900 px; the first suggestion's link is a plan that fits."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(width, FIRST_SCREEN_PX)
+    try:
+        browser.get(live_server + HEADLINE_PLAN)
+        sentence = browser.find_element(By.CSS_SELECTOR, "#verdict .sentence")
+        text = sentence.text
+        assert text.startswith("Does not fit an NVIDIA GeForce RTX 4090") and "short" in text
+        assert "Largest micro-batch that fits: 3" in text
+        bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", sentence)
+        assert bottom <= FIRST_SCREEN_PX, bottom
+        first = browser.find_element(By.CSS_SELECTOR, "#verdict ol.suggestions a")
+        top = browser.execute_script("return arguments[0].getBoundingClientRect().top", first)
+        assert top <= FIRST_SCREEN_PX, top
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / f"verdict-{width}px.png"))
+        first.click()
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#verdict .sentence"))
+        assert browser.find_element(By.CSS_SELECTOR, "#verdict .sentence").text.startswith(
+            "Fits an NVIDIA GeForce RTX 4090")
+    finally:
+        browser.set_window_size(1280, 2400)

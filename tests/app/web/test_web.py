@@ -2,12 +2,13 @@
 
 import re
 import sqlite3
-from html import escape
+from html import escape, unescape
 from urllib.parse import urlencode
 
 import pytest
 
 from tunefit.estimator import EstimateRequest, estimate
+from tunefit.estimator.advice import COMMON_GPUS
 from tunefit.estimator.recipes import DEFAULT_RECIPE, surface_recipe
 from tunefit.estimator.request import default_checkpointing, request_from_fields
 from tunefit.estimator.units import GIB
@@ -169,3 +170,22 @@ def test_the_small_experiment_learns_with_both_methods():
     for name in ("full", "lora"):
         assert curves[name][-1] < 0.5 * curves[name][0]  # both learn
     assert curves["full"][-1] <= curves["lora"][-1] * 1.5  # full fine-tuning is at least as good, roughly
+
+
+def test_the_verdict_comes_before_the_form_and_its_suggestions_lead_to_plans_that_fit(client):
+    plan = {**QLORA_7B, "recipe": "none", "model": "llama-3-8b", "batch_size": "4", "seq_len": "2048"}
+    html = client.get("/?" + urlencode(plan)).text
+    assert html.index('id="verdict"') < html.index('id="plan-form"')
+    sentence = re.search(r'<p class="sentence">(.*?)</p>', html).group(1)
+    assert sentence.startswith("Does not fit an NVIDIA GeForce RTX 4090") and "short" in sentence
+    links = re.findall(r'<ol class="suggestions">.*?</ol>', html, re.S)[0]
+    hrefs = [unescape(h) for h in re.findall(r'href="([^"]+)"', links)]
+    assert hrefs
+    for href in hrefs:
+        followed = client.get(href).text
+        assert re.search(r'<p class="sentence">Fits an NVIDIA GeForce RTX 4090', followed), href
+
+
+def test_without_a_gpu_the_verdict_is_for_the_common_ones(client):
+    html = client.get("/?" + urlencode({k: v for k, v in QLORA_7B.items() if k != "gpu"})).text
+    assert [f"verdict-{g}" in html for g in COMMON_GPUS] == [True] * len(COMMON_GPUS)
