@@ -21,6 +21,7 @@ from tunefit.app.core.security import RateLimiter
 from tunefit.app.jobs.executor import Executor, make_executor
 from tunefit.app.jobs.service import QueueFull, QueueUnavailable
 from tunefit.app.reports.data import import_jsonl
+from tunefit.app.web.api_docs import mount_api_docs
 from tunefit.app.web.routes import router as web
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError
 from tunefit.estimator.errors import UnknownIdError
@@ -44,7 +45,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application for ``settings`` (default: the environment's)."""
     settings = settings or get_settings()
-    app = FastAPI(title="tunefit", version=ESTIMATOR_VERSION, lifespan=lifespan,
+    # docs_url and redoc_url None: FastAPI's pages load their assets from a CDN; api_docs serves them
+    app = FastAPI(title="tunefit", version=ESTIMATOR_VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="GPU-memory planner for full fine-tuning, LoRA and QLoRA of transformer LLMs. "
                               "Bytes in every field ending in _bytes; GiB = 2^30 bytes.")
     app.state.settings = settings
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for capability in api.ROUTERS:
         app.include_router(capability, prefix=api.PREFIX, tags=api.TAGS)
     app.include_router(web)
+    mount_api_docs(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -25,7 +25,9 @@ import httpx
 import pytest
 
 from tests.app.processes import free_port
-from tunefit.estimator import EstimateRequest, LoraSpec, estimate, to_document
+from tunefit.estimator import EstimateRequest, estimate, to_document
+from tunefit.estimator.recipes import DEFAULT_RECIPE
+from tunefit.estimator.request import request_from_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -120,7 +122,9 @@ def test_the_cli_answers_from_the_wheel(fresh_env):
     out = run_in(fresh_env, fresh_env["tunefit"], "estimate", "--model", "llama-3-8b", "--method", "lora",
                  "--targets", "all-linear", "--json")
     assert out.returncode == 0, out.stderr
-    expected = estimate(EstimateRequest("llama-3-8b", method="lora", lora=LoraSpec(target_modules="all-linear")))
+    # the CLI names no recipe: the default one's
+    expected = estimate(request_from_fields({"model": "llama-3-8b", "method": "lora", "recipe": DEFAULT_RECIPE,
+                                             "lora": {"target_modules": "all-linear"}}))
     assert json.loads(out.stdout) == to_document(expected)
 
 

@@ -181,3 +181,14 @@ def test_the_verdict_is_on_the_first_screen_and_a_suggestion_leads_to_a_plan_tha
             "Fits an NVIDIA GeForce RTX 4090")
     finally:
         browser.set_window_size(1280, 2400)
+
+
+def test_the_api_docs_render_without_the_internet(live_server, browser):
+    """Chromium here has no network: Swagger UI renders only if its assets come from the service."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server + "/docs")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    assert "tunefit" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")  # the operations are listed
