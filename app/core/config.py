@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     checkpoint_dirs: list[Path] = []  # local checkpoints are read only under these; empty: none
     allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests
     # Who runs profiling jobs: `local` (a worker polling the database; in-process with `tunefit
-    # serve`) or `celery` (workers on any host, fed through a Redis broker; see README "Scaling out").
+    # serve`) or `celery` (workers on any host, fed through a Redis broker; see docs/operations.md "Scaling out").
     executor: Literal["local", "celery"] = "local"
     broker_url: str | None = None  # redis://host:6379/0, for executor celery
     # A job's message that no worker acknowledged (its worker died) goes back to the queue after

@@ -6,7 +6,7 @@ targets (``cuda.h100-80gb-hbm3``, ``cpu``), or to ``any.cuda`` / ``any.cpu``. A 
 device type, one job at a time, and writes progress and results to the same database: nothing
 flows back through the service, so results survive its restarts.
 
-Delivery, as documented in the README:
+Delivery, as documented in docs/operations.md:
 - Messages are acknowledged late (after the job), with a prefetch of one: a job is never
   acknowledged before its result is stored.
 - A worker killed mid-job leaves its message unacknowledged. Redis hands it out again once the

@@ -384,7 +384,7 @@ def accuracy_table(table_rows: list[Row]) -> dict[str, Any]:
 
 
 def format_table(table: dict[str, Any]) -> str:
-    """The accuracy table as text (the README quotes it)."""
+    """The accuracy table as text (README and docs/accuracy.md quote it)."""
     def cell(s: Stat) -> str:
         return f"{100 * s.median:6.2f} / {100 * s.max:7.2f}" if s.n else "—"
 

@@ -15,6 +15,7 @@ def job_context(job_doc: dict[str, Any]) -> dict[str, Any]:
     finished = job_doc["status"] in ("done", "failed")
     context = {
         "job": job_doc, "finished": finished, "gib_bytes": f"{GIB:,}", "estimator_version": ESTIMATOR_VERSION,
+        "kind": "Simulation" if job_doc["request"].get("device") == "meta" else "Measurement",
         "progress_text": _progress_text(job_doc["status"], progress),
         "progress_value": _progress_value(progress), "rows": [], "measured": None,
     }
@@ -25,11 +26,12 @@ def job_context(job_doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _progress_text(status: str, progress: dict[str, Any] | None) -> str:
+    """What the status word leaves out ("" when it says it all: done, failed, cancelled)."""
     if status == "queued":
         return "waiting for a worker"
     if status == "running" and progress:
         return f"{progress['phase']} (step {progress['step']} of {progress['steps']})"
-    return status
+    return ""
 
 
 def _progress_value(progress: dict[str, Any] | None) -> str:

@@ -65,11 +65,10 @@ from tunefit.estimator.request import (
 from tunefit.estimator.units import GIB
 from tunefit.profiler.limits import simulation_refusal
 
-# The form's defaults are the estimator's (DEFAULT_REQUEST), but for what the page opens on: the
-# question most users bring (QLoRA of a 7B model).
+# The form's defaults are the estimator's (DEFAULT_REQUEST), as the CLI's and the API's are; the
+# model the page opens on is a 7B one (the CLI and the API ask for one).
 DEFAULT = DEFAULT_REQUEST
 FORM_MODEL = "llama-2-7b"
-FORM_METHOD: Method = "qlora"
 QUANTIZED_TYPES = tuple(t for t in QUANT_TYPES if t != "none")
 BOOLEANS = ("all_linear", "double_quant")
 DEFAULT_TARGETS = list(DEFAULT.lora.target_modules)
@@ -100,7 +99,7 @@ class PlanForm(BaseModel):
     recipe: RecipeName | NoRecipe = DEFAULT_RECIPE
     model: str = Field(FORM_MODEL, max_length=100)
     config: str = Field("", max_length=MAX_CONFIG_CHARS)
-    method: Method = FORM_METHOD
+    method: Method = DEFAULT.method
     dtype: Dtype = DEFAULT_DTYPE
     r: int = Field(DEFAULT.lora.r, ge=1, le=MAX_RANK)
     alpha: float | None = Field(None, gt=0, le=MAX_ALPHA)

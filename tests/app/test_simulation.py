@@ -58,7 +58,9 @@ def test_simulate_it_from_the_form_then_see_three_columns(client, settings):
     job = client.get(f"/api/v1/profile/{job_id}").json()
     assert job["status"] == "done", job["error"]
     assert job["result"]["environment"]["device"] == "meta" and job["result"]["environment"]["target"] == "cpu"
-    assert "Predicted vs simulated" in client.get(f"/jobs/{job_id}").text
+    job_page = client.get(f"/jobs/{job_id}").text
+    assert "Predicted vs simulated" in job_page and "<h2>Simulation: " in job_page
+    assert '<strong id="status">done</strong></p>' in job_page  # one status word, not "done — done"
 
     simulated_peak = job["result"]["measured"]["peak_allocated_bytes"]
     report = client.get("/api/v1/reports?device=meta").json()

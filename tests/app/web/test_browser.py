@@ -18,7 +18,10 @@ from tunefit.app.main import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("TUNEFIT_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = Path(os.environ.get("TUNEFIT_ARTIFACTS", ROOT / "test-artifacts"))
+# TUNEFIT_UPDATE_DOCS=1: the desktop verdict screenshot also becomes README's picture
+README_SCREENSHOT = ROOT / "docs" / "img" / "result-page.png"
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +177,10 @@ def test_the_verdict_is_on_the_first_screen_and_a_suggestion_leads_to_a_plan_tha
         top = browser.execute_script("return arguments[0].getBoundingClientRect().top", first)
         assert top <= FIRST_SCREEN_PX, top
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        assert browser.save_screenshot(str(ARTIFACTS / f"verdict-{width}px.png"))
+        shot = ARTIFACTS / f"verdict-{width}px.png"
+        assert browser.save_screenshot(str(shot))
+        if width == 1400 and os.environ.get("TUNEFIT_UPDATE_DOCS") == "1":
+            shutil.copyfile(shot, README_SCREENSHOT)
         first.click()
         WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#verdict .sentence"))
         assert browser.find_element(By.CSS_SELECTOR, "#verdict .sentence").text.startswith(
