@@ -99,6 +99,20 @@ class CeleryExecutor:
         return self._fleet.list_workers(self.celery, self.settings.workers_inspect_timeout_s)
 
 
+def no_worker_reason(executor: Executor) -> str | None:
+    """Why no worker of this service can take a job (None: its in-process worker runs, or the jobs
+    go to a fleet whose workers live elsewhere). A standalone `tunefit worker` polling the same
+    database may still take it: the reason says how to start one."""
+    if not isinstance(executor, LocalExecutor) or executor.worker is not None:
+        return None
+    if not profiler.available():
+        return ("this install has no torch (the base install), so the service runs no worker: install the "
+                "profiler (pip install -e '.[profiler]') and restart it, or run `tunefit worker` against the same "
+                "database where torch is installed")
+    return ("the service runs no worker of its own (TUNEFIT_RUN_WORKER=false): run `tunefit worker` against the "
+            "same database")
+
+
 def make_executor(db: Database, settings: Settings) -> Executor:
     """The executor ``settings.executor`` names."""
     if settings.executor == "celery":

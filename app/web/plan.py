@@ -401,7 +401,25 @@ def page_context(query: QueryParams) -> dict[str, Any]:
             context["errors"] = [str(exc)]
         except ValidationError as exc:
             context["errors"] = _located(exc)
+    # what the user typed stays in the form, even where it is wrong, with its error beside it
+    context.update(typed=dict(query.items()), field_errors=field_errors(context["errors"]))
     return context
+
+
+# An error's field (an API or estimator name) -> the form control it belongs to, where they differ
+ERROR_FIELDS = {"lora.r": "r", "lora.alpha": "alpha", "lora.target_modules": "targets", "lora.variant": "variant",
+                "lora.dropout": "lora_dropout", "attn_implementation": "attn", "quant.type": "quant",
+                "model.config": "config"}
+
+
+def field_errors(errors: list[str]) -> dict[str, str]:
+    """``field: message`` lines by the form control they belong to (the first message of each)."""
+    out: dict[str, str] = {}
+    for line in errors:
+        name, _, message = line.partition(": ")
+        control = ERROR_FIELDS.get(name, name.removeprefix("body.").split(".")[0])
+        out.setdefault(control, message)
+    return out
 
 
 def recent_rows(plans) -> list[dict[str, str]]:

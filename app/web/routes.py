@@ -18,6 +18,7 @@ from tunefit.app.core.security import (
     reads_as_admin,
 )
 from tunefit.app.jobs import service as jobs
+from tunefit.app.jobs.executor import no_worker_reason
 from tunefit.app.jobs.service import LISTED_JOBS
 from tunefit.app.reports.data import plan_evidence, row_of, skipped_measurements
 from tunefit.app.reports.data import rows as report_rows
@@ -45,6 +46,7 @@ def index(request: Request) -> HTMLResponse:
         context["evidence"] = evidence_context(plan_evidence(state.db, doc["request"]), doc)
     context["recent"] = recent_rows(state.db.recent_plans(client, settings.recent_plans))
     context["token_required"] = settings.api_token is not None
+    context["no_worker"] = no_worker_reason(state.executor)
     response = state.templates.TemplateResponse(request, "index.html", context)
     if new_client:
         remember(response, client)
@@ -90,6 +92,7 @@ def job_page(job_id: JobId, request: Request) -> HTMLResponse:
     settings = request.app.state.settings
     admin = reads_as_admin(settings.admin_token, settings.api_token, bearer_token(request.headers.get("authorization")))
     context = job_context(jobs.job_document(job, private=not admin))
+    context["no_worker"] = no_worker_reason(request.app.state.executor) if job.status == "queued" else None
     return request.app.state.templates.TemplateResponse(request, "job.html", context)
 
 

@@ -189,3 +189,28 @@ def test_the_verdict_comes_before_the_form_and_its_suggestions_lead_to_plans_tha
 def test_without_a_gpu_the_verdict_is_for_the_common_ones(client):
     html = client.get("/?" + urlencode({k: v for k, v in QLORA_7B.items() if k != "gpu"})).text
     assert [f"verdict-{g}" in html for g in COMMON_GPUS] == [True] * len(COMMON_GPUS)
+
+
+def test_the_page_says_before_the_click_when_no_worker_can_take_a_job(client, monkeypatch):
+    """This module's service runs no worker (run_worker=False): the result page and a queued job's
+    page say so and how to start one; without torch (the base install) they name the extra."""
+    from tunefit import profiler
+
+    page = client.get("/?" + urlencode(QLORA_7B)).text
+    assert 'id="no-worker"' in page and "TUNEFIT_RUN_WORKER=false" in page and "tunefit worker" in page
+    plan = urlencode({**QLORA_7B, "recipe": "none", "device": "cpu", "batch_size": "1", "seq_len": "8"})
+    created = client.post("/jobs", content=urlencode({"plan": plan, "steps": "1"}),
+                          headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    assert created.status_code == 303, created.text
+    assert "It waits because no worker can take it" in client.get(created.headers["location"]).text
+    monkeypatch.setattr(profiler, "available", lambda: False)
+    assert "pip install -e &#39;.[profiler]&#39;" in client.get("/?" + urlencode(QLORA_7B)).text
+
+
+def test_wrong_input_stays_as_typed_with_every_error_beside_its_field(client):
+    html = client.get("/?" + urlencode({**QLORA_7B, "batch_size": "zero", "seq_len": "-3", "model": "llama-2-7b"})).text
+    assert 'id="batch_size" name="batch_size" type="number" min="1" value="zero"' in html
+    assert 'id="seq_len" name="seq_len" type="number" min="1" value="-3"' in html
+    assert 'id="error-batch_size"' in html and 'id="error-seq_len"' in html  # both at once
+    unknown = client.get("/?" + urlencode({**QLORA_7B, "model": "llama-2-7bb"})).text
+    assert 'value="llama-2-7bb"' in unknown and 'id="error-model"' in unknown and "did you mean" in unknown
