@@ -131,8 +131,10 @@ def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight:
 
 # ---- measured vs predicted ------------------------------------------------------------------------
 
-SCATTER_SIZE = 440
-SCATTER_PAD = 70
+SCATTER_SIZE = 560
+SCATTER_PAD = 76
+# a tick label's width at most (px at font-size 12): ticks never come closer than this
+TICK_MIN_GAP = 64
 METHOD_COLOURS = {"full": "#e15759", "lora": "#59a14f", "qlora": "#4e79a7", "inference": "#b07aa1"}
 
 
@@ -160,27 +162,36 @@ class Scatter:
 
 
 def _log_position(value: float, low: float, high: float) -> float:
-    span = math.log10(high) - math.log10(low)
-    return SCATTER_PAD + (math.log10(max(value, low)) - math.log10(low)) / span * (SCATTER_SIZE - 2 * SCATTER_PAD)
+    span = math.log2(high) - math.log2(low)
+    return SCATTER_PAD + (math.log2(max(value, low)) - math.log2(low)) / span * (SCATTER_SIZE - 2 * SCATTER_PAD)
+
+
+def binary_ticks(low_bytes: float, high_bytes: float, length_px: float) -> tuple[int, int, list[int]]:
+    """An axis over ``[low_bytes, high_bytes]`` in powers of two: its ends (powers of two around
+    the data) and the ticks, every ``k``-th power of two with ``k`` the smallest step in
+    (1, 2, 5, 10) that keeps neighbouring labels :data:`TICK_MIN_GAP` px apart on ``length_px``;
+    the ticks start at a power of 1024 where one falls in range, so the labels read 1 KiB, 1 MiB ..."""
+    low_exp = math.floor(math.log2(max(low_bytes, 1)))
+    high_exp = max(math.ceil(math.log2(max(high_bytes, 1))), low_exp + 1)
+    span = high_exp - low_exp
+    step = next(k for k in (1, 2, 5, 10, 20, 40) if length_px * k / span >= TICK_MIN_GAP or k == 40)
+    anchor = next((e for e in range(low_exp, high_exp + 1) if e % 10 == 0), low_exp)
+    first = anchor - ((anchor - low_exp) // step) * step
+    return 2**low_exp, 2**high_exp, [2**e for e in range(first, high_exp + 1, step)]
 
 
 def scatter(points: list[tuple[int, int, str, str, str]]) -> Scatter:
     """Predicted (y) against measured (x), log-log, one colour per method; ``points`` holds
-    ``(measured_bytes, predicted_bytes, method, title, href)``."""
+    ``(measured_bytes, predicted_bytes, method, title, href)``; axes in powers of two (:func:`binary_ticks`)."""
     values = [v for m, p, *_ in points for v in (m, p) if v > 0] or [GIB]
-    low = 10 ** math.floor(math.log10(min(values)))
-    high = 10 ** math.ceil(math.log10(max(values)))
+    low, high, tick_values = binary_ticks(min(values), max(values), SCATTER_SIZE - 2 * SCATTER_PAD)
     top = SCATTER_SIZE - SCATTER_PAD
     placed = tuple(
         Point(round(_log_position(m, low, high), 1), round(SCATTER_SIZE - _log_position(p, low, high), 1),
               METHOD_COLOURS.get(method, "#888"), title, href)
         for m, p, method, title, href in points)
-    ticks = []
-    decade = low
-    while decade <= high:
-        position = round(_log_position(decade, low, high), 1)
-        ticks.append((position, round(SCATTER_SIZE - position, 1), _bytes_label(decade)))
-        decade *= 10
+    ticks = [(round(_log_position(v, low, high), 1), round(SCATTER_SIZE - _log_position(v, low, high), 1),
+              bytes_label(v)) for v in tick_values]
     present = sorted({method for _, _, method, _, _ in points})
     return Scatter(SCATTER_SIZE, SCATTER_PAD, placed, tuple(ticks),
                    (SCATTER_PAD, top, top, SCATTER_PAD), tuple((m, METHOD_COLOURS.get(m, "#888")) for m in present),
@@ -188,8 +199,9 @@ def scatter(points: list[tuple[int, int, str, str, str]]) -> Scatter:
                    title_y=SCATTER_SIZE - 8)
 
 
-def _bytes_label(n: float) -> str:
-    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+def bytes_label(n: float) -> str:
+    """A power-of-two byte count in binary units: 1 KiB, 32 MiB, 1 TiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n:g} B"

@@ -198,3 +198,20 @@ def test_the_api_docs_render_without_the_internet(live_server, browser):
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
     assert "tunefit" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
     assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")  # the operations are listed
+
+
+@pytest.mark.parametrize("width,path", [(1400, "/reports"), (400, HEADLINE_PLAN)],
+                         ids=["reports-desktop", "plan-phone"])
+def test_no_horizontal_scroll(live_server, browser, width, path):
+    """The reports' table (formula, simulated, measured, error) fits 1400 px; the result page 400 px."""
+    browser.set_window_size(width, FIRST_SCREEN_PX)
+    try:
+        browser.get(live_server + path)
+        page = browser.execute_script("return document.documentElement.scrollWidth")
+        assert page <= browser.execute_script("return window.innerWidth"), page
+        if path == "/reports":
+            wide = browser.execute_script("return [...document.querySelectorAll('#report-rows')]"
+                                          ".map(t => t.scrollWidth - t.parentElement.clientWidth)")
+            assert wide and max(wide) <= 0, wide
+    finally:
+        browser.set_window_size(1280, 2400)

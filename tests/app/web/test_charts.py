@@ -1,0 +1,40 @@
+"""The charts' axes read in binary units: powers of two, labelled 1 KiB ... 1 TiB, never closer
+than a label's width."""
+
+import math
+
+import pytest
+
+from tunefit.app.web.charts import SCATTER_PAD, SCATTER_SIZE, TICK_MIN_GAP, binary_ticks, bytes_label, scatter
+
+AXIS_PX = SCATTER_SIZE - 2 * SCATTER_PAD
+RANGES = {
+    "kib-to-tib": (2_000, 2 * 10**12),
+    "a-tiny-model": (300_000, 4 * 10**9),
+    "within-one-unit": (1_000_000, 3_000_000),
+    "gib-only": (5 * 10**8, 7 * 10**9),
+    "one-value": (2**30, 2**30),
+}
+
+
+@pytest.mark.parametrize("low,high", RANGES.values(), ids=RANGES.keys())
+def test_ticks_are_powers_of_two_that_never_overlap(low, high):
+    axis_low, axis_high, ticks = binary_ticks(low, high, AXIS_PX)
+    assert axis_low <= low and high <= axis_high
+    assert len(ticks) >= 2
+    assert all(t == 2 ** round(math.log2(t)) and axis_low <= t <= axis_high for t in ticks)
+    span = math.log2(axis_high) - math.log2(axis_low)
+    gaps = [AXIS_PX * (math.log2(b) - math.log2(a)) / span for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert min(gaps) >= TICK_MIN_GAP
+    labels = [bytes_label(t) for t in ticks]
+    assert len(set(labels)) == len(labels)
+    assert all(label.split()[-1] in ("B", "KiB", "MiB", "GiB", "TiB") for label in labels)
+
+
+def test_the_scatter_places_points_on_its_binary_axes():
+    chart = scatter([(2**20, 2**20, "lora", "a", "/a"), (2**30, 2**31, "full", "b", "/b")])
+    labels = [label for _, _, label in chart.ticks]
+    assert "1 MiB" in labels and "1 GiB" in labels
+    first, second = chart.points
+    assert SCATTER_SIZE - first.y == first.x  # predicted = measured: on the diagonal
+    assert second.x < SCATTER_SIZE - second.y  # predicted above measured: above the diagonal
