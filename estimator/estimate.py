@@ -719,7 +719,7 @@ def _layer_grad_bytes(arch: ArchSpec, method: str, bits: int, grads: int) -> Lay
 
 
 def _lora_ratio(arch: ArchSpec, lora: LoraSpec | None) -> float | None:
-    """``r/d + r/k`` of the first targeted matrix (seed 000 Eq. 9)."""
+    """``r/d + r/k`` of the first targeted matrix (Li 2025, Eq. 9; Hu et al. 2021, LoRA, arXiv:2106.09685)."""
     if lora is None:
         return None
     m, _ = resolve_targets(arch, lora)[0]

@@ -18,12 +18,15 @@ DQ_CONSTANT_BITS = 8
 
 # Bytes per parameter for full fine-tuning with Adam.
 # fp16 weights + fp16 grads + two fp16 Adam moments: 2 + 2 + 4 = 8 bytes ("7B needs 56 GB",
-# seed article 001, Background section).
+# Elaraby 2025, "Efficient Fine-Tuning, LoRA and QLoRA", Background section).
 FULL_FT_FP16_BYTES_PER_PARAM = 2 + 2 + 4
 # Mixed precision: fp16 weights (2) + fp16 grads (2) + fp32 master weights (4) + fp32 Adam
-# moments (4 + 4) = 16 bytes ("16 GB per 1B parameters", seed survey 002; ZeRO, arXiv:1910.02054, Sec. 3.1).
+# moments (4 + 4) = 16 bytes ("16 GB per 1B parameters",
+# "Parameter-Efficient Fine-Tuning of LLMs: The Computational Baseline of Full Fine-Tuning"; ZeRO,
+# Rajbhandari et al. 2019, arXiv:1910.02054, Sec. 3.1).
 FULL_FT_MIXED_BYTES_PER_PARAM = 2 + 2 + 4 + 4 + 4
-# QLoRA memory, seed article 000 Eq. (17): base at 4 bits = P/2 bytes, each LoRA parameter
+# QLoRA memory, Li 2025, "A Unified Parameter-Efficient Adaptation Framework for Quantized LLMs",
+# Eq. (17): base at 4 bits = P/2 bytes, each LoRA parameter
 # "parameter + two moments, 2 + 2 + 2 = 6 bytes".
 QLORA_BYTES_PER_BASE_PARAM = 1 / 2
 QLORA_BYTES_PER_LORA_PARAM = 6
@@ -32,7 +35,8 @@ QLORA_BYTES_PER_LORA_PARAM = 6
 def lora_ratio(d: int, k: int, r: int) -> float:
     """Trainable fraction of one ``d x k`` matrix under LoRA: ``ρ = r(k+d)/(dk) = r/d + r/k``.
 
-    Seed article 000, Eq. (9); Hu et al., arXiv:2106.09685.
+    Li 2025, "A Unified Parameter-Efficient Adaptation Framework for Quantized LLMs", Eq. (9);
+    Hu et al. 2021, LoRA, arXiv:2106.09685.
     """
     return r / d + r / k
 
@@ -40,13 +44,13 @@ def lora_ratio(d: int, k: int, r: int) -> float:
 def lora_params_square(L: int, m: int, r: int, d: int) -> int:
     """``P_LoRA = L · m · r · (2d)`` for ``m`` square ``d x d`` targets in each of ``L`` layers.
 
-    Seed article 000, Eq. (10).
+    Li 2025, "A Unified Parameter-Efficient Adaptation Framework for Quantized LLMs", Eq. (10).
     """
     return L * m * r * (2 * d)
 
 
 def qlora_memory_bytes(P: int, P_lora: int) -> float:
-    """``Mem ≈ P/2 + 6 · P_LoRA`` bytes. Seed article 000, Eq. (17)."""
+    """``Mem ≈ P/2 + 6 · P_LoRA`` bytes: Li 2025, Eq. (17), after QLoRA (arXiv:2305.14314)."""
     return P * QLORA_BYTES_PER_BASE_PARAM + QLORA_BYTES_PER_LORA_PARAM * P_lora
 
 
@@ -54,7 +58,7 @@ def nf4_constant_bits(double_quant: bool) -> float:
     """Quantization-constant overhead of NF4 in bits per parameter.
 
     Without double quantization: ``32/64 = 0.5``; with it: ``8/64 + 32/(64·256) ≈ 0.127``.
-    QLoRA, arXiv:2305.14314, Sec. 3 (Double Quantization); seed article 004.
+    Dettmers et al. 2023, QLoRA, arXiv:2305.14314, Sec. 3 (Double Quantization).
     """
     if not double_quant:
         return ABSMAX_BITS / NF4_BLOCKSIZE
@@ -62,17 +66,17 @@ def nf4_constant_bits(double_quant: bool) -> float:
 
 
 def full_ft_fp16_bytes(P: int) -> int:
-    """Full fine-tuning in fp16 with Adam: ``(2 + 2 + 4) · P`` bytes (seed 001: 7B -> 56 GB)."""
+    """Full fine-tuning in fp16 with Adam: ``(2 + 2 + 4) · P`` bytes (Elaraby 2025: 7B -> 56 GB)."""
     return FULL_FT_FP16_BYTES_PER_PARAM * P
 
 
 def full_ft_mixed_bytes(P: int) -> int:
-    """Mixed-precision full fine-tuning with Adam: ``16 · P`` bytes (seed 002; arXiv:1910.02054)."""
+    """Mixed-precision full fine-tuning with Adam: ``16 · P`` bytes (ZeRO, arXiv:1910.02054)."""
     return FULL_FT_MIXED_BYTES_PER_PARAM * P
 
 
 def lora_fp16_bytes(P: int, P_lora: int) -> int:
-    """LoRA with an fp16 frozen base: ``2P + (2 + 2 + 4) · P_LoRA`` bytes (seed 001: 7B -> ~14.5 GB)."""
+    """LoRA with an fp16 frozen base: ``2P + (2 + 2 + 4) · P_LoRA`` bytes (Elaraby 2025: 7B -> ~14.5 GB)."""
     return 2 * P + FULL_FT_FP16_BYTES_PER_PARAM * P_lora
 
 

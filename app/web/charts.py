@@ -228,6 +228,7 @@ class Histogram:
     height: int
     colour: str
     bars: tuple[Bar, ...]
+    edges: tuple[Tick, ...]  # the bins' inner edges (%), labelled under the bars' boundaries
 
     @property
     def label_y(self) -> int:
@@ -242,15 +243,17 @@ def histogram(title: str, errors_percent: list[float], colour: str) -> Histogram
     edges = [-math.inf, *HIST_BINS, math.inf]
     bins = list(itertools.pairwise(edges))
     counts = [sum(1 for e in errors_percent if lo <= e < hi) for lo, hi in bins]
-    width, height, bar_w = 360, 120, 360 / len(counts)
+    width, height, bar_w = 480, 150, 480 / len(counts)
     most = max(counts) or 1
     bars = []
     for i, (count, (lo, hi)) in enumerate(zip(counts, bins, strict=True)):
-        h = count / most * (height - 30)
+        h = count / most * (height - 44)  # room for the count above and the edges' labels below
         label = f"<{hi:g}" if lo == -math.inf else (f"≥{lo:g}" if hi == math.inf else f"{lo:g}…{hi:g}")
-        bars.append(Bar(round(i * bar_w + 2, 1), round(height - 20 - h, 1), round(bar_w - 4, 1), round(h, 1), label,
+        bars.append(Bar(round(i * bar_w + 2, 1), round(height - 22 - h, 1), round(bar_w - 4, 1), round(h, 1), label,
                         count))
-    return Histogram(title, width, height, colour, tuple(bars))
+    # one label per edge, at the boundary between two bars: 40 px apart, never overlapping
+    labels = tuple(Tick(round(i * bar_w, 1), f"{edge:g}") for i, edge in enumerate(HIST_BINS, start=1))
+    return Histogram(title, width, height, colour, tuple(bars), labels)
 
 
 @dataclass(frozen=True)

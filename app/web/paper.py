@@ -1,4 +1,4 @@
-"""The seed paper's two figures for any catalog model and rank: trainable parameters of full
+"""The papers' two figures for any catalog model and rank: trainable parameters of full
 fine-tuning vs LoRA (log scale), and the training-loss curves of its small experiment."""
 
 from __future__ import annotations

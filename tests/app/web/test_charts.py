@@ -5,7 +5,16 @@ import math
 
 import pytest
 
-from tunefit.app.web.charts import SCATTER_PAD, SCATTER_SIZE, TICK_MIN_GAP, binary_ticks, bytes_label, scatter
+from tunefit.app.web.charts import (
+    HIST_BINS,
+    SCATTER_PAD,
+    SCATTER_SIZE,
+    TICK_MIN_GAP,
+    binary_ticks,
+    bytes_label,
+    histogram,
+    scatter,
+)
 
 AXIS_PX = SCATTER_SIZE - 2 * SCATTER_PAD
 RANGES = {
@@ -38,3 +47,13 @@ def test_the_scatter_places_points_on_its_binary_axes():
     first, second = chart.points
     assert SCATTER_SIZE - first.y == first.x  # predicted = measured: on the diagonal
     assert second.x < SCATTER_SIZE - second.y  # predicted above measured: above the diagonal
+
+
+def test_the_histogram_labels_its_edges_apart_and_counts_every_error():
+    errors = [-25.0, -4.0, -0.5, 0.0, 0.2, 0.2, 2.0, 30.0]
+    chart = histogram("all", errors, "#000")
+    assert sum(b.count for b in chart.bars) == len(errors)
+    assert [e.label for e in chart.edges] == [f"{edge:g}" for edge in HIST_BINS]
+    xs = [e.x for e in chart.edges]
+    assert min(b - a for a, b in zip(xs, xs[1:], strict=False)) >= 36  # a label's width at 11 px
+    assert all(0 < x < chart.width for x in xs)
