@@ -15,7 +15,7 @@ from tunefit.app.planning import service
 from tunefit.app.planning.schemas import CapacityIn, CompareIn
 from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
 from tunefit.estimator.adapters import VARIANTS
-from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES, surface_recipe
+from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES
 from tunefit.estimator.request import (
     ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
@@ -118,7 +118,7 @@ def fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
     # left out, the quantization is the method's default (or the recipe's)
     quant = given_quant if any(v is not None for v in given_quant.values()) else None
     return {
-        "model": model, "method": args.method, "dtype": args.dtype, "recipe": surface_recipe(args.recipe),
+        "model": model, "method": args.method, "dtype": args.dtype, "recipe": args.recipe,
         "lora": {"r": args.r, "alpha": args.alpha, "target_modules": targets, "variant": args.variant,
                  "dropout": args.lora_dropout},
         "quant": quant, "batch_size": args.batch_size, "seq_len": args.seq_len,
@@ -141,7 +141,6 @@ def body_from_args(args: argparse.Namespace) -> dict[str, Any]:
     (so the API's schema and the recipe fill the rest as for any client); the GPUs as ``gpus``."""
     fields = fields_from_args(args)
     body = {k: v for k, v in fields.items() if v is not None and k != "gpu"}
-    body["recipe"] = args.recipe
     body["lora"] = {k: v for k, v in fields["lora"].items() if v is not None}
     if fields["quant"] is not None:
         body["quant"] = {k: v for k, v in fields["quant"].items() if v is not None}

@@ -367,7 +367,7 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
     if req.recipe is not None:
         notes[:0] = [f"recipe {req.recipe}: " + RECIPES[req.recipe].source + "; every field can be set otherwise",
                      *(f"recipe {req.recipe}'s {name} is not applied, so it stays at its library default "
-                       f"({getattr(req, name) or 'the objective’s'}): {why}" for name, why in req.recipe_exceptions)]
+                       f"({getattr(req, name)}): {why}" for name, why in req.recipe_exceptions)]
     notes.append(f"attention {req.attn_implementation}; with none given transformers picks "
                  f"{default_attention(arch)} for {arch.model_type} (sdpa where the class supports it, else eager)")
     if req.method in ("lora", "qlora"):

@@ -95,12 +95,6 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def surface_recipe(name: str | None) -> str | None:
-    """The recipe a request from the CLI, the API or the form names: left out, :data:`DEFAULT_RECIPE`;
-    :data:`NO_RECIPE` (or an explicit JSON null), none."""
-    return None if name == NO_RECIPE else name
-
-
 @dataclass(frozen=True)
 class RecipeFill:
     """``values`` with a recipe's fields filled in, and the keys the recipe filled."""

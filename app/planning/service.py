@@ -33,7 +33,6 @@ from tunefit.estimator import (
     to_document,
 )
 from tunefit.estimator.document import request_document
-from tunefit.estimator.recipes import surface_recipe
 from tunefit.estimator.request import REQUEST_FIELDS, request_from_fields
 from tunefit.estimator.units import GIB
 
@@ -65,7 +64,8 @@ def to_request(body: SettingIn, gpu: str | None = None, variant: VariantIn | Non
     the estimator's one constructor. A quantization is kept only for the methods whose base can be
     quantized: a column that switches QLoRA to LoRA or full drops it."""
     v = variant or NO_VARIANT
-    recipe = surface_recipe(body.recipe)
+    # the recipe's name as given ("none": the libraries' defaults, which request_from_fields reads as no recipe)
+    recipe = body.recipe
     given, lora = _given(body, recipe), _given(body.lora, recipe)
     method = v.method or given["method"]
     quant = v.quant if v.quant is not None else body.quant

@@ -292,12 +292,13 @@ def _form_change(change: dict[str, Any]) -> dict[str, str] | None:
     for key, value in change.items():
         if key in ("num_gpus", "sharding"):
             return None
+        name = FORM_FIELD_OF.get(key, key)
         if value is None:
-            out[key] = ""  # back to the recipe's, or the library default
+            out[name] = ""  # back to the recipe's, or the library default
         elif isinstance(value, bool):
-            out[key] = "on" if value else "off"
+            out[name] = "on" if value else "off"
         else:
-            out[FORM_FIELD_OF.get(key, key)] = str(value)
+            out[name] = str(value)
     return out
 
 
@@ -406,10 +407,9 @@ def page_context(query: QueryParams) -> dict[str, Any]:
     return context
 
 
-# An error's field (an API or estimator name) -> the form control it belongs to, where they differ
-ERROR_FIELDS = {"lora.r": "r", "lora.alpha": "alpha", "lora.target_modules": "targets", "lora.variant": "variant",
-                "lora.dropout": "lora_dropout", "attn_implementation": "attn", "quant.type": "quant",
-                "model.config": "config"}
+# An error's field (an API or estimator name) -> the form control it belongs to, where the name
+# alone does not say (``lora.r`` is the control ``r``, ``batch_size`` itself)
+ERROR_FIELDS = {**FORM_FIELDS, "lora.target_modules": "targets", "quant.type": "quant", "model.config": "config"}
 
 
 def field_errors(errors: list[str]) -> dict[str, str]:
@@ -417,7 +417,8 @@ def field_errors(errors: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in errors:
         name, _, message = line.partition(": ")
-        control = ERROR_FIELDS.get(name, name.removeprefix("body.").split(".")[0])
+        name = name.removeprefix("body.")
+        control = ERROR_FIELDS.get(name) or (name.split(".")[-1] if name.startswith("lora.") else name.split(".")[0])
         out.setdefault(control, message)
     return out
 

@@ -383,16 +383,17 @@ def test_a_recipe_sets_up_training_only():
 def test_the_default_recipe_answers_the_headline_question():
     """The surfaces' default (``DEFAULT_RECIPE``) is one a TRL user runs: the headline plan fits
     the 24 GB card with its figure, and says which recipe it assumed."""
-    from tunefit.estimator.recipes import DEFAULT_RECIPE, surface_recipe
+    from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE
     from tunefit.estimator.request import request_from_fields
 
-    assert DEFAULT_RECIPE in ("trl-sft", "qlora-paper") and surface_recipe("none") is None
+    assert DEFAULT_RECIPE in ("trl-sft", "qlora-paper")
     question = {"model": MODEL, "method": "qlora", "lora": {"r": 16, "target_modules": "all-linear"},
                 "batch_size": 4, "seq_len": 2048, "gpu": "rtx-4090"}
     est = estimate(request_from_fields({**question, "recipe": DEFAULT_RECIPE}))
     assert est.assumptions[0].startswith(f"recipe {DEFAULT_RECIPE}: ")
     assert est.request.recipe_exceptions == ()
-    libraries = estimate(request_from_fields({**question, "recipe": surface_recipe("none")}))
+    libraries = estimate(request_from_fields({**question, "recipe": NO_RECIPE}))
+    assert libraries.request.recipe is None  # "none" names no recipe
     assert est.peak_bytes < libraries.peak_bytes
 
 

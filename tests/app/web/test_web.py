@@ -9,7 +9,7 @@ import pytest
 
 from tunefit.estimator import EstimateRequest, estimate
 from tunefit.estimator.advice import COMMON_GPUS
-from tunefit.estimator.recipes import DEFAULT_RECIPE, surface_recipe
+from tunefit.estimator.recipes import DEFAULT_RECIPE
 from tunefit.estimator.request import default_checkpointing, request_from_fields
 from tunefit.estimator.units import GIB
 
@@ -19,7 +19,7 @@ QLORA_7B = {"submitted": "1", "model": "llama-2-7b", "method": "qlora", "r": "16
 
 def _qlora_7b_request(recipe: str = DEFAULT_RECIPE, **fields) -> EstimateRequest:
     """QLORA_7B's request, under the recipe the form picks (the default one unless told)."""
-    return request_from_fields({"model": "llama-2-7b", "recipe": surface_recipe(recipe), "method": "qlora",
+    return request_from_fields({"model": "llama-2-7b", "recipe": recipe, "method": "qlora",
                                 "lora": {"r": 16, "target_modules": "all-linear"}, "gpu": "rtx-4090", **fields})
 
 
