@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import get_gpu
-from .document import request_document
 from .errors import EstimateError
 from .estimate import Estimate, estimate
 from .hardware import gpus_needed, max_batch_size, max_seq_len
-from .request import request_from_fields
+from .request import request_fields, request_from_fields
 from .units import GIB
 
 # The phase of a step, as a sentence names it.
@@ -104,7 +103,7 @@ def _changed(est: Estimate, change: dict[str, Any]) -> Estimate | None:
     """The plan with ``change`` applied (request document fields; None re-fills a field from the
     recipe or the library default), estimated; None where the changed plan is refused."""
     try:
-        return estimate(request_from_fields({**request_document(est), **change}))
+        return estimate(request_from_fields({**request_fields(est.request, est.arch), **change}))
     except EstimateError:
         return None
 

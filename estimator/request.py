@@ -191,6 +191,49 @@ def recipe_field_refusal(request: EstimateRequest, name: str) -> str | None:
     return loss_refusal(request.loss or default_loss(request.objective), arch)
 
 
+def request_fields(req: EstimateRequest, arch: ArchSpec) -> dict[str, Any]:
+    """A request as a request document spells it (its ``lora`` and ``quant`` as mappings, a pasted
+    model as its config): the inverse of :func:`request_from_fields`, which reads it back."""
+    model = req.model if isinstance(req.model, str) else {"config": dict(arch.config)}
+    return {
+        "model": model,
+        "method": req.method,
+        "dtype": req.dtype,
+        "lora": _lora(req.lora) if req.method in ("lora", "qlora") else None,
+        "quant": _quant(req.quant) if req.quant and req.quant.enabled else None,
+        "batch_size": req.batch_size,
+        "seq_len": req.seq_len,
+        "gradient_checkpointing": req.gradient_checkpointing,
+        "optimizer": req.optimizer,
+        "attn_implementation": req.attn_implementation,
+        "device": req.device,
+        "gpu": req.gpu,
+        "num_gpus": req.num_gpus,
+        "sharding": req.sharding,
+        "prepare_kbit": req.prepare_kbit,
+        "loop": req.loop,
+        "grad_accum": req.grad_accum,
+        "autocast": req.autocast,
+        "loss": req.loss,
+        "objective": req.objective,
+        "adapter_dtype": req.adapter_dtype,
+        "inference_mode": req.inference_mode,
+        "new_tokens": req.new_tokens,
+        "recipe": req.recipe,
+        "recipe_exceptions": dict(req.recipe_exceptions),
+    }
+
+
+def _lora(lora: LoraSpec) -> dict[str, Any]:
+    targets = lora.target_modules
+    return {"r": lora.r, "alpha": lora.alpha, "target_modules": targets if isinstance(targets, str) else list(targets),
+            "variant": lora.variant, "dropout": lora.dropout, "loraplus_lr_ratio": lora.loraplus_lr_ratio}
+
+
+def _quant(quant: QuantSpec) -> dict[str, Any]:
+    return {"type": quant.type, "double_quant": quant.double_quant, "blocksize": quant.blocksize}
+
+
 def _known(prefix: str, values: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
     """``values`` without its None entries; a key that is not one of ``names`` is refused."""
     if not names.issuperset(values):
