@@ -93,19 +93,29 @@ class StackedChart:
         return self.plot_x - 8
 
 
-def _nice_step(max_gib: float) -> float:
-    """A 1-2-5 tick step giving about five ticks up to ``max_gib``."""
-    raw = max(max_gib, 1e-9) / 5
+def _nice_step(max_units: float) -> float:
+    """A 1-2-5 tick step giving about five ticks up to ``max_units``."""
+    raw = max(max_units, 1e-9) / 5
     power = 10 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
+BINARY_UNITS = (("TiB", 2**40), ("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10))
+
+
+def axis_unit(largest_bytes: float) -> tuple[str, int]:
+    """The binary unit an axis up to ``largest_bytes`` is labelled in: the largest that is at most it."""
+    return next(((u, size) for u, size in BINARY_UNITS if largest_bytes >= size), BINARY_UNITS[-1])
+
+
 def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight: str | None = None) -> StackedChart:
-    """One stacked bar per ``(label, terms)`` row, on a shared GiB axis."""
+    """One stacked bar per ``(label, terms)`` row, on a shared axis in the binary unit that fits
+    its largest bar (:func:`axis_unit`), each tick labelled with it."""
     grouped_rows = [(label, grouped(terms)) for label, terms in rows]
     largest = max((sum(b for _, b, _ in g) for _, g in grouped_rows), default=0) or 1
-    step = _nice_step(largest / GIB)
-    axis_max = math.ceil(largest / GIB / step) * step * GIB
+    unit, unit_bytes = axis_unit(largest)
+    step = _nice_step(largest / unit_bytes)
+    axis_max = math.ceil(largest / unit_bytes / step) * step * unit_bytes
     scale = WIDTH / axis_max
     chart_rows = []
     for i, (label, groups) in enumerate(grouped_rows):
@@ -121,8 +131,9 @@ def stacked_chart(title: str, rows: list[tuple[str, dict[str, int]]], highlight:
         chart_rows.append(StackedRow(label, gib_text(total), y, y + ROW_HEIGHT / 2 + 4, label == highlight,
                                      tuple(segments)))
     axis_y = len(rows) * (ROW_HEIGHT + ROW_GAP)
-    n_ticks = int(round(axis_max / GIB / step))
-    ticks = tuple(Tick(round(LABEL_WIDTH + k * step * GIB * scale, 2), f"{k * step:g}") for k in range(n_ticks + 1))
+    n_ticks = int(round(axis_max / unit_bytes / step))
+    ticks = tuple(Tick(round(LABEL_WIDTH + k * step * unit_bytes * scale, 2), f"{k * step:g} {unit}" if k else "0")
+                  for k in range(n_ticks + 1))
     present = {name for _, groups in grouped_rows for name, _, _ in groups}
     legend = tuple((label, colour) for label, _, colour in GROUPS if label in present)
     return StackedChart(title, LABEL_WIDTH + WIDTH + 20, int(axis_y + AXIS_HEIGHT), LABEL_WIDTH, ROW_HEIGHT,

@@ -357,13 +357,13 @@ def _recipe_line(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _charts(doc: dict[str, Any], compare: dict[str, Any]) -> list:
-    peak = stacked_chart("Breakdown at the peak (GiB)", [("peak", doc["breakdown"])])
-    phases = stacked_chart("Allocated memory by phase of the step (GiB)",
+    peak = stacked_chart("Breakdown at the peak", [("peak", doc["breakdown"])])
+    phases = stacked_chart("Allocated memory by phase of the step",
                            [(p["phase"], p["terms"]) for p in doc["phases"]], highlight=doc["peak_phase"])
     rows = [(r["label"], r["document"]["breakdown"]) for r in compare["results"] if r["document"]]
     charts = [peak, phases]
     if rows:
-        charts.append(stacked_chart("Full fine-tuning vs LoRA vs QLoRA, peak on device (GiB)", rows))
+        charts.append(stacked_chart("Full fine-tuning vs LoRA vs QLoRA, peak on device", rows))
     return charts
 
 

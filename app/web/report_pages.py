@@ -70,7 +70,7 @@ def measurement_context(measurement_id: int, result: dict[str, Any], row: Row | 
     measured = result["measured"]
     phases = [(p, est_phase, measured["phase_peaks"][p]) for p, est_phase in
               ((p.name, p.allocated_bytes) for p in est.phases) if p in measured["phase_peaks"]]
-    breakdown = stacked_chart("Predicted breakdown at the peak (GiB)", [("predicted", est.breakdown)])
+    breakdown = stacked_chart("Predicted breakdown at the peak", [("predicted", est.breakdown)])
     return {
         "id": measurement_id, "case": result.get("case", ""), "row": row_document(row) if row else None,
         "phases": paired_bars(phases),

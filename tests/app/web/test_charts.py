@@ -14,6 +14,7 @@ from tunefit.app.web.charts import (
     bytes_label,
     histogram,
     scatter,
+    stacked_chart,
 )
 
 AXIS_PX = SCATTER_SIZE - 2 * SCATTER_PAD
@@ -57,3 +58,15 @@ def test_the_histogram_labels_its_edges_apart_and_counts_every_error():
     xs = [e.x for e in chart.edges]
     assert min(b - a for a, b in zip(xs, xs[1:], strict=False)) >= 36  # a label's width at 11 px
     assert all(0 < x < chart.width for x in xs)
+
+
+@pytest.mark.parametrize("peak_bytes,unit", [(3 * 2**20, "MiB"), (20 * 2**30, "GiB"), (700, "KiB"),
+                                             (3 * 2**40, "TiB")], ids=["mib", "gib", "tiny", "tib"])
+def test_a_stacked_chart_labels_its_axis_in_the_unit_of_its_largest_bar(peak_bytes, unit):
+    chart = stacked_chart("peak", [("peak", {"weights_bytes": peak_bytes})])
+    labels = [t.label for t in chart.ticks]
+    assert labels[0] == "0" and all(label.endswith(f" {unit}") for label in labels[1:])
+    assert 3 <= len(labels) <= 11 and len(set(labels)) == len(labels)
+    xs = [t.x for t in chart.ticks]
+    assert min(b - a for a, b in zip(xs, xs[1:], strict=False)) >= TICK_MIN_GAP  # never overlapping
+    assert chart.rows[0].segments[0].x + chart.rows[0].segments[0].width <= xs[-1] + 0.01  # the bar fits the axis
