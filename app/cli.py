@@ -15,7 +15,7 @@ from tunefit.app.planning import service
 from tunefit.app.planning.schemas import CapacityIn, CompareIn
 from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
 from tunefit.estimator.adapters import VARIANTS
-from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES
+from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, recipe_line
 from tunefit.estimator.request import (
     ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
@@ -33,6 +33,7 @@ from tunefit.estimator.request import (
     request_from_fields,
 )
 from tunefit.estimator.units import GIB
+from tunefit.profiler.limits import SIMULATION_RECIPE
 
 
 def _add_estimate_args(p: argparse.ArgumentParser, recipe: str = DEFAULT_RECIPE) -> None:
@@ -155,11 +156,11 @@ def _gib(n: int) -> str:
 
 def _recipe_lines(req: dict) -> list[str]:
     """Which recipe the plan assumed (``--recipe``), and what of it the model could not take."""
-    if req["recipe"] is None:
-        return [f"recipe {NO_RECIPE}: the libraries' own defaults"] if req["method"] != "inference" else []
-    return [f"recipe {req['recipe']}: {RECIPES[req['recipe']].title} (--recipe NAME picks another)",
-            *(f"  not applied: {name} kept at {req[name] or 'its default'}: {why}"
-              for name, why in req["recipe_exceptions"].items())]
+    line = recipe_line(req)
+    if line.name is None:
+        return []
+    more = " (--recipe NAME picks another)" if line.name != NO_RECIPE else ""
+    return [f"recipe {line.name}: {line.title}{more}", *(f"  not applied: {e}" for e in line.exceptions)]
 
 
 def _verdict_lines(verdicts: list[dict]) -> list[str]:
@@ -430,9 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(func=cmd_profile)
     sim = sub.add_parser("simulate", help="run one setting's training step on the meta device: every tensor the "
                                           "real code would allocate, counted, for any model size (needs [profiler])")
-    # trl-sft's bf16 autocast, fused AdamW and fused head have no meta-device run: a simulation
-    # follows the libraries' own defaults unless told otherwise
-    _add_estimate_args(sim, recipe=NO_RECIPE)
+    _add_estimate_args(sim, recipe=SIMULATION_RECIPE)
     sim.add_argument("--target", choices=DEVICES, default=None,
                      help="device type whose kernels are simulated (default: --device)")
     sim.add_argument("--steps", type=int, default=2, help="training steps (step two is the steady state)")

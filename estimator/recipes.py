@@ -96,6 +96,26 @@ RECIPES: dict[str, Recipe] = {
 
 
 @dataclass(frozen=True)
+class RecipeLine:
+    """The recipe a request document assumed, as the CLI and the page name it: its name
+    (:data:`NO_RECIPE` for none; None for inference, which takes no recipe), whose defaults those
+    are, and each field of it the model could not take (``recipe_exceptions``)."""
+
+    name: str | None
+    title: str
+    exceptions: tuple[str, ...]
+
+
+def recipe_line(request: dict[str, Any]) -> RecipeLine:
+    """:class:`RecipeLine` of a request document (``document.request_document``)."""
+    name = request["recipe"]
+    if name is None:
+        return RecipeLine(NO_RECIPE if request["method"] != "inference" else None, "the libraries' own defaults", ())
+    return RecipeLine(name, RECIPES[name].title, tuple(f"{field} kept at {request[field] or 'its default'}: {why}"
+                                                       for field, why in request["recipe_exceptions"].items()))
+
+
+@dataclass(frozen=True)
 class RecipeFill:
     """``values`` with a recipe's fields filled in, and the keys the recipe filled."""
 

@@ -4,6 +4,12 @@ torch, so that a service can say so on the page before anyone asks for a simulat
 from __future__ import annotations
 
 from tunefit.estimator import EstimateRequest
+from tunefit.estimator.recipes import NO_RECIPE
+
+# The recipe a simulation takes when it names none (`tunefit simulate`, a meta-device job): the
+# default recipe's bf16 autocast, fused AdamW and fused head have no meta-device run, so the
+# libraries' own defaults
+SIMULATION_RECIPE = NO_RECIPE
 
 SIMULATED_OPTIMIZERS = ("adamw", "sgd", "sgd_momentum")
 # why the others cannot run on the meta device

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from tunefit.app.planning.schemas import CheckpointModel, ConfigModel, SettingIn
-from tunefit.estimator.recipes import NO_RECIPE
 from tunefit.estimator.request import DEFAULT_REQUEST, Device
+from tunefit.profiler.limits import SIMULATION_RECIPE
 
 # What a meta-device job may name as its target: the device type it simulates.
 SIMULATION_TARGETS = ("any", "cuda", "cpu")
@@ -37,9 +37,7 @@ class ProfileIn(SettingIn):
         if self.device == "meta" and self.target not in SIMULATION_TARGETS:
             raise ValueError(f"device 'meta' simulates a device type: target must be one of {SIMULATION_TARGETS}")
         if self.device == "meta" and "recipe" not in self.model_fields_set:
-            # as `tunefit simulate`: the default recipe's bf16 autocast, fused AdamW and fused head
-            # have no meta-device run, so a simulation takes the libraries' defaults unless told
-            self.recipe = NO_RECIPE
+            self.recipe = SIMULATION_RECIPE
         return self
 
     @property

@@ -31,7 +31,15 @@ from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
 from tunefit.estimator.advice import COMMON_GPUS
 from tunefit.estimator.document import request_from_document
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
-from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, RECIPES, NoRecipe, RecipeName
+from tunefit.estimator.recipes import (
+    DEFAULT_RECIPE,
+    NO_RECIPE,
+    RECIPE_CHOICES,
+    RECIPES,
+    NoRecipe,
+    RecipeName,
+    recipe_line,
+)
 from tunefit.estimator.request import (
     ADAPTER_DTYPES,
     ATTN_IMPLEMENTATIONS,
@@ -341,19 +349,8 @@ def _headline(doc: dict[str, Any]) -> dict[str, Any]:
         "diff_gib": ("+" if diff >= 0 else "−") + gib_text(abs(diff)),
         "diff_percent": f"{100 * diff / paper['bytes']:+.1f}" if paper["bytes"] else None,
         "paged_gib": gib_text(doc["paged_optimizer_bytes"]) if doc["paged_optimizer_bytes"] else None,
-        "recipe": _recipe_line(doc["request"]),
+        "recipe": recipe_line(doc["request"]),
     }
-
-
-def _recipe_line(request: dict[str, Any]) -> dict[str, Any]:
-    """Which recipe the plan assumed, whose defaults those are, and what of it the model could not take."""
-    name = request["recipe"]
-    if name is None:
-        training = request["method"] != "inference"
-        return {"name": NO_RECIPE if training else None, "title": "the libraries' own defaults", "exceptions": []}
-    return {"name": name, "title": RECIPES[name].title,
-            "exceptions": [f"{field} kept at {request[field] or 'its default'}: {why}"
-                           for field, why in request["recipe_exceptions"].items()]}
 
 
 def _charts(doc: dict[str, Any], compare: dict[str, Any]) -> list:
