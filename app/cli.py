@@ -11,10 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tunefit.app.hub import resolver as hub
 from tunefit.app.planning import service
 from tunefit.app.planning.schemas import CapacityIn, CompareIn
-from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models, to_document
-from tunefit.estimator.adapters import VARIANTS
+from tunefit.estimator import EstimateError, EstimateRequest, estimate, gpus, models
+from tunefit.estimator.adapters import VARIANTS, targets_text
+from tunefit.estimator.peft_defaults import PEFT_VERSION
 from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, RECIPE_CHOICES, recipe_line
 from tunefit.estimator.request import (
     ADAPTER_DTYPES,
@@ -41,7 +43,9 @@ def _add_estimate_args(p: argparse.ArgumentParser, recipe: str = DEFAULT_RECIPE)
     ``recipe`` (``DEFAULT_RECIPE``; a simulation's is ``NO_RECIPE``)."""
     default, lora, quant = DEFAULT_REQUEST, DEFAULT_REQUEST.lora, QLORA_DEFAULT_QUANT
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="catalog id (see `tunefit models`)")
+    src.add_argument("--model", help="catalog id (see `tunefit models`) or Hugging Face id (org/name[@revision]: "
+                                     "its config.json and safetensors headers are read, no weights)")
+    p.add_argument("--revision", default=None, help="a Hugging Face id's branch, tag or commit (default main)")
     src.add_argument("--config", help="path to a Hugging Face config.json")
     p.add_argument("--recipe", choices=RECIPE_CHOICES, default=recipe,
                    help=f"the defaults a framework's user gets, every other option still overriding them (default "
@@ -52,7 +56,8 @@ def _add_estimate_args(p: argparse.ArgumentParser, recipe: str = DEFAULT_RECIPE)
     p.add_argument("--r", type=int, default=None, help=f"LoRA rank (default {lora.r})")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·r)")
     p.add_argument("--targets", default=None,
-                   help=f"comma-separated module names or all-linear (default {_targets_text(lora.target_modules)})")
+                   help=f"comma-separated module names or all-linear (default: peft's default for the model's "
+                        f"model_type, or where peft {PEFT_VERSION} has none its query and value projections)")
     p.add_argument("--variant", default=lora.variant, help=" | ".join(VARIANTS))
     p.add_argument("--lora-dropout", type=float, default=None, help=f"default {lora.dropout}")
     p.add_argument("--quant", default=None, help=f"nf4 | fp4 | int8 | none (qlora defaults to {quant.type})")
@@ -99,14 +104,10 @@ def _add_estimate_args(p: argparse.ArgumentParser, recipe: str = DEFAULT_RECIPE)
     p.add_argument("--json", action="store_true", help="print the JSON document the REST API returns")
 
 
-def _targets_text(targets: tuple[str, ...] | str) -> str:
-    return targets if isinstance(targets, str) else ",".join(targets)
-
-
 def fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The request document fields the parsed options give (None: left out, for the recipe or
     the library default to fill)."""
-    model = args.model
+    model = hub.active().model_arg(args.model, args.revision) if args.model else None
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as fh:
@@ -163,6 +164,15 @@ def _recipe_lines(req: dict) -> list[str]:
     return [f"recipe {line.name}: {line.title}{more}", *(f"  not applied: {e}" for e in line.exceptions)]
 
 
+def _lora_lines(req: dict) -> list[str]:
+    """The adapters the plan trains, with the modules they target (peft's default resolved)."""
+    lora = req["lora"]
+    if lora is None:
+        return []
+    return [f"lora: r {lora['r']}  alpha {lora['alpha']:g}  variant {lora['variant']}  "
+            f"target_modules {targets_text(lora['target_modules'])}"]
+
+
 def _verdict_lines(verdicts: list[dict]) -> list[str]:
     """The answer first: per GPU named, the verdict, what would make it fit, what would surprise."""
     lines = []
@@ -175,14 +185,37 @@ def _verdict_lines(verdicts: list[dict]) -> list[str]:
     return lines
 
 
+def _model_name(model: Any) -> str:
+    """A catalog id, a Hub id (its config read from the Hub), or a pasted config."""
+    if isinstance(model, str):
+        return model
+    source = model.get("source") or {}
+    return str(source.get("id") or "config.json")
+
+
+def _source_lines(source: dict | None) -> list[str]:
+    """Where a Hub model's config came from: the exact commit, and the checkpoint's parameters
+    where they differ from the estimate's."""
+    if not source:
+        return []
+    stale = "; the Hub could not be reached now: a stored copy" if source.get("stale") else ""
+    lines = [f"hub {source['id']} revision {source['revision']} = commit {source['sha']} (read from the Hub "
+             f"{source['fetched_at']}{stale})"]
+    if source.get("params_note"):
+        lines.append(f"  note: {source['params_note']}")
+    return lines
+
+
 def render_table(doc: dict) -> str:
     """A readable table of the JSON document (numbers only come from the document)."""
     req = doc["request"]
     lines = [*_verdict_lines(doc["verdicts"]),
-        f"model {req['model'] if isinstance(req['model'], str) else 'config.json'}  method {req['method']}  "
+        f"model {_model_name(req['model'])}  method {req['method']}  "
         f"dtype {req['dtype']}  batch {req['batch_size']}  seq {req['seq_len']}  device {req['device']}",
         f"params: total {doc['params']['total']:,}  trainable {doc['params']['trainable']:,} "
         f"({doc['params']['trainable_percent']:.4f} %)",
+        *_source_lines(doc.get("model_source")),
+        *_lora_lines(req),
         *_recipe_lines(req),
         "",
         f"breakdown at the peak ({doc['peak_phase']}):",
@@ -208,7 +241,10 @@ def render_table(doc: dict) -> str:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    doc = to_document(estimate(request_from_args(args)), gpu_ids=args.gpu)
+    def progress(done: int, total: int) -> None:  # a model the formulas do not know is simulated
+        print(f"  simulating {done}/{total} shapes", file=sys.stderr)
+
+    doc = service.document_for(request_from_args(args), args.gpu, progress)
     print(json.dumps(doc, indent=2) if args.json else render_table(doc))
     return 0
 
@@ -279,13 +315,38 @@ def render_compare(doc: dict) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [(m.id, m.arch.model_type, m.arch.total_params, m.name) for m in models().values()]
+    if args.search is not None:
+        return _search_models(args)
+    rows = [(m.id, m.hf_repo, m.arch.model_type, m.arch.total_params) for m in models().values()]
     if args.json:
-        print(json.dumps([{"id": i, "model_type": t, "params": p, "name": n} for i, t, p, n in rows], indent=2))
+        print(json.dumps([{"id": i, "hf_repo": r, "model_type": t, "params": p} for i, r, t, p in rows], indent=2))
         return 0
-    for model_id, model_type, params, name in rows:
-        print(f"{model_id:20s}{model_type:10s}{params:>18,}  {name}")
+    print(_columns([("id", "hugging face id", "family", "params"),
+                    *((i, r, t, f"{p:,}") for i, r, t, p in rows)], right=(3,)))
     return 0
+
+
+def _search_models(args: argparse.Namespace) -> int:
+    """Catalog entries whose id or Hugging Face id holds the text, then the Hub's text-generation
+    models that do, most downloaded first (when the Hub is reachable)."""
+    text = args.search.lower()
+    catalog = [m.hf_repo for m in models().values() if text in m.id.lower() or text in m.hf_repo.lower()]
+    found = hub.active().search(args.search, limit=args.limit)
+    hub_only = [i for i in found if i.lower() not in {c.lower() for c in catalog}]
+    if args.json:
+        print(json.dumps({"catalog": catalog, "hub": hub_only}, indent=2))
+        return 0
+    rows = [("hugging face id", "where"), *((c, "catalog") for c in catalog), *((h, "hub") for h in hub_only)]
+    print(_columns(rows) if len(rows) > 1 else f"nothing matches {args.search!r}")
+    return 0
+
+
+def _columns(rows: Sequence[Sequence[str]], right: tuple[int, ...] = ()) -> str:
+    """Rows as aligned columns, each as wide as its widest cell, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+                     for row in rows)
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
@@ -360,6 +421,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from tunefit.app.core.config import Settings, get_settings
     from tunefit.app.core.db import Database
+    from tunefit.app.hub.store import DatabaseStore
     from tunefit.app.jobs.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -371,7 +433,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         run_worker(settings, force_cpu=args.cpu)
         return 0
-    worker = Worker(Database(settings.sqlalchemy_url), settings)
+    db = Database(settings.sqlalchemy_url)
+    hub.use(hub.HubResolver(settings, DatabaseStore(db)))  # the service's store: the commits it resolved
+    worker = Worker(db, settings)
     try:
         worker.serve()
     except KeyboardInterrupt:
@@ -425,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=f"list the {name} catalog")
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=func)
+        if name == "models":
+            q.add_argument("--search", metavar="TEXT", default=None,
+                           help="catalog entries and Hugging Face models whose id holds TEXT (asks the Hub)")
+            q.add_argument("--limit", type=int, default=10, help="Hub results shown with --search")
     prof = sub.add_parser("profile", help="measure one setting for real (needs the [profiler] extra)")
     _add_estimate_args(prof)
     prof.add_argument("--steps", type=int, default=3, help="training steps (step one allocates optimizer state)")

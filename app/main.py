@@ -18,6 +18,9 @@ from tunefit.app.core.config import Settings, get_settings
 from tunefit.app.core.db import Database
 from tunefit.app.core.limits import BodySizeLimit
 from tunefit.app.core.security import RateLimiter
+from tunefit.app.hub import resolver as hub
+from tunefit.app.hub.errors import HubError
+from tunefit.app.hub.store import DatabaseStore
 from tunefit.app.jobs.executor import Executor, make_executor
 from tunefit.app.jobs.service import QueueFull, QueueUnavailable
 from tunefit.app.reports.data import import_jsonl
@@ -57,9 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth_failure_limiter = RateLimiter(settings.job_rate_per_minute, settings.job_rate_burst)
     app.state.plan_limiter = RateLimiter(settings.plan_rate_per_minute, settings.plan_rate_burst)
     app.state.executor = make_executor(app.state.db, settings)
+    hub.use(hub.HubResolver(settings, DatabaseStore(app.state.db)))
     import_jsonl(app.state.db)  # the measurements shipped in reports/data
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _on(app, UnknownIdError, _unknown_id)
+    _on(app, HubError, _hub_error)
     _on(app, EstimateError, _invalid_input)
     _on(app, RequestValidationError, _invalid_body)
     _on(app, QueueUnavailable, _queue_unavailable)
@@ -87,6 +92,12 @@ def _on(app: FastAPI, kind: type[E], handler: Callable[[Request, E], Awaitable[J
 
 async def _unknown_id(_request: Request, exc: UnknownIdError) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "suggestions": exc.suggestions}, status_code=404)
+
+
+async def _hub_error(_request: Request, exc: HubError) -> JSONResponse:
+    """A Hub id that cannot be read: its status (404 not found, 403 gated, 424 the Hub unreachable,
+    422 not a causal LM), the reason naming the id, and close ids where there are any."""
+    return JSONResponse({"detail": str(exc), "suggestions": exc.suggestions}, status_code=exc.status)
 
 
 async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,13 +8,14 @@ against peft on tiny models and on every catalog family).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, get_args
 
 from .arch import ArchSpec, LinearSpec, ParamTarget
 from .errors import EstimateError
+from .peft_defaults import default_targets, peft_converts_targets
 
 AllLinear = Literal["all-linear"]
 ALL_LINEAR: AllLinear = "all-linear"
@@ -26,7 +27,9 @@ Variant = Literal["lora", "rslora", "lora+", "dora", "vera"]
 class LoraSpec:
     """Adapter settings, named as in peft's ``LoraConfig`` / ``VeraConfig``.
 
-    ``target_modules`` is a tuple of module names or the string ``"all-linear"``.
+    ``target_modules`` is a tuple of module names or the string ``"all-linear"``; left out (None)
+    it is peft's default for the model_type (:func:`peft_defaults.default_targets`), which
+    ``request.normalize`` resolves so the estimate's request echo shows the modules.
     ``alpha`` is ``lora_alpha``; left out (None) it is ``2·r``, the CLI's and the service's
     documented default, resolved here once so every caller (and the estimate's request echo)
     sees the number. ``dropout`` is ``lora_dropout``: above zero every targeted module keeps its
@@ -36,7 +39,7 @@ class LoraSpec:
 
     r: int = 16
     alpha: float | None = None
-    target_modules: tuple[str, ...] | str = ("q_proj", "v_proj")
+    target_modules: tuple[str, ...] | str | None = None
     variant: Variant = "lora"
     dropout: float = 0.0
     loraplus_lr_ratio: float = 16.0
@@ -44,6 +47,11 @@ class LoraSpec:
     def __post_init__(self) -> None:
         if self.alpha is None:
             object.__setattr__(self, "alpha", default_alpha(self.r))
+
+
+def targets_text(targets: Sequence[str] | str) -> str:
+    """``target_modules`` as the surfaces show them: ``all-linear``, or the names comma-separated."""
+    return targets if isinstance(targets, str) else ", ".join(targets)
 
 
 def default_alpha(r: int) -> float | None:
@@ -133,12 +141,13 @@ PARAM_WRAPPER_VARIANTS = ("lora", "rslora", "lora+")
 def resolve_targets(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[Target, int], ...]:
     """The modules and stacked parameters (with multiplicity) that ``lora`` adapts, as peft would.
 
+    None is peft's default for the model_type (:func:`peft_defaults.default_targets`).
     ``"all-linear"`` is peft's meaning: every Linear/Conv1D except the output head, plus (LoRA
     only) the MoE router and experts that were Linears in transformers 4. VeRA's config is not
     converted, so it reaches Linears only. Unknown names raise :class:`EstimateError` listing
     the names this architecture has.
     """
-    targets = lora.target_modules
+    targets = default_targets(arch).modules if lora.target_modules is None else lora.target_modules
     if isinstance(targets, str) and targets.lower() == ALL_LINEAR:
         names = arch.linear_names
     else:
@@ -152,7 +161,7 @@ def resolve_targets(arch: ArchSpec, lora: LoraSpec) -> tuple[tuple[Target, int],
                 f"{unknown} not in {arch.model_type}; its Linear modules are {list(arch.linear_names)} or 'all-linear'",
             )
     module_names = tuple(names)
-    if lora.variant != "vera" and arch.peft_reaches_experts:
+    if peft_converts_targets(arch, lora.variant):
         # peft's conversion (transformers_weight_conversion.py, _convert_peft_config_moe) moves the
         # transformers-4 expert names to target_parameters and drops them from target_modules: a
         # Linear of the same name elsewhere (a dense layer's or the shared experts' gate_proj) is

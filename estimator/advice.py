@@ -15,7 +15,7 @@ from .catalog import get_gpu
 from .errors import EstimateError
 from .estimate import Estimate, estimate
 from .hardware import gpus_needed, max_batch_size, max_seq_len
-from .request import request_fields, request_from_fields
+from .request import EstimateRequest, request_fields, request_from_fields
 from .units import GIB
 
 # The phase of a step, as a sentence names it.
@@ -81,10 +81,16 @@ def _gib(n: int) -> str:
 
 def _sentence(est: Estimate, name: str, usable: int, batch: int, seq: int) -> str:
     """One sentence a person can repeat: fits or not, by how much, where, and the largest batch."""
-    req, peak = est.request, est.peak_bytes
-    where = PHASE_WORDS.get(est.peak_phase, est.peak_phase)
+    return plan_sentence(est.request, est.peak_bytes, est.peak_phase, est.arch.max_position_embeddings, name,
+                         usable, batch, seq)
+
+
+def plan_sentence(req: EstimateRequest, peak: int, peak_phase: str, max_positions: int, name: str, usable: int,
+                  batch: int, seq: int) -> str:
+    """:func:`_sentence` of a plan given by its numbers (a simulated one's too)."""
+    where = PHASE_WORDS.get(peak_phase, peak_phase)
     unit = "micro-batch" if req.method != "inference" else "batch"
-    limit = " (the model's maximum)" if seq == est.arch.max_position_embeddings else ""
+    limit = " (the model's maximum)" if seq == max_positions else ""
     if peak <= usable:
         spare = usable - peak
         return (f"Fits an {name} ({_gib(usable)} usable): needs {_gib(peak)}, {_gib(spare)} "
@@ -103,7 +109,7 @@ def _changed(est: Estimate, change: dict[str, Any]) -> Estimate | None:
     """The plan with ``change`` applied (request document fields; None re-fills a field from the
     recipe or the library default), estimated; None where the changed plan is refused."""
     try:
-        return estimate(request_from_fields({**request_fields(est.request, est.arch), **change}))
+        return estimate(request_from_fields({**request_fields(est.request, est.arch.config), **change}))
     except EstimateError:
         return None
 

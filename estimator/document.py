@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .advice import verdict, verdict_document
 from .estimate import Estimate
 from .hardware import fit_rows
-from .request import EstimateRequest, request_fields, request_from_fields
+from .request import EstimateRequest, model_source, request_fields, request_from_fields
 from .units import GIB
 
 
 def request_document(est: Estimate) -> dict[str, Any]:
     """The document's ``request`` part: :func:`request.request_fields` of the estimate's request."""
-    return request_fields(est.request, est.arch)
+    return request_fields(est.request, est.arch.config)
 
 
 def request_from_document(doc: dict[str, Any]) -> EstimateRequest:
@@ -57,4 +58,30 @@ def to_document(est: Estimate, gpu_ids: list[str] | None = None) -> dict[str, An
         "paged_optimizer_bytes": est.paged_optimizer_bytes,
         "fits": fits_document(est.peak_bytes, ids),
         "assumptions": list(est.assumptions),
+        "model_source": source_document(est.request.model, est.total_params),
     }
+
+
+def source_document(model: Any, estimated_params: int) -> dict[str, Any] | None:
+    """Where the model's config came from (:func:`request.model_source`), with the checkpoint's
+    parameter count beside the estimate's and, where they differ, a note saying by how much."""
+    source = model_source(model)
+    if source is None:
+        return None
+    checkpoint = source.get("checkpoint")
+    stored = checkpoint.get("params") if isinstance(checkpoint, Mapping) else None
+    return {**source, "estimated_params": estimated_params,
+            "params_note": params_note(stored if isinstance(stored, int) else None, estimated_params)}
+
+
+def params_note(checkpoint_params: int | None, estimated_params: int) -> str | None:
+    """None where the checkpoint's stored parameters and the estimate's count agree; else how they
+    differ (a multimodal checkpoint holding towers the causal LM does not build, a config that does
+    not describe its weights), or that there was no checkpoint to check against."""
+    if checkpoint_params is None:
+        return "no safetensors weights to check the parameter count against"
+    if checkpoint_params == estimated_params:
+        return None
+    delta = estimated_params - checkpoint_params
+    return (f"the checkpoint stores {checkpoint_params:,} parameters, the estimate counts {estimated_params:,} "
+            f"({delta:+,}, {delta / checkpoint_params:+.2%}): the model AutoModelForCausalLM builds from the config")

@@ -29,6 +29,7 @@ from .memory import (
     weight_bytes,
 )
 from .paper import PaperFigure, lora_ratio, nf4_constant_bits, paper_figure
+from .peft_defaults import default_targets_note
 from .phase import Phase
 from .quant import QuantSpec
 from .recipes import RECIPES
@@ -53,6 +54,7 @@ from .request import (
 from .setting import ActivationSetting
 from .shape import ShapePolynomial, fit
 from .sharding import shard_phase
+from .stored_quant import stored_quant, unread_quantization
 from .units import DTYPE_BITS, FP32_BITS, MIB
 
 ESTIMATOR_VERSION = "0.1.0"
@@ -337,7 +339,26 @@ def inference_phases(arch: ArchSpec, st: ActivationSetting, w: WeightBytes, kv_b
                           for kv_end, terms in act.decode_moments(arch, st, kv_bits, new_tokens))
 
 
-def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None) -> tuple[str, ...]:
+def _stored_quantization_notes(req: EstimateRequest, arch: ArchSpec) -> list[str]:
+    """How the checkpoint's own ``quantization_config`` was read (:mod:`stored_quant`)."""
+    stored, dequantized = stored_quant(arch.config), unread_quantization(arch.config)
+    if stored is not None:
+        return [f"the checkpoint is stored in bitsandbytes {stored.type} (its quantization_config), which "
+                "from_pretrained loads as stored: LoRA on it is QLoRA"]
+    if dequantized == "mxfp4":
+        return ["the MXFP4 checkpoint is dequantized on load (transformers' Mxfp4Config(dequantize=True), "
+                f"needed to train it): every weight in {req.dtype}"]
+    if dequantized == "fp8":
+        return [f"the FP8 checkpoint is dequantized to {req.dtype}, as transformers does on a CPU and on GPUs below "
+                "compute capability 8.9; on 8.9 and above (RTX 4090, H100) it keeps FP8 weights, which is not "
+                "modelled yet: there the weights take about half the bytes counted"]
+    return []
+
+
+def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | None,
+                 targets_left_out: bool = False) -> tuple[str, ...]:
+    """The estimate's assumptions for the normalized ``req``; ``targets_left_out``: the request named
+    no LoRA target_modules (normalize resolved peft's default)."""
     if req.method == "inference" and req.inference_mode == "forward":
         notes = [f"one no-grad forward of {req.batch_size}x{req.seq_len} tokens with labels, as a perplexity "
                  "evaluation runs it (model(input_ids, labels=input_ids)): the config's use_cache (a KV cache), "
@@ -372,6 +393,8 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
                  f"{default_attention(arch)} for {arch.model_type} (sdpa where the class supports it, else eager)")
     if req.method in ("lora", "qlora"):
         notes.append("peft keeps adapters, their gradients and optimizer state in fp32")
+        if targets_left_out:
+            notes.append(default_targets_note(arch, req.lora.variant))
     if req.method == "qlora":
         notes.append("bitsandbytes quantizes only modules whose type is exactly nn.Linear/Conv1D; "
                      "lm_head stays unquantized")
@@ -385,10 +408,7 @@ def _assumptions(req: EstimateRequest, arch: ArchSpec, opt: OptimizerBytes | Non
                  f"peft 0.21 has no conversion table for {arch.model_type}: no LoRA target reaches them")
         notes.append("transformers 5 fuses MoE experts into 3-D parameters: not nn.Linear, so never quantized; "
                      + reach)
-    quantization = arch.config.get("quantization_config")
-    if isinstance(quantization, dict) and quantization.get("quant_method") == "mxfp4":
-        notes.append("the MXFP4 checkpoint is dequantized on load (transformers' Mxfp4Config(dequantize=True), "
-                     f"needed to train it): every weight in {req.dtype}")
+    notes += _stored_quantization_notes(req, arch)
     if arch.expert_dispatch == "all":
         notes.append("every expert runs on every token, weighted by its sigmoid router score (0 outside the top "
                      f"{arch.num_experts_per_tok}), as transformers' Llama4TextMoe computes it: its activations "
@@ -652,7 +672,7 @@ def estimate(request: EstimateRequest) -> Estimate:
     phases, moment_bytes = step_moments(plan, req.batch_size, req.seq_len)
     peak = max(phases, key=lambda p: p.allocated_bytes)
     breakdown = dict(peak.terms)
-    runtime = _runtime_terms(req, peak.allocated_bytes)
+    runtime = runtime_terms(req, peak.allocated_bytes)
     breakdown.update(runtime)
     peak_bytes = peak.allocated_bytes + sum(runtime.values())
     _check_countable(peak_bytes, req)
@@ -673,7 +693,7 @@ def estimate(request: EstimateRequest) -> Estimate:
         peak_allocated_bytes=peak.allocated_bytes,
         peak_bytes=peak_bytes,
         paged_optimizer_bytes=opt.state_bytes if opt is not None and opt.paged else 0,
-        assumptions=_assumptions(req, arch, opt),
+        assumptions=_assumptions(req, arch, opt, targets_left_out=request.lora.target_modules is None),
     )
 
 
@@ -726,7 +746,9 @@ def _lora_ratio(arch: ArchSpec, lora: LoraSpec | None) -> float | None:
     return lora_ratio(m.out_features, m.in_features, lora.r)
 
 
-def _runtime_terms(req: EstimateRequest, allocated: int) -> dict[str, int]:
+def runtime_terms(req: EstimateRequest, allocated: int) -> dict[str, int]:
+    """What the device holds beside the allocated tensors: on CUDA the context and the caching
+    allocator's slack (placeholders until GPU-measured), nothing on a CPU."""
     if req.device != "cuda":
         return dict.fromkeys(RUNTIME_TERMS, 0)
     return {

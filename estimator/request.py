@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
-from .adapters import VARIANTS, LoraSpec
+from .adapters import ALL_LINEAR, VARIANTS, LoraSpec
 from .arch import ArchSpec, arch_from_config
 from .catalog import get_model
 from .chunked_loss import UNREACHABLE_BACKBONES
 from .errors import EstimateError
+from .peft_defaults import default_targets
 from .quant import BLOCKSIZES, QUANT_TYPES, QuantSpec
 from .recipes import RECIPE_NAMES, with_recipe
+from .stored_quant import as_stored, stored_quant, unread_quantization
 from .units import DTYPE_ALIASES
 
 # Each choice is written once, as a Literal type (for type checkers and the API's schemas); the
@@ -77,7 +79,8 @@ class EstimateRequest:
     ``prepare_kbit`` mirrors peft's ``prepare_model_for_kbit_training`` for QLoRA, which casts
     every non-quantized parameter (embeddings, norms, ``lm_head``) to fp32.
     ``gradient_checkpointing`` and ``attn_implementation`` None take the libraries' defaults
-    (:func:`default_checkpointing`, :func:`default_attention`); :func:`normalize` fills them in.
+    (:func:`default_checkpointing`, :func:`default_attention`), ``lora.target_modules`` None peft's
+    default for the model_type (:func:`resolved_lora`); :func:`normalize` fills them in.
     ``grad_accum`` micro-batches make one optimizer step; ``loop`` says what the loop keeps of
     the model's output (:data:`Loop`); ``autocast`` the dtype ``torch.autocast`` runs the forward
     in (:data:`Autocast`); ``loss`` how the loss reads the logits (:data:`Loss`; None: the
@@ -141,7 +144,7 @@ def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
     framework's defaults first (:func:`recipes.with_recipe`). Keys that are not request fields are
     refused.
     """
-    fill = with_recipe(dict(values))
+    fill = with_recipe(as_stored(dict(values), _config_of(values.get("model")), DEFAULT_REQUEST.method))
     given = _known("", fill.values, _REQUEST_FIELD_SET)
     given["lora"] = _lora_from(given.get("lora"))
     if "quant" in given:
@@ -150,6 +153,14 @@ def request_from_fields(values: Mapping[str, Any]) -> EstimateRequest:
         given["recipe_exceptions"] = tuple(given["recipe_exceptions"].items())
     request = EstimateRequest(**given)
     return _recipe_exceptions(request, fill.filled) if fill.filled else request
+
+
+def _config_of(model: Any) -> Mapping[str, Any] | None:
+    """A pasted (or Hub) model's config; None for a catalog id, whose configs load unquantized."""
+    if isinstance(model, Mapping):
+        config = model.get("config", model)
+        return config if isinstance(config, Mapping) else None
+    return None
 
 
 # The recipe fields a model may be unable to take as modelled, in the order they are decided (the
@@ -191,12 +202,11 @@ def recipe_field_refusal(request: EstimateRequest, name: str) -> str | None:
     return loss_refusal(request.loss or default_loss(request.objective), arch)
 
 
-def request_fields(req: EstimateRequest, arch: ArchSpec) -> dict[str, Any]:
+def request_fields(req: EstimateRequest, config: Mapping[str, Any]) -> dict[str, Any]:
     """A request as a request document spells it (its ``lora`` and ``quant`` as mappings, a pasted
     model as its config): the inverse of :func:`request_from_fields`, which reads it back."""
-    model = req.model if isinstance(req.model, str) else {"config": dict(arch.config)}
     return {
-        "model": model,
+        "model": _model_field(req.model, config),
         "method": req.method,
         "dtype": req.dtype,
         "lora": _lora(req.lora) if req.method in ("lora", "qlora") else None,
@@ -224,9 +234,26 @@ def request_fields(req: EstimateRequest, arch: ArchSpec) -> dict[str, Any]:
     }
 
 
+def _model_field(model: Any, config: Mapping[str, Any]) -> Any:
+    """A catalog id as it is; any other model as its config, with where that came from
+    (``source``: a Hugging Face id at a commit, see :func:`model_source`) when the caller said."""
+    if isinstance(model, str):
+        return model
+    source = model_source(model)
+    return {"config": dict(config), **({"source": dict(source)} if source else {})}
+
+
+def model_source(model: Any) -> Mapping[str, Any] | None:
+    """Where a config came from, as the caller that read it said (``model["source"]``: the app's
+    Hub reader gives the id, the commit and the checkpoint's parameter count); None: not said."""
+    source = model.get("source") if isinstance(model, Mapping) else None
+    return source if isinstance(source, Mapping) else None
+
+
 def _lora(lora: LoraSpec) -> dict[str, Any]:
-    targets = lora.target_modules
-    return {"r": lora.r, "alpha": lora.alpha, "target_modules": targets if isinstance(targets, str) else list(targets),
+    targets = lora.target_modules  # None (peft's default) only before normalize() has resolved it
+    return {"r": lora.r, "alpha": lora.alpha,
+            "target_modules": targets if targets is None or isinstance(targets, str) else list(targets),
             "variant": lora.variant, "dropout": lora.dropout, "loraplus_lr_ratio": lora.loraplus_lr_ratio}
 
 
@@ -312,7 +339,48 @@ def default_loss(objective: str) -> Loss:
 def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
     """Validate every field; return the request with defaults filled in, and its architecture."""
     dtype, quant, arch, attn, loss = _setting(request)
-    adapter_dtype = request.adapter_dtype or DEFAULT_ADAPTER_DTYPE
+    _validate_counts(request)
+    if request.new_tokens:
+        _validate_decode(request, arch)
+    return _filled(request, dtype, quant, attn, loss, resolved_lora(request, arch)), arch
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What normalizing a request needs of a model the formulas do not know (a meta-device
+    simulation answers it; ``profiler.generic.model_facts`` reads these off the built model): its
+    ``model_type``, whether its class offers sdpa, the names peft can target (``linear_names``),
+    the targets LoRA takes when none are named and why (``default_targets``, ``targets_note``)."""
+
+    model_type: str
+    supports_sdpa: bool
+    linear_names: tuple[str, ...]
+    default_targets: tuple[str, ...] | str
+    targets_note: str
+    config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def normalize_simulated(request: EstimateRequest, facts: ModelFacts) -> EstimateRequest:
+    """:func:`normalize` for a model answered by simulation: the same checks of every field that
+    needs no formula, its defaults read from ``facts``."""
+    dtype, quant, loss = _validate_fields(request)
+    _check_stored_quantization(request, quant, facts.config)
+    attn = _attention(request, facts.model_type, facts.supports_sdpa, "sdpa" if facts.supports_sdpa else "eager")
+    _validate_counts(request)
+    lora = request.lora
+    if request.method in ("lora", "qlora"):
+        targets = lora.target_modules if lora.target_modules is not None else facts.default_targets
+        named = (targets,) if isinstance(targets, str) else targets
+        missing = [n for n in named if n != ALL_LINEAR and n not in facts.linear_names]
+        if missing:
+            raise EstimateError("lora.target_modules", f"{missing} not in {facts.model_type}; its Linear modules: "
+                                                       f"{list(facts.linear_names)}")
+        lora = replace(lora, target_modules=targets)
+    return _filled(request, dtype, quant, attn, loss, lora)
+
+
+def _validate_counts(request: EstimateRequest) -> None:
+    """The shape, the accumulation and the tokens to decode."""
     _positive_int("batch_size", request.batch_size, MAX_BATCH)
     _positive_int("seq_len", request.seq_len, MAX_SEQ)
     _positive_int("grad_accum", request.grad_accum, MAX_GRAD_ACCUM)
@@ -321,20 +389,35 @@ def normalize(request: EstimateRequest) -> tuple[EstimateRequest, ArchSpec]:
             raise EstimateError("new_tokens", f"must be 0 (the prefill alone) or a positive integer, "
                                               f"got {request.new_tokens}")
         _positive_int("new_tokens", request.new_tokens, MAX_SEQ)
-        _validate_decode(request, arch)
     _boolean("prepare_kbit", request.prepare_kbit)
+
+
+def _filled(request: EstimateRequest, dtype: str, quant: QuantSpec, attn: AttnImplementation, loss: Loss,
+            lora: LoraSpec) -> EstimateRequest:
+    """``request`` with its validated fields and every default filled in."""
+    adapter_dtype = request.adapter_dtype or DEFAULT_ADAPTER_DTYPE
     checkpointing = request.gradient_checkpointing
     if checkpointing is None:
         checkpointing = default_checkpointing(request.method, request.prepare_kbit)
     _boolean("gradient_checkpointing", checkpointing)
-    if (dtype, quant, attn, checkpointing, loss, adapter_dtype) != (
+    if (dtype, quant, attn, checkpointing, loss, adapter_dtype, lora) != (
             request.dtype, request.quant, request.attn_implementation, request.gradient_checkpointing, request.loss,
-            request.adapter_dtype):
+            request.adapter_dtype, request.lora):
         # replace(), without its overhead
         request = EstimateRequest(**{**request.__dict__, "dtype": dtype, "quant": quant, "attn_implementation": attn,
                                      "gradient_checkpointing": checkpointing, "loss": loss,
-                                     "adapter_dtype": adapter_dtype})
-    return request, arch
+                                     "adapter_dtype": adapter_dtype, "lora": lora})
+    return request
+
+
+def resolved_lora(request: EstimateRequest, arch: ArchSpec) -> LoraSpec:
+    """The request's adapters with ``target_modules`` left out (None) resolved to peft's default for
+    ``arch`` (:func:`peft_defaults.default_targets`), so the request echo shows the modules targeted
+    and reads back (``request_from_fields``) to the same estimate."""
+    lora = request.lora
+    if lora.target_modules is not None or request.method not in ("lora", "qlora"):
+        return lora
+    return replace(lora, target_modules=default_targets(arch).modules)
 
 
 # Validated settings of catalog models, by every field but the shape: a service sees the same
@@ -370,6 +453,37 @@ def _setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnIm
 def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpec, AttnImplementation, Loss]:
     """Validate every field but the shape, the accumulation and the switches; the canonical
     dtype, the quantization with its default filled in, the architecture and its attention."""
+    dtype, quant, loss = _validate_fields(request)
+    arch = resolve_model(request.model)
+    _check_stored_quantization(request, quant, arch.config)
+    if request.method != "inference":
+        _refuse("autocast", autocast_refusal(request, dtype, arch))
+    _refuse("loss", loss_refusal(loss, arch))
+    attn = _attention(request, arch.model_type, arch.supports_sdpa, default_attention(arch))
+    return dtype, quant, arch, attn, loss
+
+
+def _check_stored_quantization(request: EstimateRequest, quant: QuantSpec, config: Mapping[str, Any]) -> None:
+    """A stored format the estimate cannot read is refused; a bitsandbytes one is trained as stored."""
+    unread_quantization(config)
+    stored = stored_quant(config)
+    if stored is not None and (request.method in ("full", "lora") or quant != stored):
+        raise EstimateError("quant.type", f"the checkpoint is stored in {stored.type} (bitsandbytes), which "
+                                          f"from_pretrained loads as stored: method qlora (or inference) on {stored}")
+
+
+def _attention(request: EstimateRequest, model_type: str, supports_sdpa: bool, default: AttnImplementation
+               ) -> AttnImplementation:
+    attn = request.attn_implementation or default
+    if attn == "sdpa" and not supports_sdpa:
+        raise EstimateError("attn_implementation",
+                            f"transformers has no sdpa attention for {model_type}; use 'eager' or 'flash_attention_2'")
+    return attn
+
+
+def _validate_fields(request: EstimateRequest) -> tuple[str, QuantSpec, Loss]:
+    """The checks of :func:`_validate_setting` that need no architecture: the canonical dtype, the
+    quantization with its default filled in, and the loss."""
     _choice("method", request.method, METHODS)
     dtype = DTYPE_ALIASES.get(str(request.dtype).lower(), str(request.dtype).lower())
     _choice("dtype", dtype, COMPUTE_DTYPES)
@@ -415,16 +529,7 @@ def _validate_setting(request: EstimateRequest) -> tuple[str, QuantSpec, ArchSpe
         raise EstimateError("attn_implementation", "flash_attention_2 needs device 'cuda' and fp16/bf16")
     if request.sharding != "none" and request.num_gpus == 1:
         raise EstimateError("num_gpus", f"sharding {request.sharding!r} needs num_gpus > 1")
-    arch = resolve_model(request.model)
-    if request.method != "inference":
-        _refuse("autocast", autocast_refusal(request, dtype, arch))
-    _refuse("loss", loss_refusal(loss, arch))
-    attn = request.attn_implementation or default_attention(arch)
-    if attn == "sdpa" and not arch.supports_sdpa:
-        raise EstimateError("attn_implementation",
-                            f"transformers has no sdpa attention for {arch.model_type}; "
-                            "use 'eager' or 'flash_attention_2'")
-    return dtype, quant, arch, attn, loss
+    return dtype, quant, loss
 
 
 def _validate_decode(request: EstimateRequest, arch: ArchSpec) -> None:

@@ -177,8 +177,10 @@ def cast_adapters(model: torch.nn.Module, dtype: torch.dtype) -> None:
 
 
 def peft_config(request: EstimateRequest) -> LoraConfig | VeraConfig:
-    """peft's config for the request's adapter settings."""
+    """peft's config for the (normalized) request's adapter settings: its targets named, as the
+    estimator resolved them (peft's own default raises for some families, ``estimator.peft_defaults``)."""
     lora = request.lora
+    assert lora.target_modules is not None, "normalize() first: it resolves the default targets"
     targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     if lora.variant == "vera":
         from peft import VeraConfig

@@ -37,16 +37,17 @@ class Counter:
     """One interface over the CPU and CUDA counters: reset at a phase start, read at its end."""
 
     def __init__(self, device: torch.device, model: torch.nn.Module, also_count: tuple[str, ...] = (),
-                 workspace: Workspace | None = None) -> None:
+                 workspace: Workspace | None = None, meter: type[LiveTensorBytes] = LiveTensorBytes) -> None:
         """``also_count``: further device types whose tensors count (a simulation targeting the
         CPU counts the host tensors torch keeps beside the meta ones, e.g. optimizer step counts);
-        ``workspace``: kernel-internal bytes a simulation adds (see ``LiveTensorBytes``)."""
+        ``workspace``: kernel-internal bytes a simulation adds (see ``LiveTensorBytes``); ``meter``:
+        the tensor accounting off CUDA (a fit's keeps every moment, ``profiler.generic``)."""
         self.device = device
         self.meter: CudaCounters | LiveTensorBytes
         if device.type == "cuda":
             self.meter = CudaCounters(device)
         else:
-            self.meter = LiveTensorBytes((device.type, *also_count), workspace)
+            self.meter = meter((device.type, *also_count), workspace)
             self.meter.track_all(model_tensors(model))
 
     def track_model(self, model: torch.nn.Module) -> None:

@@ -24,11 +24,12 @@ ENTRY_POINTS = ("main", "cli")
 # What each part of app may import from the rest of app (entry points: anything).
 ALLOWED = {
     "core": set(),
-    "planning": {"core"},
-    "jobs": {"core", "planning"},
+    "hub": {"core"},
+    "planning": {"core", "hub"},
+    "jobs": {"core", "planning", "hub"},
     "reports": {"core", "planning"},
-    "api": {"core", "planning", "jobs", "reports"},
-    "web": {"core", "planning", "jobs", "reports"},
+    "api": {"core", "planning", "jobs", "reports", "hub"},
+    "web": {"core", "planning", "jobs", "reports", "hub"},
 }
 # What each top-level package may import from the project.
 ALLOWED_PACKAGES = {"estimator": set(), "profiler": {"estimator"}, "app": {"estimator", "profiler"}}
@@ -155,6 +156,21 @@ def test_dependencies_point_one_way(project_graph):
 
 def test_no_import_cycles(project_graph):
     assert cycles(project_graph) == []
+
+
+# estimator/families/: one module per model family beside the parts they share.
+SHARED_FAMILY_PARTS = {"estimator.families.config", "estimator.families.layers", "estimator.families.moe",
+                       "estimator.families.towers"}
+
+
+def test_the_families_read_the_specs_and_the_registry_reads_the_families(project_graph):
+    """``estimator.arch`` gathers every family module's builders into its registry, so no family
+    module may import it back: they take the facts' types from ``estimator.spec``, and the shared
+    parts never import a family."""
+    families = {m for m in project_graph if m.startswith("estimator.families.")}
+    assert not any("estimator.arch" in project_graph[m] for m in families)
+    assert not any(t in families - SHARED_FAMILY_PARTS for m in SHARED_FAMILY_PARTS for t in project_graph[m])
+    assert families - SHARED_FAMILY_PARTS <= project_graph["estimator.arch"]
 
 
 def test_only_the_entry_points_see_api_and_web(project_graph):

@@ -29,9 +29,13 @@ class DocumentResponse(Response):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "unknown model or GPU id (close matches suggested)"},
+    403: {"model": ErrorOut, "description": "a gated Hugging Face model: accept its licence, set HF_TOKEN"},
+    404: {"model": ErrorOut, "description": "unknown model or GPU id, or a Hugging Face id the Hub does not "
+                                            "have (close matches suggested)"},
     413: {"model": ErrorOut, "description": "request body too large"},
-    422: {"description": "invalid input, located by field"},
+    422: {"description": "invalid input, located by field (a Hub repo that is not a causal LM among them)"},
+    424: {"model": ErrorOut, "description": "the Hugging Face Hub could not be reached (or was slower than its "
+                                            "limit) and no copy of the model is stored"},
 }
 # Operations that take an optional admin token: without one the public answer, with a wrong one 401.
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tunefit.profiler.device import host_memory_bytes
@@ -69,7 +69,20 @@ class Settings(BaseSettings):
     # only spends a worker's time (up to job_timeout_s): refused like a job too large for its device.
     max_simulated_bytes: int = Field(2**50, ge=2**30)
     checkpoint_dirs: list[Path] = []  # local checkpoints are read only under these; empty: none
-    allow_hub: bool = False  # read configs of hub ids not in the catalog (network); never in tests
+    # Hugging Face ids not in the catalog: read from the Hub (``app/hub``), each answer naming the
+    # commit. The endpoint, token and offline switch are huggingface_hub's own variables (HF_ENDPOINT,
+    # HF_TOKEN, HF_HUB_OFFLINE), or TUNEFIT_HUB_*; the user's Hugging Face cache holds the files.
+    allow_hub: bool = True  # False: catalog ids and pasted configs only (no network at all)
+    hub_endpoint: str = Field("https://huggingface.co",
+                              validation_alias=AliasChoices("TUNEFIT_HUB_ENDPOINT", "HF_ENDPOINT", "hub_endpoint"))
+    hub_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TUNEFIT_HUB_TOKEN", "HF_TOKEN",
+                                                                            "hub_token"))
+    hub_offline: bool = Field(False, validation_alias=AliasChoices("TUNEFIT_HUB_OFFLINE", "HF_HUB_OFFLINE",
+                                                                   "hub_offline"))
+    hub_timeout_s: float = Field(5.0, gt=0)  # each request to the Hub; a slower hub is an error, not a hang
+    # A branch or tag resolved this recently answers from the store without asking the Hub again; a
+    # commit hash always does (what it names never changes).
+    hub_refresh_s: float = Field(3600.0, ge=0)
     # Who runs profiling jobs: `local` (a worker polling the database; in-process with `tunefit
     # serve`) or `celery` (workers on any host, fed through a Redis broker; see docs/operations.md "Scaling out").
     executor: Literal["local", "celery"] = "local"
@@ -82,7 +95,7 @@ class Settings(BaseSettings):
     job_busy_retry_s: float = Field(30.0, gt=0)  # a duplicate delivery looks again after this long
     workers_inspect_timeout_s: float = Field(1.0, gt=0)  # GET /api/v1/workers waits this long for replies
 
-    @field_validator("api_token", "admin_token", mode="before")
+    @field_validator("api_token", "admin_token", "hub_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         """``TUNEFIT_API_TOKEN=`` (empty) means no token, not a token nobody can send."""

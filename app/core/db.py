@@ -110,6 +110,21 @@ class Measurement(Base):
         return json.loads(self.result_json)
 
 
+class HubModel(Base):
+    """A Hugging Face model as read from the Hub at one commit (``app.hub``): its config.json and
+    safetensors summary (JSON), by the id and the revision asked for. A repeated or offline query
+    answers from here, naming the commit."""
+
+    __tablename__ = "hub_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_key: Mapped[str] = mapped_column(String(200), index=True)  # the id case-folded, as the Hub matches it
+    revision: Mapped[str] = mapped_column(String(255))  # as asked: a branch, a tag or a commit hash
+    sha: Mapped[str] = mapped_column(String(64), index=True)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    snapshot_json: Mapped[str] = mapped_column(Text)
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     """SQLite hands datetimes back without their zone; they were written in UTC."""
     if moment is not None and moment.tzinfo is None:
@@ -279,6 +294,26 @@ class Database:
     def get_measurement(self, measurement_id: int) -> Measurement | None:
         with Session(self.engine) as session:
             return session.get(Measurement, measurement_id)
+
+    # ---- Hub models -----------------------------------------------------------------------------
+    @retried_when_locked
+    def put_hub_model(self, repo_key: str, revision: str, sha: str, snapshot: dict[str, Any]) -> None:
+        """Store a snapshot read from the Hub: the row of ``(repo_key, revision)`` replaced."""
+        with self.sessions.begin() as session:
+            session.execute(delete(HubModel).where(HubModel.repo_key == repo_key, HubModel.revision == revision))
+            session.add(HubModel(repo_key=repo_key, revision=revision, sha=sha, snapshot_json=json.dumps(snapshot)))
+
+    @retried_when_locked
+    def get_hub_model(self, repo_key: str, revision: str) -> tuple[dict[str, Any], datetime] | None:
+        """The stored snapshot of ``repo_key`` at ``revision`` (as asked, or the commit it resolved
+        to) and when it was fetched; None when there is none."""
+        with Session(self.engine) as session:
+            row = session.scalars(select(HubModel).where(
+                HubModel.repo_key == repo_key, (HubModel.revision == revision) | (HubModel.sha == revision))
+                .order_by(HubModel.fetched_at.desc()).limit(1)).first()
+            if row is None:
+                return None
+            return json.loads(row.snapshot_json), _aware(row.fetched_at) or now()
 
     # ---- jobs -----------------------------------------------------------------------------------
     @retried_when_locked

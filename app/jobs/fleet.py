@@ -30,6 +30,8 @@ from celery.worker.control import inspect_command
 
 from tunefit.app.core.config import Settings
 from tunefit.app.core.db import Database, Job
+from tunefit.app.hub import resolver as hub
+from tunefit.app.hub.store import DatabaseStore
 from tunefit.app.jobs.runner import run_job
 
 log = logging.getLogger("tunefit.fleet")
@@ -118,7 +120,9 @@ def run_worker(settings: Settings, force_cpu: bool = False, loglevel: str = "INF
     from tunefit.profiler.device import describe
 
     device = describe(force_cpu=force_cpu)
-    _state.update(device=device, settings=settings, db=Database(settings.sqlalchemy_url))
+    db = Database(settings.sqlalchemy_url)
+    hub.use(hub.HubResolver(settings, DatabaseStore(db)))  # the service's store: the commits it resolved
+    _state.update(device=device, settings=settings, db=db)
     app = make_celery(settings)
     name = f"tunefit-{device['kind']}-{os.getpid()}@{device['host']}"
     log.info("worker %s consumes %s", name, worker_queues(device["kind"], device["device"]))

@@ -15,6 +15,8 @@ from typing import Any
 from tunefit.app.core.checkpoints import resolve_checkpoint
 from tunefit.app.core.config import Settings
 from tunefit.app.core.db import Database, Job
+from tunefit.app.hub import resolver as hub
+from tunefit.app.hub.ids import parse_hub_ref
 from tunefit.app.jobs.schemas import ProfileIn
 from tunefit.app.planning.schemas import CheckpointModel, VariantIn
 from tunefit.app.planning.service import run_estimate, to_request, variant_label
@@ -100,7 +102,7 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
     the broker cannot take it, the job is marked failed with the reason and :class:`QueueUnavailable`
     raised.
     """
-    body = with_checked_checkpoint(body, settings.checkpoint_dirs if settings is not None else [])
+    body = pinned_to_commit(with_checked_checkpoint(body, settings.checkpoint_dirs if settings is not None else []))
     request, simulated = job_request(body)
     estimated = run_estimate(request)
     refusal = simulation_refusal(estimated.request) if simulated else None
@@ -120,6 +122,16 @@ def create_job(db: Database, body: ProfileIn, dispatch: Dispatch | None = None,
             db.finish_first(job.id, "failed", error=reason)
             raise QueueUnavailable(reason) from exc
     return job
+
+
+def pinned_to_commit(body: ProfileIn) -> ProfileIn:
+    """A Hub model named at the commit it resolves to now (``org/name@sha``): the worker measures
+    what the page showed, even if the branch moves before the job runs."""
+    if not hub.names_hub_model(body.model, body.revision):
+        return body
+    assert isinstance(body.model, str)
+    resolved = hub.active().resolve(parse_hub_ref(body.model, body.revision)).snapshot
+    return body.model_copy(update={"model": resolved.reference, "revision": None})
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, field_validator
 
 from tunefit.estimator import EstimateError
-from tunefit.estimator.adapters import ALL_LINEAR, AllLinear, Variant
+from tunefit.estimator.adapters import AllLinear, Variant
 from tunefit.estimator.hardware import Capacity
+from tunefit.estimator.peft_defaults import MAPPING_NAME, PEFT_VERSION
 from tunefit.estimator.quant import Blocksize, QuantType
 from tunefit.estimator.recipes import DEFAULT_RECIPE, NO_RECIPE, NoRecipe, RecipeName
 from tunefit.estimator.request import (
@@ -47,10 +48,6 @@ ModuleList = Annotated[list[ModuleName], Field(min_length=1, max_length=MAX_TARG
 Targets = ModuleList | AllLinear
 
 
-def _targets_default(targets: tuple[str, ...] | str) -> list[str] | AllLinear:
-    return ALL_LINEAR if targets == ALL_LINEAR else list(targets)
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,9 +56,12 @@ class _Strict(BaseModel):
 
 
 class ConfigModel(_Strict):
-    """A Hugging Face ``config.json`` object instead of a catalog id."""
+    """A Hugging Face ``config.json`` object instead of a catalog id; ``source`` is where it came
+    from, as an answer names it (a Hub id at a commit), echoed back as given."""
 
     config: dict[str, Any]
+    source: dict[str, Any] | None = Field(None, description="where the config came from (a document's "
+                                                            "request.model.source), echoed back as given")
 
     @field_validator("config")
     @classmethod
@@ -110,9 +110,11 @@ class LoraIn(_Strict):
 
     r: int = Field(DEFAULT.lora.r, ge=1, le=MAX_RANK, description="rank")
     alpha: float | None = Field(None, gt=0, le=MAX_ALPHA, description="lora_alpha (default 2·r)")
-    target_modules: Targets = Field(
-        default_factory=lambda: _targets_default(DEFAULT.lora.target_modules),
-        description="module names, or 'all-linear'")
+    target_modules: Targets | None = Field(
+        None,  # LoraSpec's: the model's default targets, resolved by the estimator
+        description=f"module names, or 'all-linear'; null (the default): peft's default for the model's model_type "
+                    f"(peft {PEFT_VERSION}'s {MAPPING_NAME}), or where peft has none the model's query and value "
+                    f"projections (the answer's request names the modules, its assumptions say which)")
     variant: Variant = DEFAULT.lora.variant
     dropout: float = Field(DEFAULT.lora.dropout, ge=0, lt=1, description="lora_dropout")
 
@@ -128,7 +130,10 @@ class QuantIn(_Strict):
 class SettingIn(_Strict):
     """One fine-tuning (or inference) setting: the fields every endpoint shares."""
 
-    model: str | ConfigModel = Field(..., description="catalog id, or {'config': {...config.json...}}")
+    model: str | ConfigModel = Field(..., description="catalog id (tunefit models), Hugging Face id (org/name, "
+                                     "optionally @revision), or {'config': {...config.json...}}")
+    revision: str | None = Field(None, min_length=1, max_length=255,
+                                 description="for a Hugging Face id: a branch, tag or commit hash (default main)")
     recipe: RecipeName | NoRecipe | None = Field(
         DEFAULT_RECIPE, description=f"a framework's defaults for the fields this request leaves out (hf-trainer, "
                                     f"trl-sft, trl-dpo, qlora-paper, unsloth); default {DEFAULT_RECIPE}; "
@@ -328,6 +333,7 @@ class ModelOut(BaseModel):
     source: str
     params: int
     linear_modules: list[str]
+    default_target_modules: list[str] = Field(..., description="what LoRA targets when target_modules is null")
     config: dict[str, Any] | None = None
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from tunefit.app.web.charts import log_bars, loss_curves
 from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, LoraSpec, adapter_params, get_model, models
-from tunefit.estimator.adapters import ALL_LINEAR
+from tunefit.estimator.adapters import ALL_LINEAR, targets_text
 from tunefit.estimator.paper import lora_ratio
+from tunefit.estimator.peft_defaults import default_targets
 from tunefit.estimator.units import GIB
 
 CURVE_COLOURS = {"full": "#e15759", "lora": "#4e79a7"}
@@ -28,14 +29,15 @@ def toy_curves(r: int) -> dict[str, Any] | None:
 
 def paper_context(model_id: str, r: int, targets: str) -> dict[str, Any]:
     arch = get_model(model_id).arch
-    target_modules = ALL_LINEAR if targets == ALL_LINEAR else tuple(t for t in targets.split(",") if t)
-    lora = LoraSpec(r=r, target_modules=target_modules)
+    names = tuple(t.strip() for t in targets.split(",") if t.strip())
+    # none named: the model's default targets (LoraSpec's None)
+    lora = LoraSpec(r=r, target_modules=ALL_LINEAR if targets == ALL_LINEAR else names or None)
     n_lora = adapter_params(arch, lora)
     first = next(m for m in arch.layer_linears if m.name in arch.linear_names)
     curves = toy_curves(min(r, 64))
     context = {
         "model_id": model_id, "r": r, "targets": targets, "models": list(models()), "ranks": RANKS,
-        "modules": list(arch.linear_names),
+        "modules": list(arch.linear_names), "default_targets": targets_text(default_targets(arch).modules),
         "bars": log_bars([("full fine-tuning", arch.total_params), (f"LoRA r={r}", n_lora)]),
         "ratio": f"{100 * n_lora / arch.total_params:.4f}",
         "per_matrix": f"{lora_ratio(first.out_features, first.in_features, r):.6f}",
@@ -56,4 +58,4 @@ def parse_paper_query(query) -> tuple[str, int, str]:
     # at most four digits before int(): a thousand-digit string is past int()'s own limit (ValueError)
     if not (r_text.isdigit() and len(r_text) <= 4) or not 1 <= int(r_text) <= 4096:
         raise EstimateError("r", f"must be a whole number from 1 to 4096, got {r_text!r}")
-    return model_id, int(r_text), query.get("targets", "q_proj,v_proj")
+    return model_id, int(r_text), query.get("targets", "")

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 
+from tunefit.app.hub import resolver as hub
 from tunefit.app.jobs.schemas import ProfileIn
 from tunefit.app.planning import service
 from tunefit.app.planning.schemas import (
@@ -26,10 +27,12 @@ from tunefit.app.planning.schemas import (
     config_from_text,
 )
 from tunefit.app.web.charts import gib_text, stacked_chart
-from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, get_model, gpus, models
-from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant
+from tunefit.estimator import ESTIMATOR_VERSION, EstimateError, arch_from_config, get_model, gpus, models
+from tunefit.estimator.adapters import ALL_LINEAR, VARIANTS, Variant, targets_text
 from tunefit.estimator.advice import COMMON_GPUS
+from tunefit.estimator.arch import ArchSpec
 from tunefit.estimator.document import request_from_document
+from tunefit.estimator.peft_defaults import default_targets
 from tunefit.estimator.quant import QUANT_TYPES, QuantType
 from tunefit.estimator.recipes import (
     DEFAULT_RECIPE,
@@ -79,7 +82,6 @@ DEFAULT = DEFAULT_REQUEST
 FORM_MODEL = "llama-2-7b"
 QUANTIZED_TYPES = tuple(t for t in QUANT_TYPES if t != "none")
 BOOLEANS = ("all_linear", "double_quant")
-DEFAULT_TARGETS = list(DEFAULT.lora.target_modules)
 MAX_CONFIG_CHARS = 100_000
 BREAKDOWN_LABELS = {
     "weights_bytes": "Base weights (unquantized)",
@@ -105,7 +107,7 @@ class PlanForm(BaseModel):
 
     # "I train with ...": a framework's defaults for what the query leaves out ("none": the libraries')
     recipe: RecipeName | NoRecipe = DEFAULT_RECIPE
-    model: str = Field(FORM_MODEL, max_length=100)
+    model: str = Field(FORM_MODEL, max_length=400)  # a catalog id, or a Hugging Face id[@revision]
     config: str = Field("", max_length=MAX_CONFIG_CHARS)
     method: Method = DEFAULT.method
     dtype: Dtype = DEFAULT_DTYPE
@@ -164,7 +166,8 @@ def _located(exc: ValidationError) -> list[str]:
 def setting_from_form(form: PlanForm) -> dict[str, Any]:
     """The shared API fields the form describes (validated by the API schemas' rules)."""
     model: Any = config_from_text(form.config) if form.config.strip() else form.model
-    targets: Any = ALL_LINEAR if form.all_linear else (form.targets or DEFAULT_TARGETS)
+    # none checked: the model's default targets (LoraIn's null, resolved by the estimator)
+    targets: Any = ALL_LINEAR if form.all_linear else (form.targets or None)
     setting = dict(
         model=model, method=form.method, dtype=form.dtype, recipe=form.recipe,
         lora=LoraIn(r=form.r, alpha=form.alpha, target_modules=targets, variant=form.variant),
@@ -235,23 +238,27 @@ def recipe_form_values() -> dict[str, dict[str, Any]]:
     return out
 
 
-def module_names(form: PlanForm) -> list[str]:
-    """The LoRA-targetable module names of the chosen architecture (for the checkboxes)."""
+def form_arch(form: PlanForm) -> ArchSpec | None:
+    """The chosen architecture (a pasted config.json's, else the catalog model's), for the target
+    checkboxes; None where it cannot be read (the result says why)."""
     try:
         if form.config.strip():
-            from tunefit.estimator import arch_from_config
-
-            return list(arch_from_config(config_from_text(form.config).config).linear_names)
-        return list(get_model(form.model).arch.linear_names)
+            return arch_from_config(config_from_text(form.config).config)
+        if hub.names_hub_model(form.model):
+            return arch_from_config(hub.active().model_arg(form.model)["config"])
+        return get_model(form.model).arch
     except (EstimateError, ValueError, TypeError, AttributeError):
-        return DEFAULT_TARGETS
+        return None
 
 
 def form_context(form: PlanForm) -> dict[str, Any]:
-    """Everything the form needs: choices, catalogs, the current values."""
+    """Everything the form needs: choices, catalogs, the current values; the checkboxes are the
+    architecture's LoRA-targetable modules, its default targets checked until others are chosen."""
+    arch = form_arch(form)
     return {
         "form": form,
-        "modules": module_names(form),
+        "modules": list(arch.linear_names) if arch else [],
+        "default_targets": list(default_targets(arch).modules) if arch else [],
         "models": [{"id": m.id, "name": m.name, "params_b": f"{m.arch.total_params / 1e9:.2f}"}
                    for m in models().values()],
         "gpus": [{"id": g.id, "name": g.name, "gib": gib_text(g.usable_bytes)} for g in gpus().values()],
@@ -336,6 +343,7 @@ def _headline(doc: dict[str, Any]) -> dict[str, Any]:
     ours = doc["peak_bytes"]
     diff = ours - paper["bytes"]
     return {
+        "source": doc.get("model_source"),
         "peak_gib": gib_text(ours),
         "peak_allocated_gib": gib_text(doc["peak_allocated_bytes"]),
         "peak_phase": doc["peak_phase"],
@@ -350,6 +358,7 @@ def _headline(doc: dict[str, Any]) -> dict[str, Any]:
         "diff_percent": f"{100 * diff / paper['bytes']:+.1f}" if paper["bytes"] else None,
         "paged_gib": gib_text(doc["paged_optimizer_bytes"]) if doc["paged_optimizer_bytes"] else None,
         "recipe": recipe_line(doc["request"]),
+        "targets": targets_text(lora["target_modules"]) if (lora := doc["request"]["lora"]) else None,
     }
 
 

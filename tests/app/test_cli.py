@@ -63,6 +63,17 @@ def test_unknown_model_suggests_close_ids(capsys):
     assert "llama-2-7b" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("model,targets", [("phi-4", "qkv_proj"), ("gpt2", "c_attn"), ("falcon-7b", "query_key_value")],
+                         ids=["phi3-no-peft-default", "gpt2-peft-default", "falcon-peft-default"])
+def test_lora_without_targets_takes_the_models_default(model, targets, capsys):
+    assert main(["estimate", "--model", model, "--method", "lora"]) == 0
+    assert f"target_modules {targets}" in capsys.readouterr().out  # the table names what was targeted
+    assert main(["estimate", "--model", model, "--method", "lora", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["request"]["lora"]["target_modules"] == [targets]
+    assert any(targets in a and "name target_modules to choose" in a for a in doc["assumptions"])
+
+
 @pytest.mark.parametrize("command,needle", [("models", "llama-2-7b"), ("gpus", "rtx-4090")])
 def test_catalog_listings(command, needle, capsys):
     assert main([command]) == 0

@@ -175,7 +175,7 @@ def test_the_api_schemas_take_their_defaults_from_the_estimator():
         DEFAULT_REQUEST.loss, DEFAULT_REQUEST.objective, DEFAULT_REQUEST.adapter_dtype,
         DEFAULT_REQUEST.inference_mode, DEFAULT_REQUEST.new_tokens)
     lora = LoraIn()
-    assert (lora.r, tuple(lora.target_modules), lora.variant, lora.dropout) == (
+    assert (lora.r, lora.target_modules, lora.variant, lora.dropout) == (  # targets None: the model's default
         DEFAULT_REQUEST.lora.r, DEFAULT_REQUEST.lora.target_modules, DEFAULT_REQUEST.lora.variant,
         DEFAULT_REQUEST.lora.dropout)
     quant = QuantIn()

@@ -24,7 +24,12 @@ def test_models_list_the_catalog_with_params_and_modules(client):
     assert "gate_proj" in by_id["llama-2-7b"]["linear_modules"]
 
 
-def test_model_detail_carries_its_config(client):
+@pytest.mark.parametrize("model_id,targets", [("gpt2", ["c_attn"]), ("phi-4", ["qkv_proj"])],
+                         ids=["gpt2-peft-default", "phi3-no-peft-default"])
+def test_models_name_their_default_targets(client, model_id, targets):
+    assert client.get(f"/api/v1/models/{model_id}").json()["default_target_modules"] == targets
+
+
     body = client.get("/api/v1/models/mistral-7b").json()
     assert body["config"]["num_key_value_heads"] == 8
     assert body["params"] == get_model("mistral-7b").arch.total_params
@@ -99,6 +104,23 @@ def test_config_object_instead_of_catalog_id(client, tmp_path, capsys):
                      "--json"]) == 0
     assert r.json() == json.loads(capsys.readouterr().out)
     assert r.json()["request"]["model"] == {"config": config}
+
+
+@pytest.mark.parametrize("body,targets", [
+    ({"model": "gpt2", "method": "lora"}, ["c_attn"]),
+    ({"model": "gpt2", "method": "lora", "lora": {"target_modules": None}}, ["c_attn"]),
+    ({"model": "phi-4", "method": "lora", "recipe": "none"}, ["qkv_proj"]),
+    ({"model": "gpt2", "method": "lora", "lora": {"target_modules": ["c_proj"]}}, ["c_proj"]),
+], ids=["gpt2-left-out", "gpt2-null", "phi3-no-recipe", "gpt2-named"])
+def test_lora_targets_default_to_the_models(client, body, targets):
+    r = client.post("/api/v1/estimate", json=body)
+    assert r.status_code == 200
+    assert r.json()["request"]["lora"]["target_modules"] == targets
+
+
+def test_the_schema_documents_the_default_targets(client):
+    lora = client.get("/openapi.json").json()["components"]["schemas"]["LoraIn"]["properties"]["target_modules"]
+    assert lora.get("default") is None and "null (the default): peft's default" in lora["description"]
 
 
 # ---- capacity and compare --------------------------------------------------------------------------

@@ -152,12 +152,37 @@ def test_measure_it_with_a_broken_plan_is_refused(client):
     assert r.status_code in (404, 422)
 
 
+@pytest.mark.parametrize("model,default,other", [("phi-4", "qkv_proj", "o_proj"), ("gpt2", "c_attn", "c_proj"),
+                                                  ("llama-2-7b", "q_proj", "k_proj")],
+                         ids=["phi3-no-peft-default", "gpt2-peft-default", "llama-peft-default"])
+def test_the_form_checks_the_models_default_targets(client, model, default, other):
+    html = client.get("/?" + urlencode({"model": model})).text
+    assert f'name="targets" value="{default}" checked' in html
+    assert f'name="targets" value="{other}" >' in html  # the others unchecked
+    assert re.search(r'id="default-targets">[^<]*' + default, html)
+
+
+@pytest.mark.parametrize("model,targets", [("phi-4", "qkv_proj"), ("gpt2", "c_attn")],
+                         ids=["phi3-no-peft-default", "gpt2-peft-default"])
+def test_nothing_checked_is_the_models_default(client, model, targets):
+    html = client.get("/?" + urlencode({"submitted": "1", "model": model, "method": "lora", "gpu": "rtx-4090"})).text
+    assert 'id="result"' in html and 'id="errors"' not in html
+    assert re.search(r'id="targets-used">[^<]*<strong>' + targets + "</strong>", html)  # the result names them
+    assert "name target_modules to choose" in unescape(html)  # and the assumptions say whose default
+
+
 def test_paper_figures_page(client):
     html = client.get("/paper?model=llama-2-7b&r=8&targets=q_proj,v_proj").text
     # LoRA, arXiv:2106.09685, Eq. 10 for Llama-2-7B, q and v at r=8: 32 * 2 * 8 * (4096 + 4096) trainable
     assert "4,194,304" in html and "6,738,415,616" in html
     assert 'id="param-bars"' in html and 'id="loss-curves"' in html
     assert client.get("/paper?model=llama-2-7bb").status_code == 404
+
+
+def test_paper_page_defaults_to_the_models_targets(client):
+    html = client.get("/paper?model=gpt2&r=8").text  # no targets: gpt2's default, c_attn
+    assert 'id="default-targets">c_attn<' in html and 'id="param-bars"' in html
+    assert "4,194,304" in client.get("/paper?model=llama-2-7b&r=8").text  # q and v: the paper's Eq. 10
     assert client.get("/paper?r=zero").status_code == 422
 
 
