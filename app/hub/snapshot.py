@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunefit.app.hub.ids import HubRef
-
 # Tensors a quantized checkpoint stores beside each quantized weight: bitsandbytes' 4-bit quant
 # state (``absmax``, ``quant_map``, the nested ones of double quantization, the packed
 # ``quant_state.bitsandbytes__nf4``) and its int8 scales (``SCB``, ``weight_format``), as
@@ -85,10 +83,6 @@ class HubSnapshot:
     def reference(self) -> str:
         """``org/name@commit``: the exact revision, which names this snapshot again."""
         return f"{self.repo_id}@{self.sha}"
-
-    @property
-    def ref(self) -> HubRef:
-        return HubRef(self.repo_id, self.revision)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
