@@ -92,7 +92,6 @@ class Fit:
 
     batched: tuple[FittedSegment, ...]
     single_row: tuple[FittedSegment, ...]
-    lengths: tuple[int, int, int]
 
     def segments(self, b: int) -> tuple[FittedSegment, ...]:
         return self.single_row if b == 1 else self.batched
@@ -153,7 +152,7 @@ def fit(samples: Mapping[Shape, Sequence[Segment]], lengths: tuple[int, int, int
     batched = [(b, s) for s in lengths for b in SAMPLE_BATCHES]
     single = [(1, s) for s in lengths]
     return Fit(_fit_part(samples, batched, batched_check, BATCHED_BASIS),
-               _fit_part(samples, single, single_check, SINGLE_ROW_BASIS), lengths)
+               _fit_part(samples, single, single_check, SINGLE_ROW_BASIS))
 
 
 def _fit_part(samples: Mapping[Shape, Sequence[Segment]], shapes: list[Shape], check: Shape,
